@@ -1,0 +1,146 @@
+//! Error types of the engine and its stores.
+//!
+//! Errors here describe what failed and where. The HTTP face never turns them into error responses on
+//! its own: cache faults fail open (the origin is served) and are logged.
+
+use std::time::Duration;
+
+/// A boxed, thread-safe error, as produced by fetchers and origin bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// An error raised by a [`Store`](crate::store::Store) or one of its writers.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// An I/O error from the filesystem.
+    #[error("store I/O error on {key:?}: {source}")]
+    Io {
+        /// The cache key being read or written (may be empty for store-wide operations).
+        key: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The stored entry failed its integrity check (bad magic, checksum, truncated file, key mismatch).
+    #[error("corrupt entry for {key:?}: {reason}")]
+    Corrupt {
+        /// The cache key.
+        key: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The object does not fit in the store (larger than its capacity or its per-object limit).
+    #[error("entry for {key:?} is too large for this store ({size} bytes > limit {limit})")]
+    TooLarge {
+        /// The cache key.
+        key: String,
+        /// Bytes written so far (or declared).
+        size: u64,
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// A backend-specific error (object storage, user stores).
+    #[error("store backend error on {key:?}: {source}")]
+    Backend {
+        /// The cache key.
+        key: String,
+        /// The underlying error.
+        #[source]
+        source: BoxError,
+    },
+    /// The store operation did not finish in time.
+    #[error("store operation on {key:?} timed out after {after:?}")]
+    Timeout {
+        /// The cache key.
+        key: String,
+        /// The configured limit.
+        after: Duration,
+    },
+    /// The store is closed or was configured not to accept writes.
+    #[error("store is closed")]
+    Closed,
+}
+
+impl StoreError {
+    /// Wraps an I/O error with the key it concerns.
+    pub fn io(key: impl Into<String>, source: std::io::Error) -> Self {
+        StoreError::Io {
+            key: key.into(),
+            source,
+        }
+    }
+
+    /// A short, stable label for the kind of error (used in logs and metric labels).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StoreError::Io { .. } => "io",
+            StoreError::Corrupt { .. } => "corrupt",
+            StoreError::TooLarge { .. } => "too_large",
+            StoreError::Backend { .. } => "backend",
+            StoreError::Timeout { .. } => "timeout",
+            StoreError::Closed => "closed",
+        }
+    }
+}
+
+/// An error returned by the [`Cache`](crate::Cache) engine.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The fetcher (the origin) failed before producing a response.
+    #[error("origin fetch failed: {0}")]
+    Fetch(#[source] BoxError),
+    /// The origin body failed part-way; what was sent is incomplete.
+    #[error("origin body failed after {received} bytes: {source}")]
+    Body {
+        /// Bytes received before the failure.
+        received: u64,
+        /// The underlying error.
+        #[source]
+        source: BoxError,
+    },
+    /// The body ended before its declared length: the response is truncated.
+    #[error("body truncated: got {received} of {expected} bytes")]
+    Truncated {
+        /// Bytes received.
+        received: u64,
+        /// Bytes declared (`Content-Length`).
+        expected: u64,
+    },
+    /// The body went past its declared length.
+    #[error("body longer than declared: more than {expected} bytes")]
+    TooLong {
+        /// Bytes declared.
+        expected: u64,
+    },
+    /// A store failed while reading an entry that was already being served.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// An operation exceeded its configured time limit.
+    #[error("{what} timed out after {after:?}")]
+    Timeout {
+        /// The operation.
+        what: &'static str,
+        /// The configured limit.
+        after: Duration,
+    },
+    /// The fill this request followed was abandoned (its leader failed or every reader left).
+    #[error("the shared fill was abandoned: {0}")]
+    FillAbandoned(String),
+    /// The fetcher panicked.
+    #[error("the fetcher panicked")]
+    Panicked,
+    /// The cache was closed.
+    #[error("the cache is closed")]
+    Closed,
+}
+
+/// Returned by [`Cache::close`](crate::Cache::close) when background work did not drain in time.
+#[derive(Debug, thiserror::Error)]
+#[error("background work did not drain within {timeout:?}: {pending} task(s) still running")]
+pub struct CloseError {
+    /// The timeout given to `close`.
+    pub timeout: Duration,
+    /// Tasks still queued or running.
+    pub pending: usize,
+}

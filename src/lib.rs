@@ -1,0 +1,14 @@
+//! # daramjwee
+//!
+//! A hybrid, streaming HTTP cache built as a [tower] middleware.
+#![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+
+pub mod entry;
+pub mod error;
+pub mod eviction;
+pub mod store;
+pub mod worker;
+
+pub use entry::{EntryBody, EntryKind, Metadata, StoredEntry};
+pub use error::{BoxError, CloseError, Error, StoreError};

@@ -1,0 +1,1 @@
+//! Background worker pool (stub: being written).
