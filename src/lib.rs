@@ -12,3 +12,4 @@ pub mod worker;
 
 pub use entry::{EntryBody, EntryKind, Metadata, StoredEntry};
 pub use error::{BoxError, CloseError, Error, StoreError};
+pub use worker::{WorkerPool, WorkerStats};
