@@ -53,6 +53,9 @@ const MIN_SHARD_BYTES: u64 = 256 * 1024;
 /// Upper bound of the default shard count.
 const MAX_DEFAULT_SHARDS: usize = 64;
 
+/// Upper bound of an explicit shard count (past this, shards only cost memory and accuracy).
+const MAX_SHARDS: usize = 4096;
+
 /// A byte-bounded, sharded in-memory [`Store`] with zero-copy hits.
 ///
 /// Capacity counts committed entries *and* writes in progress: a writer reserves its bytes in its
@@ -110,7 +113,7 @@ impl MemStoreBuilder {
         self
     }
 
-    /// Number of shards (at least 1).
+    /// Number of shards (clamped to 1..=4096).
     ///
     /// More shards mean less lock contention, but each shard is an independent slice of the
     /// capacity (`capacity / shards`) with its own policy: an object must fit in one shard, and
@@ -120,7 +123,7 @@ impl MemStoreBuilder {
     /// and foyer size their shards the same way. If you set both and a shard is smaller than
     /// `max_object_size`, the shard size is the effective per-object limit.
     pub fn shards(mut self, shards: usize) -> Self {
-        self.shards = Some(shards.max(1));
+        self.shards = Some(shards.clamp(1, MAX_SHARDS));
         self
     }
 
@@ -350,9 +353,9 @@ impl MemStore {
             .max_object_size(capacity)
             .policy(policy)
             .build();
-        if let Some(inner) = Arc::get_mut(&mut store.inner) {
-            inner.hasher = KeyHasher::Fixed(42);
-        }
+        Arc::get_mut(&mut store.inner)
+            .expect("a fresh store is not shared")
+            .hasher = KeyHasher::Fixed(42);
         store
     }
 
