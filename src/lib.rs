@@ -18,3 +18,4 @@ pub use cache::{
 };
 pub use entry::{EntryBody, EntryKind, Metadata, StoredEntry};
 pub use error::{BoxError, CloseError, Error, StoreError};
+pub use worker::{WorkerPool, WorkerStats};
