@@ -35,6 +35,7 @@ pub(crate) mod keys;
 mod write;
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -327,8 +328,12 @@ impl Cache {
     }
 
     /// Looks `key` up, fetching it with `fetcher` on a miss. See [`Cache::get_with`].
-    pub async fn get<F: Fetcher>(&self, key: &str, fetcher: F) -> Result<Lookup, Error> {
-        self.get_with(key, GetOptions::default(), fetcher).await
+    pub fn get<'a, F: Fetcher>(
+        &'a self,
+        key: &'a str,
+        fetcher: F,
+    ) -> impl Future<Output = Result<Lookup, Error>> + Send + 'a {
+        self.get_with(key, GetOptions::default(), fetcher)
     }
 
     /// Looks `key` up with per-call options.
@@ -337,7 +342,20 @@ impl Cache {
     /// [`Error::NotCached`] with `only_cached` on a miss, [`Error::Closed`] after
     /// [`close`](Cache::close). Body streams end with an error item (never a clean end) if the
     /// body turns out incomplete.
-    pub async fn get_with<F: Fetcher>(
+    ///
+    /// The returned future is `Send` whatever the fetcher, so it can be spawned.
+    pub fn get_with<'a, F: Fetcher>(
+        &'a self,
+        key: &'a str,
+        opts: GetOptions,
+        fetcher: F,
+    ) -> impl Future<Output = Result<Lookup, Error>> + Send + 'a {
+        // Declaring `Send` here (instead of leaking it from an `async fn`) lets callers spawn
+        // the future without tripping rustc's higher-ranked auto-trait inference on closures.
+        self.get_inner(key, opts, fetcher)
+    }
+
+    async fn get_inner<F: Fetcher>(
         &self,
         key: &str,
         opts: GetOptions,
