@@ -28,8 +28,10 @@ struct Slot {
     users: usize,
 }
 
+type Shard = Mutex<HashMap<Box<str>, Slot>>;
+
 pub(crate) struct KeyTable {
-    shards: Box<[Mutex<HashMap<Box<str>, Slot>>]>,
+    shards: Box<[Shard]>,
     hasher: RandomState,
     tickets: AtomicU64,
 }
@@ -58,7 +60,7 @@ impl KeyTable {
         })
     }
 
-    fn shard(&self, key: &str) -> &Mutex<HashMap<Box<str>, Slot>> {
+    fn shard(&self, key: &str) -> &Shard {
         &self.shards[self.hasher.hash_one(key) as usize % SHARDS]
     }
 

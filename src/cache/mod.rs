@@ -323,7 +323,7 @@ impl Cache {
             promotions: ld(&s.promotions),
             refreshes: ld(&s.refreshes),
             store_errors: ld(&s.store_errors),
-            dropped_tasks: self.inner.workers.stats().dropped as u64,
+            dropped_tasks: self.inner.workers.stats().dropped,
         }
     }
 
