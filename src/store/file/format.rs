@@ -151,10 +151,7 @@ pub(super) enum ReadFailure {
     /// No file at the path.
     Missing,
     /// The file exists but fails a check; `ident` names the file that was inspected.
-    Corrupt {
-        reason: String,
-        ident: FileIdent,
-    },
+    Corrupt { reason: String, ident: FileIdent },
     /// The file could not be read.
     Io(io::Error),
 }

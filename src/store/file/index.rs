@@ -21,7 +21,6 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 use crate::error::StoreError;
 use crate::eviction::{EvictionPolicy, PolicyKind};
 
-
 pub(super) struct Inner {
     pub(super) root: PathBuf,
     pub(super) objects: PathBuf,
@@ -190,25 +189,41 @@ impl Inner {
         }
     }
 
-    /// Reserves `n` bytes for a write in progress, evicting committed entries to make room.
+    /// Reserves `n` more bytes for a write in progress that already holds `held` bytes, evicting
+    /// committed entries to make room.
     /// The victims are already out of the index; the caller deletes their files with
     /// [`FileStore::remove_victims`]. Fails (reserving nothing) when even an empty index would
     /// leave no room, i.e. the other writes in progress hold the rest of the capacity.
-    pub(super) fn reserve(&self, key: &str, n: u64, entry_size: u64) -> (Result<(), StoreError>, Vec<Loc>) {
+    pub(super) fn reserve(
+        &self,
+        key: &str,
+        n: u64,
+        held: u64,
+    ) -> (Result<(), StoreError>, Vec<Loc>) {
         let mut victims = Vec::new();
         let mut st = self.state.lock();
+        // What the writes of others leave to this one: the limit reported when it does not fit.
+        let room = self
+            .capacity
+            .saturating_sub(st.reserved.saturating_sub(held));
+        let too_large = || StoreError::TooLarge {
+            key: key.to_owned(),
+            size: held + n,
+            limit: room,
+        };
+        // Every committed entry can be evicted, so only other writes in progress can make this
+        // impossible; checking first avoids evicting entries for a write that fails anyway.
+        if st.reserved.saturating_add(n) > self.capacity {
+            return (Err(too_large()), victims);
+        }
         st.reserved += n;
         while st.committed + st.reserved > self.capacity {
             match self.pick_victim(&mut st) {
                 Some(v) => victims.push(v),
+                // Index and accounting disagree (should not happen): refuse rather than overfill.
                 None => {
                     st.reserved -= n;
-                    let err = StoreError::TooLarge {
-                        key: key.to_owned(),
-                        size: entry_size,
-                        limit: self.capacity,
-                    };
-                    return (Err(err), victims);
+                    return (Err(too_large()), victims);
                 }
             }
         }
@@ -240,7 +255,6 @@ impl Inner {
         Some(Loc::from_hash(e.hash))
     }
 }
-
 
 impl FileStore {
     /// Deletes the files of entries already taken out of the index. Runs as a spawned task so a
@@ -360,7 +374,6 @@ impl FileStore {
             .join(format!("{:016x}-{}-{n}.tmp", loc.id, std::process::id()))
     }
 }
-
 
 impl Inner {
     /// Puts a finished temp file at `path`, creating the fan-out directories on first use.

@@ -143,7 +143,9 @@ impl FileStoreBuilder {
             max_object_size: self.max_object_size.unwrap_or(capacity).min(capacity),
             fsync: self.fsync,
             commit_mode: self.commit_mode,
-            stripes: (0..STRIPES).map(|_| Arc::new(AsyncMutex::new(()))).collect(),
+            stripes: (0..STRIPES)
+                .map(|_| Arc::new(AsyncMutex::new(())))
+                .collect(),
             state: parking_lot::Mutex::new(State {
                 index: HashMap::with_capacity(found.len()),
                 policy: self.policy.build(capacity),
@@ -385,7 +387,7 @@ impl Store for FileStore {
         // The record's size does not depend on the body length it carries (a fixed-width u64).
         let record_len = format::record(key, &meta, 0).len() as u64;
         let estimate = old_size + record_len + FOOTER_LEN as u64;
-        let (res, victims) = self.inner.reserve(key, estimate, estimate);
+        let (res, victims) = self.inner.reserve(key, estimate, 0);
         let mut temp = TempFile {
             inner: Arc::clone(&self.inner),
             path: self.temp_path(&loc),

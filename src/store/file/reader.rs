@@ -14,7 +14,6 @@ use super::index::{blocking, Loc};
 use super::FileStore;
 use crate::error::{Error, StoreError};
 
-
 /// Streams a body from an open file in bounded reads, checking its crc; a mismatch (or a file
 /// that shrank) ends the stream with an error instead of a clean end and removes the file.
 pub(super) struct BodyReader {

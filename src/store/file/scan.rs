@@ -11,7 +11,6 @@ use super::format::{self, ReadFailure};
 use super::index::{parse_hex32, remove_if_exists, Loc};
 use super::HEAD_TAIL;
 
-
 /// An entry found on disk while opening.
 pub(super) struct Found {
     pub(super) hash: [u8; 32],

@@ -18,7 +18,6 @@ use crate::entry::Metadata;
 use crate::error::StoreError;
 use crate::store::StoreWriter;
 
-
 /// A temp file and the bytes reserved for it. Dropping it (an uncommitted or cancelled write)
 /// removes the file and releases the reservation.
 pub(super) struct TempFile {
@@ -101,7 +100,6 @@ impl FileStoreWriter {
     }
 }
 
-
 #[async_trait]
 impl StoreWriter for FileStoreWriter {
     /// Appends a chunk, reserving its bytes (and evicting to make room) first. Fails with
@@ -125,7 +123,8 @@ impl StoreWriter for FileStoreWriter {
                 limit,
             });
         }
-        let (res, victims) = self.store.inner.reserve(&self.key, n, total);
+        let held = self.temp.as_ref().map_or(0, |t| t.reserved);
+        let (res, victims) = self.store.inner.reserve(&self.key, n, held);
         if res.is_ok() {
             if let Some(t) = self.temp.as_mut() {
                 t.reserved += n;
@@ -160,7 +159,8 @@ impl StoreWriter for FileStoreWriter {
         let record = format::record(&key, &self.meta, self.written);
         let trailer_len = (record.len() + FOOTER_LEN) as u64;
         let size = self.written + trailer_len;
-        let (res, victims) = self.store.inner.reserve(&key, trailer_len, size);
+        let held = self.temp.as_ref().map_or(0, |t| t.reserved);
+        let (res, victims) = self.store.inner.reserve(&key, trailer_len, held);
         if res.is_ok() {
             if let Some(t) = self.temp.as_mut() {
                 t.reserved += trailer_len;
