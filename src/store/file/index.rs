@@ -16,10 +16,11 @@ use tokio::sync::Mutex as AsyncMutex;
 
 use super::format::{self, FileIdent, Opened, ReadFailure};
 use super::{CommitMode, FileStore, MAX_STRAY_VICTIMS, STRIPES};
-
-static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 use crate::error::StoreError;
 use crate::eviction::{EvictionPolicy, PolicyKind};
+
+/// Makes temp file names unique across every store of this process.
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 pub(super) struct Inner {
     pub(super) root: PathBuf,
@@ -129,6 +130,21 @@ where
     }
 }
 
+/// [`blocking`] for work that reports store errors itself.
+pub(super) async fn blocking_store<T, F>(key: &str, f: F) -> Result<T, StoreError>
+where
+    F: FnOnce() -> Result<T, StoreError> + Send + 'static,
+    T: Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        Err(e) => Err(StoreError::io(
+            key,
+            io::Error::other(format!("blocking file task failed: {e}")),
+        )),
+    }
+}
+
 pub(super) fn remove_if_exists(path: &Path) -> io::Result<bool> {
     match std::fs::remove_file(path) {
         Ok(()) => Ok(true),
@@ -169,17 +185,40 @@ impl Inner {
         true
     }
 
-    /// Records a file just put in place at `loc`, turning `reserved` bytes into a committed entry
-    /// of `size` bytes. Returns an entry displaced by a 64-bit id collision, whose file the caller
-    /// (holding the stripe lock, which that id shares) must delete.
-    pub(super) fn index_committed(&self, loc: &Loc, size: u64, reserved: u64) -> Option<Loc> {
+    /// Records a file just put in place at `loc` (the caller holds its stripe), turning
+    /// `reserved` bytes into a committed entry of `size` bytes.
+    pub(super) fn index_committed(&self, loc: &Loc, size: u64, reserved: u64) {
+        let displaced = {
+            let mut st = self.state.lock();
+            st.reserved -= reserved.min(st.reserved);
+            st.committed += size;
+            st.policy.insert(loc.id, size);
+            let old = st.index.insert(loc.id, Indexed::new(loc.hash, size));
+            match old {
+                Some(old) => {
+                    st.committed -= old.size;
+                    (old.hash != loc.hash).then(|| Loc::from_hash(old.hash))
+                }
+                None => None,
+            }
+        };
+        // Another key with the same 64-bit id lost its index slot; it shares the stripe we hold,
+        // so its file can go now. The commit itself has succeeded: only log a failure.
+        if let Some(d) = displaced {
+            if let Err(e) = remove_if_exists(&d.path(&self.objects)) {
+                tracing::warn!(error = %e, "could not delete a displaced cache file");
+            }
+        }
+    }
+
+    /// Grows a reservation by `extra` bytes if that fits without evicting anything.
+    pub(super) fn try_grow(&self, extra: u64) -> bool {
         let mut st = self.state.lock();
-        st.reserved -= reserved.min(st.reserved);
-        st.committed += size;
-        st.policy.insert(loc.id, size);
-        let old = st.index.insert(loc.id, Indexed::new(loc.hash, size))?;
-        st.committed -= old.size;
-        (old.hash != loc.hash).then(|| Loc::from_hash(old.hash))
+        if st.committed + st.reserved + extra > self.capacity {
+            return false;
+        }
+        st.reserved += extra;
+        true
     }
 
     pub(super) fn release(&self, bytes: u64) {

@@ -26,7 +26,7 @@ use async_trait::async_trait;
 use tokio::sync::Mutex as AsyncMutex;
 
 use self::format::{ReadFailure, FOOTER_LEN};
-use self::index::{blocking, remove_if_exists, Indexed, Inner, Loc, State};
+use self::index::{blocking, blocking_store, remove_if_exists, Indexed, Inner, Loc, State};
 use self::reader::BodyReader;
 use self::writer::{FileStoreWriter, Sink, TempFile};
 use super::{Store, StoreWriter};
@@ -104,8 +104,8 @@ impl FileStoreBuilder {
         self
     }
 
-    /// Whether commits `fsync` the file and its directory (default `true`). See the module docs
-    /// for what each setting guarantees after a crash.
+    /// Whether commits `fsync` the file and its directory (default `true`). See
+    /// [`FileStore`] for what each setting guarantees after a crash.
     pub fn fsync(mut self, on: bool) -> Self {
         self.fsync = on;
         self
@@ -368,17 +368,18 @@ impl Store for FileStore {
                 file,
                 crc: crc32fast::Hasher::new(),
             }),
-            temp: Some(TempFile {
-                inner: Arc::clone(&self.inner),
-                path,
-                reserved: 0,
-            }),
+            temp: Some(TempFile::new(Arc::clone(&self.inner), path)),
             buf: Vec::new(),
             buffered: 0,
             written: 0,
         }))
     }
 
+    /// Rewrites the entry with the new metadata: the body is copied into a new temp file on disk
+    /// (checked against its crc on the way; no network transfer), which then replaces the old
+    /// file atomically, as a commit does. While it runs it needs room for a second copy of the
+    /// entry, and fails with [`StoreError::TooLarge`] when the capacity cannot provide it.
+    /// A corrupt entry is deleted, and reported as absent (`Ok(false)`).
     async fn update_metadata(&self, key: &str, meta: Metadata) -> Result<bool, StoreError> {
         let loc = Loc::of(key);
         let Some(old_size) = self.inner.indexed(&loc, false) else {
@@ -388,11 +389,7 @@ impl Store for FileStore {
         let record_len = format::record(key, &meta, 0).len() as u64;
         let estimate = old_size + record_len + FOOTER_LEN as u64;
         let (res, victims) = self.inner.reserve(key, estimate, 0);
-        let mut temp = TempFile {
-            inner: Arc::clone(&self.inner),
-            path: self.temp_path(&loc),
-            reserved: 0,
-        };
+        let mut temp = TempFile::new(Arc::clone(&self.inner), self.temp_path(&loc));
         if res.is_ok() {
             temp.reserved = estimate;
         }
@@ -401,9 +398,8 @@ impl Store for FileStore {
 
         let guard = self.inner.stripe(&loc).lock_owned().await;
         let inner = Arc::clone(&self.inner);
-        let owned_key = key.to_owned();
-        let res = blocking(move || {
-            let key = owned_key;
+        let key = key.to_owned();
+        blocking_store(&key.clone(), move || {
             if inner.indexed(&loc, false).is_none() {
                 return Ok(false);
             }
@@ -413,54 +409,60 @@ impl Store for FileStore {
                 Ok(_) | Err(ReadFailure::Corrupt { .. }) => {
                     tracing::warn!(key, "corrupt cache file removed during metadata update");
                     inner.unindex(&loc);
-                    remove_if_exists(&path)?;
+                    remove_if_exists(&path).map_err(|e| StoreError::io(&key, e))?;
                     return Ok(false);
                 }
                 Err(ReadFailure::Missing) => {
                     inner.unindex(&loc);
                     return Ok(false);
                 }
-                Err(ReadFailure::Io(e)) => return Err(e),
+                Err(ReadFailure::Io(e)) => return Err(StoreError::io(key, e)),
             };
+            // A commit may have replaced the entry with a larger one since the reservation.
+            let size = src.footer.body_len + record_len + FOOTER_LEN as u64;
+            if size > temp.reserved {
+                if !inner.try_grow(size - temp.reserved) {
+                    return Err(StoreError::TooLarge {
+                        key,
+                        size,
+                        limit: temp.reserved,
+                    });
+                }
+                temp.reserved = size;
+            }
+            let io = |e| StoreError::io(&key, e);
             let mut dst = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
-                .open(&temp.path)?;
+                .open(temp.path())
+                .map_err(io)?;
             let body_ok = match &src.body {
-                Some(b) => dst.write_all(b).map(|()| true)?,
-                None => format::copy_body(&src, &mut dst)?,
-            };
+                Some(b) => dst.write_all(b).map(|()| true),
+                None => format::copy_body(&src, &mut dst),
+            }
+            .map_err(io)?;
             if !body_ok {
                 tracing::warn!(key, "corrupt cache body removed during metadata update");
                 inner.unindex(&loc);
-                remove_if_exists(&path)?;
+                remove_if_exists(&path).map_err(io)?;
                 return Ok(false);
             }
             let record = format::record(&key, &meta, src.footer.body_len);
-            dst.write_all(&record)?;
-            dst.write_all(&format::footer(
-                src.footer.body_len,
-                src.footer.body_crc,
-                &record,
-            )?)?;
-            if inner.fsync {
-                dst.sync_all()?;
-            }
+            let footer = format::footer(src.footer.body_len, src.footer.body_crc, &record);
+            dst.write_all(&record)
+                .and_then(|()| dst.write_all(&footer?))
+                .and_then(|()| if inner.fsync { dst.sync_all() } else { Ok(()) })
+                .map_err(io)?;
             drop(dst);
-            let size = src.footer.body_len + record.len() as u64 + FOOTER_LEN as u64;
-            inner.install(&temp.path, &path)?;
-            let reserved = std::mem::take(&mut temp.reserved);
-            if let Some(displaced) = inner.index_committed(&loc, size, reserved) {
-                remove_if_exists(&displaced.path(&inner.objects))?;
-            }
+            let reserved = temp.install(&path).map_err(io)?;
+            inner.index_committed(&loc, size, reserved);
             drop(guard);
             if inner.fsync {
-                format::sync_dir(path.parent().unwrap_or(&inner.objects))?;
+                format::sync_dir(path.parent().unwrap_or(&inner.objects)).map_err(io)?;
             }
             Ok(true)
         })
-        .await;
-        res.map_err(|e| StoreError::io(key, e))
+        .await
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {

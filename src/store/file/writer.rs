@@ -5,7 +5,7 @@
 
 use std::fs::File;
 use std::io::{self, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -21,17 +21,51 @@ use crate::store::StoreWriter;
 /// A temp file and the bytes reserved for it. Dropping it (an uncommitted or cancelled write)
 /// removes the file and releases the reservation.
 pub(super) struct TempFile {
-    pub(super) inner: Arc<Inner>,
-    pub(super) path: PathBuf,
+    inner: Arc<Inner>,
+    path: PathBuf,
+    /// Bytes of the store's capacity this write holds.
     pub(super) reserved: u64,
+    /// Whether the file may still exist at `path` (false once renamed or removed).
+    live: bool,
+}
+
+impl TempFile {
+    pub(super) fn new(inner: Arc<Inner>, path: PathBuf) -> Self {
+        TempFile {
+            inner,
+            path,
+            reserved: 0,
+            live: true,
+        }
+    }
+
+    pub(super) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Puts the finished file at `dest` and hands its reservation over: returns the bytes the
+    /// caller must move into the index in the same step.
+    pub(super) fn install(&mut self, dest: &Path) -> io::Result<u64> {
+        self.inner.install(&self.path, dest)?;
+        self.live = false;
+        Ok(std::mem::take(&mut self.reserved))
+    }
+
+    /// Removes the file now, reporting errors (the reservation is released on drop).
+    pub(super) fn remove(&mut self) -> io::Result<()> {
+        self.live = false;
+        remove_if_exists(&self.path).map(|_| ())
+    }
 }
 
 impl Drop for TempFile {
     fn drop(&mut self) {
-        // Best effort and synchronous: a single unlink, and Drop cannot await.
-        if let Err(e) = std::fs::remove_file(&self.path) {
-            if e.kind() != io::ErrorKind::NotFound {
-                tracing::warn!(path = %self.path.display(), error = %e, "could not remove temp file");
+        if self.live {
+            // Best effort and synchronous: a single unlink, and Drop cannot await.
+            if let Err(e) = std::fs::remove_file(&self.path) {
+                if e.kind() != io::ErrorKind::NotFound {
+                    tracing::warn!(path = %self.path.display(), error = %e, "could not remove temp file");
+                }
             }
         }
         self.inner.release(self.reserved);
@@ -201,11 +235,8 @@ impl StoreWriter for FileStoreWriter {
         blocking(move || {
             let mut temp = temp;
             let path = loc.path(&inner.objects);
-            inner.install(&temp.path, &path)?;
-            let reserved = std::mem::take(&mut temp.reserved);
-            if let Some(displaced) = inner.index_committed(&loc, size, reserved) {
-                remove_if_exists(&displaced.path(&inner.objects))?;
-            }
+            let reserved = temp.install(&path)?;
+            inner.index_committed(&loc, size, reserved);
             drop(guard);
             if inner.fsync {
                 format::sync_dir(path.parent().unwrap_or(&inner.objects))?;
@@ -220,11 +251,10 @@ impl StoreWriter for FileStoreWriter {
         self.buf.clear();
         self.sink = None;
         if let Some(mut temp) = self.temp.take() {
-            let path = std::mem::take(&mut temp.path);
             let key = self.key.clone();
-            let removed = blocking(move || remove_if_exists(&path)).await;
-            drop(temp);
-            removed.map_err(|e| StoreError::io(key, e))?;
+            blocking(move || temp.remove())
+                .await
+                .map_err(|e| StoreError::io(key, e))?;
         }
         Ok(())
     }
