@@ -683,3 +683,69 @@ async fn copy_commit_mode_round_trips() {
     assert_eq!(head.etag.as_deref(), Some("\"v3\""));
     assert_eq!(files_under(dir.path()).len(), 1);
 }
+
+#[tokio::test]
+async fn metadata_larger_than_the_tail_read_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut headers = HeaderMap::new();
+    for i in 0..200 {
+        let name = http::HeaderName::try_from(format!("x-h{i}")).unwrap();
+        headers.insert(name, HeaderValue::from_str(&"v".repeat(100)).unwrap());
+    }
+    let body = pattern(100_000, 5);
+    {
+        let store = open(dir.path(), 64 << 20).await;
+        let mut w = store
+            .put("k", meta().with_headers(headers.clone()))
+            .await
+            .unwrap();
+        w.write(Bytes::from(body.clone())).await.unwrap();
+        w.commit().await.unwrap();
+    }
+    let store = open(dir.path(), 64 << 20).await;
+    assert_eq!(store.head("k").await.unwrap().unwrap().headers, headers);
+    let entry = store.get("k").await.unwrap().unwrap();
+    assert_eq!(entry.meta.headers.len(), 200);
+    assert_eq!(entry.body.collect().await.unwrap().to_vec(), body);
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn open_stream_keeps_reading_its_entry_after_replace_and_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), 64 << 20).await;
+    let body = pattern(500_000, 1);
+    put(&store, "k", &body).await;
+    let mut stream = store.get("k").await.unwrap().unwrap().body;
+    let mut got = stream.next().await.unwrap().unwrap().to_vec();
+    put(&store, "k", &pattern(500_000, 2)).await;
+    store.delete("k").await.unwrap();
+    while let Some(c) = stream.next().await {
+        got.extend_from_slice(&c.expect("clean chunk"));
+    }
+    assert_eq!(got, body);
+    assert!(files_under(dir.path()).is_empty());
+}
+
+#[tokio::test]
+async fn commit_cancelled_midway_leaves_no_entry_and_no_temp_file() {
+    use futures_util::FutureExt;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), 64 << 20).await;
+    let w = write(&store, "k", &pattern(300_000, 1)).await;
+    // Holding the key's stripe makes the commit unable to finish in one poll; it is dropped
+    // while its blocking write or its wait for the lock is in flight.
+    let stripe = store.inner.stripe(&Loc::of("k")).lock_owned().await;
+    assert!(w.commit().now_or_never().is_none());
+    drop(stripe);
+    // The blocking task finishes on its own; wait for its cleanup (no timing is asserted).
+    for _ in 0..10_000 {
+        if store.used_bytes() == Some(0) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    assert_eq!(store.used_bytes(), Some(0));
+    assert!(files_under(dir.path()).is_empty());
+    assert_eq!(read(&store, "k").await, None);
+}
