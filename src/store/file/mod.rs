@@ -246,8 +246,23 @@ impl FileStoreBuilder {
 /// commit, readers may briefly miss the entry, and a crash mid-copy leaves a partial file that the
 /// trailer checks reject on the next read or open.
 ///
+/// # Capacity and concurrency
+///
+/// The capacity counts file sizes (bodies plus metadata) of committed entries *and* of writes in
+/// progress, whose bytes are reserved as they are written, evicting entries to make room. A write
+/// that cannot fit even after evicting every committed entry (the other writes in progress hold
+/// the rest) fails with [`StoreError::TooLarge`] and is dropped. [`update_metadata`] copies the
+/// body into a new file, so it needs room for a second copy while it runs.
+///
+/// Commits, deletes and metadata updates of one key are serialised (64 lock stripes); the last
+/// commit wins. Reads take no lock: a reader that already opened an entry keeps streaming that
+/// version even if it is replaced, evicted or deleted meanwhile (on Unix, where an open file
+/// outlives its name). Misses are answered from the in-memory index without touching the disk.
+///
 /// One directory must be used by one `FileStore` at a time: `open` deletes every temp file it
 /// finds, including those of another live store.
+///
+/// [`update_metadata`]: Store::update_metadata
 #[derive(Clone)]
 pub struct FileStore {
     inner: Arc<Inner>,
@@ -321,10 +336,12 @@ impl Store for FileStore {
                     crc: crc32fast::Hasher::new(),
                     done: false,
                 };
-                EntryBody::from_stream(futures_util::stream::unfold(reader, |mut r| async move {
+                // Fused: a consumer polling again after the end gets `None`, not a panic.
+                let chunks = futures_util::stream::unfold(reader, |mut r| async move {
                     let item = r.next_chunk().await?;
                     Some((item, r))
-                }))
+                });
+                EntryBody::from_stream(futures_util::StreamExt::fuse(chunks))
             }
         };
         Ok(Some(StoredEntry::new(meta, body)))

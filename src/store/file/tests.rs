@@ -166,6 +166,10 @@ async fn large_body_streams_in_bounded_chunks() {
     }
     assert_eq!(got, body);
     assert_eq!(chunks, 16);
+    assert!(
+        stream.next().await.is_none(),
+        "polling past the end stays ended"
+    );
 }
 
 #[tokio::test]
