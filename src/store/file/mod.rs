@@ -364,18 +364,17 @@ impl Store for FileStore {
             });
         }
         let loc = Loc::of(key);
-        let path = self.temp_path(&loc);
-        let file = {
-            let path = path.clone();
-            blocking(move || {
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .open(path)
-            })
-            .await
-            .map_err(|e| StoreError::io(key, e))?
-        };
+        // The guard travels through the blocking task, so a cancelled `put` removes the file too.
+        let temp = TempFile::new(Arc::clone(&self.inner), self.temp_path(&loc));
+        let (file, temp) = blocking(move || {
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(temp.path())?;
+            Ok((file, temp))
+        })
+        .await
+        .map_err(|e| StoreError::io(key, e))?;
         Ok(Box::new(FileStoreWriter {
             store: self.clone(),
             key: key.to_owned(),
@@ -385,7 +384,7 @@ impl Store for FileStore {
                 file,
                 crc: crc32fast::Hasher::new(),
             }),
-            temp: Some(TempFile::new(Arc::clone(&self.inner), path)),
+            temp: Some(temp),
             buf: Vec::new(),
             buffered: 0,
             written: 0,
