@@ -98,7 +98,8 @@ impl FileStoreBuilder {
     }
 
     /// Largest body kept, in bytes; larger writes fail with [`StoreError::TooLarge`].
-    /// Defaults to the capacity; set it lower so one huge object cannot flush the whole tier.
+    /// Defaults to (and is capped at) the capacity; set it lower so one huge object cannot flush
+    /// the whole tier.
     pub fn max_object_size(mut self, bytes: u64) -> Self {
         self.max_object_size = Some(bytes);
         self
@@ -218,11 +219,12 @@ impl FileStoreBuilder {
 ///
 /// `body | record | footer`, where the record is [`codec::encode`](crate::store::codec::encode)
 /// of the key and the metadata (with `content_length` set to the real body length) and the footer
-/// is 24 bytes: `u64 body_len | u32 crc32(body) | u32 record_len | u32 crc32(footer) | "DJF1"`
-/// (little-endian). The body comes first so a writer streams it straight to disk and writes the
-/// metadata once the body is complete. A read takes one `open`, one `fstat` and one positioned
-/// read of the file's tail, which for small entries holds the whole file; larger bodies stream
-/// in 64 KiB reads, so memory never depends on object size.
+/// is 24 bytes: `u64 body_len | u32 crc32(body) | u32 record_len | u32 crc32(those 16 bytes) |
+/// "DJF1"` (little-endian). A valid file is exactly `body_len + record_len + 24` bytes long.
+/// The body comes first so a writer streams it straight to disk and writes the metadata once
+/// the body is complete. A hit takes one `open`, one `fstat` and one positioned read of the
+/// file's last 32 KiB, which for small entries is the whole file (checked and returned at once);
+/// larger bodies stream in 64 KiB reads, so memory never depends on object size.
 ///
 /// # Crash consistency
 ///
