@@ -26,7 +26,7 @@ mod file;
 mod mem;
 mod null;
 
-pub use file::{FileStore, FileStoreBuilder};
+pub use file::{CommitMode, FileStore, FileStoreBuilder};
 pub use mem::{MemStore, MemStoreBuilder};
 pub use null::NullStore;
 
