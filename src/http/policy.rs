@@ -3,7 +3,27 @@
 //!
 //! Request side: bypass, revalidate, only-if-cached. Response side: whether a response may be
 //! stored, and the freshness the stored [`Metadata`] carries. The engine never parses
-//! headers; everything HTTP is decided here.
+//! headers; everything HTTP is decided here. This module must never do I/O or touch a store.
+//!
+//! # Why not `http-cache-semantics`
+//!
+//! We evaluated the `http-cache-semantics` crate (2.1, latest 3.0) and kept our own rules:
+//!
+//! - Its `CachePolicy` is built from, and must be persisted with, the *original request and
+//!   response* (it serialises both through serde). Our entries store status + headers in
+//!   [`Metadata`], which is a shared type whose layout (and on-disk codec) we must not change;
+//!   keeping a second serialised policy beside it would double the header storage and need a
+//!   codec change.
+//! - It implements RFC 7234, not RFC 9111 (`must-understand`, the 9111 `Age`/`no-cache`
+//!   clarifications), and its Rust port does not parse `stale-while-revalidate` /
+//!   `stale-if-error`; we would have to re-parse `Cache-Control` anyway.
+//! - Its `Vary` handling matches one stored request per policy; we key variants (see
+//!   `vary.rs`), which needs the normalised field values at key time, not a yes/no afterwards.
+//! - Its decisions are made once per request-response pair; ours must also be made on the
+//!   engine's hit path (a callback run against stored [`Metadata`] on every lookup) without
+//!   allocation-heavy request reconstruction.
+//!
+//! Streaming itself would not have been a problem (it never touches bodies); the data model is.
 
 use std::time::{Duration, SystemTime};
 
