@@ -27,8 +27,10 @@ mod future;
 mod key;
 mod layer;
 pub mod policy;
+mod range;
 mod service;
 mod status;
+mod vary;
 
 pub use body::CacheBody;
 pub use future::ResponseFuture;
