@@ -1,0 +1,568 @@
+//! HTTP caching conformance (RFC 9111, RFC 5861, RFC 9110 §13-14) over real TCP: a hyper
+//! client, the `CacheLayer`, and a scripted axum origin. One test per rule, named after the
+//! rule it pins, with the RFC section in a comment; `docs/conformance.md` maps them.
+//!
+//! Staleness is produced without sleeping: the origin sends `Age` (or an old `Date`), so an
+//! entry is stale the moment it is stored.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::Response;
+use axum::Router;
+use common::{client, send, serve, Got, TestClient};
+use daramjwee::http::{CacheLayer, PolicyMode};
+use daramjwee::Cache;
+use parking_lot::Mutex;
+
+/// One request as the origin saw it.
+#[derive(Clone)]
+struct Seen {
+    method: Method,
+    headers: HeaderMap,
+    /// How many requests for this path came before it.
+    n: usize,
+}
+
+type Handler = Arc<dyn Fn(&Seen) -> Response + Send + Sync>;
+
+#[derive(Default)]
+struct Origin {
+    routes: Mutex<HashMap<String, (Handler, Duration)>>,
+    seen: Mutex<HashMap<String, Vec<Seen>>>,
+}
+
+async fn handle(
+    State(o): State<Arc<Origin>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let path = uri.path().to_owned();
+    let Some((h, delay)) = o.routes.lock().get(&path).cloned() else {
+        return resp(404, &[], "no route");
+    };
+    let seen = {
+        let mut all = o.seen.lock();
+        let v = all.entry(path).or_default();
+        let seen = Seen {
+            method,
+            headers,
+            n: v.len(),
+        };
+        v.push(seen.clone());
+        seen
+    };
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    h(&seen)
+}
+
+fn resp(status: u16, headers: &[(&str, &str)], body: impl Into<Body>) -> Response {
+    let mut b = Response::builder().status(status);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    b.body(body.into()).unwrap()
+}
+
+struct H {
+    addr: std::net::SocketAddr,
+    origin: Arc<Origin>,
+    cache: Cache,
+    c: TestClient,
+}
+
+impl H {
+    async fn new(mode: PolicyMode) -> H {
+        let origin = Arc::new(Origin::default());
+        let cache = Cache::builder().build();
+        let layer = CacheLayer::builder(cache.clone()).policy(mode).build();
+        let app = Router::new()
+            .fallback(handle)
+            .with_state(origin.clone())
+            .layer(layer);
+        let addr = serve(app).await;
+        H {
+            addr,
+            origin,
+            cache,
+            c: client(),
+        }
+    }
+
+    async fn shared() -> H {
+        H::new(PolicyMode::Shared).await
+    }
+
+    fn route(&self, path: &str, f: impl Fn(&Seen) -> Response + Send + Sync + 'static) {
+        self.route_slow(path, Duration::ZERO, f);
+    }
+
+    fn route_slow(
+        &self,
+        path: &str,
+        delay: Duration,
+        f: impl Fn(&Seen) -> Response + Send + Sync + 'static,
+    ) {
+        self.origin
+            .routes
+            .lock()
+            .insert(path.to_owned(), (Arc::new(f), delay));
+    }
+
+    /// A route that always answers the same 200.
+    fn fixed(&self, path: &str, headers: &'static [(&'static str, &'static str)], body: &'static str) {
+        self.route(path, move |s| {
+            let _ = s;
+            resp(200, headers, body)
+        });
+    }
+
+    fn calls(&self, path: &str) -> usize {
+        self.origin.seen.lock().get(path).map_or(0, Vec::len)
+    }
+
+    fn seen(&self, path: &str, i: usize) -> Seen {
+        self.origin.seen.lock()[path][i].clone()
+    }
+
+    async fn get(&self, path: &str) -> Got {
+        send(&self.c, self.addr, "GET", path, &[]).await
+    }
+
+    async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> Got {
+        send(&self.c, self.addr, "GET", path, headers).await
+    }
+
+    async fn send(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Got {
+        send(&self.c, self.addr, method, path, headers).await
+    }
+
+    /// Waits (bounded, polling) until the origin has seen `n` requests for `path`.
+    async fn wait_calls(&self, path: &str, n: usize) -> usize {
+        for _ in 0..200 {
+            if self.calls(path) >= n {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.calls(path)
+    }
+
+    fn key(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+fn is_hit(g: &Got) -> bool {
+    g.cache_status().starts_with("daramjwee; hit")
+}
+
+fn http_date(ago: Duration) -> String {
+    httpdate::fmt_http_date(SystemTime::now() - ago)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Storability (RFC 9111 §3)
+// ---------------------------------------------------------------------------------------------
+
+// RFC 9111 §3, §4: a fresh stored response is reused without contacting the origin.
+#[tokio::test]
+async fn fresh_response_is_served_from_cache() {
+    let h = H::shared().await;
+    h.fixed("/a", &[("cache-control", "max-age=60")], "body");
+    assert_eq!(h.get("/a").await.body(), "body");
+    let again = h.get("/a").await;
+    assert_eq!(again.body(), "body");
+    assert!(is_hit(&again), "{}", again.cache_status());
+    assert_eq!(h.calls("/a"), 1);
+}
+
+// RFC 9111 §5.2.2.5: no-store on the response: never stored.
+#[tokio::test]
+async fn response_no_store_is_not_stored() {
+    let h = H::shared().await;
+    h.fixed("/a", &[("cache-control", "no-store, max-age=60")], "x");
+    h.get("/a").await;
+    h.get("/a").await;
+    assert_eq!(h.calls("/a"), 2);
+}
+
+// RFC 9111 §5.2.2.7: a shared cache never stores a private response.
+#[tokio::test]
+async fn response_private_is_not_stored_by_shared_cache() {
+    let h = H::shared().await;
+    h.fixed("/a", &[("cache-control", "private, max-age=60")], "x");
+    h.get("/a").await;
+    h.get("/a").await;
+    assert_eq!(h.calls("/a"), 2);
+}
+
+// RFC 9111 §3.5: a shared cache stores a response to an authorized request only with public,
+// s-maxage or must-revalidate.
+#[tokio::test]
+async fn authorized_request_is_stored_only_when_response_allows_it() {
+    let h = H::shared().await;
+    h.fixed("/plain", &[("cache-control", "max-age=60")], "x");
+    h.fixed("/public", &[("cache-control", "public, max-age=60")], "x");
+    h.fixed("/smax", &[("cache-control", "s-maxage=60")], "x");
+    h.fixed("/mr", &[("cache-control", "max-age=60, must-revalidate")], "x");
+    let auth = [("authorization", "Bearer t")];
+    for p in ["/plain", "/public", "/smax", "/mr"] {
+        h.get_with(p, &auth).await;
+        h.get_with(p, &auth).await;
+    }
+    assert_eq!(h.calls("/plain"), 2);
+    assert_eq!(h.calls("/public"), 1);
+    assert_eq!(h.calls("/smax"), 1);
+    assert_eq!(h.calls("/mr"), 1);
+}
+
+// RFC 9111 §3: a status that is not heuristically cacheable, without explicit freshness, is
+// not stored.
+#[tokio::test]
+async fn non_heuristic_status_without_freshness_is_not_stored() {
+    let h = H::shared().await;
+    h.route("/a", |_| resp(500, &[], "boom"));
+    h.route("/b", |_| resp(302, &[("location", "/x")], ""));
+    for p in ["/a", "/b"] {
+        h.get(p).await;
+        h.get(p).await;
+        assert_eq!(h.calls(p), 2, "{p}");
+    }
+}
+
+// RFC 9111 §3, RFC 9110 §15.1: heuristically cacheable statuses (404, 410, 301, ...) with
+// explicit freshness are stored and replayed with their status.
+#[tokio::test]
+async fn heuristically_cacheable_statuses_are_stored_and_replayed() {
+    let h = H::shared().await;
+    h.route("/gone", |_| resp(410, &[("cache-control", "max-age=60")], "gone"));
+    h.route("/nf", |_| resp(404, &[("cache-control", "max-age=60")], "nf"));
+    h.route("/moved", |_| {
+        resp(301, &[("cache-control", "max-age=60"), ("location", "/x")], "")
+    });
+    for (p, st) in [("/gone", 410), ("/nf", 404), ("/moved", 301)] {
+        h.get(p).await;
+        let again = h.get(p).await;
+        assert_eq!(again.status.as_u16(), st);
+        assert!(is_hit(&again), "{p}: {}", again.cache_status());
+        assert_eq!(h.calls(p), 1);
+    }
+    assert_eq!(h.get("/moved").await.header("location"), "/x");
+}
+
+// RFC 9111 §3.3, §3.4: a 206 from the origin is never stored as the full response.
+#[tokio::test]
+async fn partial_content_from_origin_is_not_stored() {
+    let h = H::shared().await;
+    h.route("/p", |_| {
+        resp(
+            206,
+            &[("cache-control", "max-age=60"), ("content-range", "bytes 0-1/10")],
+            "ab",
+        )
+    });
+    let first = h.get("/p").await;
+    assert_eq!(first.status, StatusCode::PARTIAL_CONTENT);
+    let second = h.get("/p").await;
+    assert_eq!(second.status, StatusCode::PARTIAL_CONTENT);
+    assert!(!is_hit(&second));
+    assert_eq!(h.calls("/p"), 2);
+}
+
+// RFC 9111 §5.2.2.3: must-understand with a status we implement overrides no-store.
+#[tokio::test]
+async fn must_understand_overrides_no_store_for_an_understood_status() {
+    let h = H::shared().await;
+    h.fixed(
+        "/a",
+        &[("cache-control", "must-understand, no-store, max-age=60")],
+        "x",
+    );
+    h.get("/a").await;
+    assert!(is_hit(&h.get("/a").await));
+    assert_eq!(h.calls("/a"), 1);
+}
+
+// RFC 9111 §4.2.1, §1.2: Cache-Control parsing tolerates case, spaces, quotes, duplicates and
+// unknown directives.
+#[tokio::test]
+async fn cache_control_parsing_is_tolerant() {
+    let h = H::shared().await;
+    h.route("/a", |_| {
+        let mut r = resp(200, &[], "x");
+        r.headers_mut()
+            .append("cache-control", " MAX-AGE=\"60\" , x-ext=\"a,b\"".parse().unwrap());
+        r.headers_mut()
+            .append("cache-control", "max-age=0, unknown".parse().unwrap());
+        r
+    });
+    h.get("/a").await;
+    assert!(is_hit(&h.get("/a").await));
+    assert_eq!(h.calls("/a"), 1);
+}
+
+// RFC 9111 §5.3: Expires gives freshness when max-age is absent.
+#[tokio::test]
+async fn expires_gives_freshness() {
+    let h = H::shared().await;
+    let exp = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(3600));
+    h.route("/a", move |_| resp(200, &[("expires", exp.as_str())], "x"));
+    h.get("/a").await;
+    assert!(is_hit(&h.get("/a").await));
+    assert_eq!(h.calls("/a"), 1);
+}
+
+// RFC 9111 §5.3: an invalid Expires (e.g. "0") means already expired.
+#[tokio::test]
+async fn invalid_expires_means_stale() {
+    let h = H::shared().await;
+    h.fixed("/a", &[("expires", "0")], "x");
+    h.get("/a").await;
+    h.get("/a").await;
+    assert_eq!(h.calls("/a"), 2);
+}
+
+// RFC 9111 §5.2.2.1: max-age wins over Expires.
+#[tokio::test]
+async fn max_age_overrides_expires() {
+    let h = H::shared().await;
+    h.fixed("/a", &[("cache-control", "max-age=60"), ("expires", "0")], "x");
+    h.get("/a").await;
+    assert!(is_hit(&h.get("/a").await));
+}
+
+// RFC 9111 §5.2.2.10: in a shared cache s-maxage overrides max-age.
+#[tokio::test]
+async fn s_maxage_overrides_max_age_in_shared_cache() {
+    let h = H::shared().await;
+    h.fixed("/a", &[("cache-control", "max-age=0, s-maxage=60")], "x");
+    h.get("/a").await;
+    assert!(is_hit(&h.get("/a").await));
+    assert_eq!(h.calls("/a"), 1);
+}
+
+// RFC 9111 §4.2.2: heuristic freshness from Last-Modified for a heuristically cacheable status.
+#[tokio::test]
+async fn heuristic_freshness_from_last_modified() {
+    let h = H::shared().await;
+    let lm = http_date(Duration::from_secs(10 * 86_400));
+    h.route("/a", move |_| resp(200, &[("last-modified", lm.as_str())], "x"));
+    h.get("/a").await;
+    let again = h.get("/a").await;
+    assert!(is_hit(&again), "{}", again.cache_status());
+    assert_eq!(h.calls("/a"), 1);
+}
+
+// RFC 9111 §4.2.2: no explicit freshness and no Last-Modified: nothing to reuse without
+// validation.
+#[tokio::test]
+async fn no_freshness_information_means_no_reuse_without_validation() {
+    let h = H::shared().await;
+    h.fixed("/a", &[], "x");
+    h.get("/a").await;
+    h.get("/a").await;
+    assert_eq!(h.calls("/a"), 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Age (RFC 9111 §4.2.3, §5.1)
+// ---------------------------------------------------------------------------------------------
+
+// RFC 9111 §5.1: every response served from the cache carries Age, including the origin's
+// Age carried forward.
+#[tokio::test]
+async fn age_header_is_sent_on_cached_responses_and_includes_upstream_age() {
+    let h = H::shared().await;
+    h.fixed("/a", &[("cache-control", "max-age=600"), ("age", "30")], "x");
+    let first = h.get("/a").await;
+    let hit = h.get("/a").await;
+    assert!(is_hit(&hit));
+    for g in [&first, &hit] {
+        let age: u64 = g.header("age").parse().expect("an Age header");
+        assert!((30..40).contains(&age), "age {age}");
+    }
+}
+
+// RFC 9111 §4.2.3: the origin's Age counts against freshness.
+#[tokio::test]
+async fn upstream_age_reduces_freshness() {
+    let h = H::shared().await;
+    h.fixed("/a", &[("cache-control", "max-age=60"), ("age", "100")], "x");
+    h.get("/a").await;
+    h.get("/a").await;
+    assert_eq!(h.calls("/a"), 2);
+}
+
+// RFC 9111 §4.2.3: apparent age from an old Date counts against freshness.
+#[tokio::test]
+async fn old_date_reduces_freshness() {
+    let h = H::shared().await;
+    let date = http_date(Duration::from_secs(120));
+    h.route("/a", move |_| {
+        resp(200, &[("cache-control", "max-age=60"), ("date", date.as_str())], "x")
+    });
+    h.get("/a").await;
+    h.get("/a").await;
+    assert_eq!(h.calls("/a"), 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Request directives (RFC 9111 §5.2.1)
+// ---------------------------------------------------------------------------------------------
+
+/// A 200 with max-age=100 that is already 50 s old; 304 to a matching If-None-Match.
+fn aged_route(h: &H, path: &str, cc: &'static str, age: &'static str) {
+    h.route(path, move |s| {
+        if s.headers.get("if-none-match").is_some_and(|v| v == "\"v\"") {
+            return resp(304, &[("cache-control", cc), ("etag", "\"v\"")], "");
+        }
+        resp(
+            200,
+            &[("cache-control", cc), ("etag", "\"v\""), ("age", age)],
+            "body",
+        )
+    });
+}
+
+// RFC 9111 §5.2.1.1: request max-age: an older stored response is validated first.
+#[tokio::test]
+async fn request_max_age_older_than_entry_forces_validation() {
+    let h = H::shared().await;
+    aged_route(&h, "/a", "max-age=100", "50");
+    h.get("/a").await;
+    let g = h.get_with("/a", &[("cache-control", "max-age=10")]).await;
+    assert_eq!(g.body(), "body");
+    assert_eq!(h.calls("/a"), 2);
+    assert_eq!(h.seen("/a", 1).headers["if-none-match"], "\"v\"");
+}
+
+// RFC 9111 §5.2.1.1: request max-age at least the entry's age: served from cache.
+#[tokio::test]
+async fn request_max_age_covering_entry_is_served() {
+    let h = H::shared().await;
+    aged_route(&h, "/a", "max-age=100", "50");
+    h.get("/a").await;
+    let g = h.get_with("/a", &[("cache-control", "max-age=90")]).await;
+    assert!(is_hit(&g));
+    assert_eq!(h.calls("/a"), 1);
+}
+
+// RFC 9111 §5.2.1.2: max-stale lets the client take a stale response within its bound.
+#[tokio::test]
+async fn request_max_stale_serves_stale_entry_within_bound() {
+    let h = H::shared().await;
+    aged_route(&h, "/a", "max-age=10", "50");
+    h.get("/a").await;
+    let g = h.get_with("/a", &[("cache-control", "max-stale=100")]).await;
+    assert_eq!(g.body(), "body");
+    assert!(is_hit(&g), "{}", g.cache_status());
+    let any = h.get_with("/a", &[("cache-control", "max-stale")]).await;
+    assert!(is_hit(&any), "{}", any.cache_status());
+    assert_eq!(h.calls("/a"), 1);
+}
+
+// RFC 9111 §5.2.1.2: a response staler than max-stale is validated.
+#[tokio::test]
+async fn request_max_stale_exceeded_forces_validation() {
+    let h = H::shared().await;
+    aged_route(&h, "/a", "max-age=10", "50");
+    h.get("/a").await;
+    h.get_with("/a", &[("cache-control", "max-stale=5")]).await;
+    assert_eq!(h.calls("/a"), 2);
+}
+
+// RFC 9111 §5.2.1.3: min-fresh: a response with less freshness left is validated.
+#[tokio::test]
+async fn request_min_fresh_not_met_forces_validation() {
+    let h = H::shared().await;
+    aged_route(&h, "/a", "max-age=100", "50");
+    h.get("/a").await;
+    h.get_with("/a", &[("cache-control", "min-fresh=60")]).await;
+    assert_eq!(h.calls("/a"), 2);
+}
+
+// RFC 9111 §5.2.1.3: min-fresh met: served from cache.
+#[tokio::test]
+async fn request_min_fresh_met_is_served() {
+    let h = H::shared().await;
+    aged_route(&h, "/a", "max-age=100", "50");
+    h.get("/a").await;
+    let g = h.get_with("/a", &[("cache-control", "min-fresh=20")]).await;
+    assert!(is_hit(&g));
+    assert_eq!(h.calls("/a"), 1);
+}
+
+// RFC 9111 §5.2.1.4: request no-cache: a fresh entry is validated before use.
+#[tokio::test]
+async fn request_no_cache_forces_validation_of_fresh_entry() {
+    let h = H::shared().await;
+    aged_route(&h, "/a", "max-age=100", "0");
+    h.get("/a").await;
+    let g = h.get_with("/a", &[("cache-control", "no-cache")]).await;
+    assert_eq!(g.body(), "body");
+    assert!(g.cache_status().contains("fwd-status=304"), "{}", g.cache_status());
+    assert_eq!(h.calls("/a"), 2);
+}
+
+// RFC 9111 §5.4: Pragma: no-cache without Cache-Control acts as no-cache.
+#[tokio::test]
+async fn request_pragma_no_cache_forces_validation() {
+    let h = H::shared().await;
+    aged_route(&h, "/a", "max-age=100", "0");
+    h.get("/a").await;
+    h.get_with("/a", &[("pragma", "no-cache")]).await;
+    assert_eq!(h.calls("/a"), 2);
+}
+
+// RFC 9111 §5.2.1.5: request no-store: not served from and not stored in the cache.
+#[tokio::test]
+async fn request_no_store_bypasses_cache() {
+    let h = H::shared().await;
+    h.fixed("/a", &[("cache-control", "max-age=60")], "x");
+    h.get_with("/a", &[("cache-control", "no-store")]).await;
+    h.get("/a").await;
+    assert_eq!(h.calls("/a"), 2);
+}
+
+// RFC 9111 §5.2.1.7: only-if-cached with a fresh entry: served.
+#[tokio::test]
+async fn only_if_cached_serves_a_stored_response() {
+    let h = H::shared().await;
+    h.fixed("/a", &[("cache-control", "max-age=60")], "x");
+    h.get("/a").await;
+    let g = h.get_with("/a", &[("cache-control", "only-if-cached")]).await;
+    assert_eq!(g.status, StatusCode::OK);
+    assert_eq!(g.body(), "x");
+    assert_eq!(h.calls("/a"), 1);
+}
+
+// RFC 9111 §5.2.1.7: only-if-cached with nothing stored: 504, origin not contacted.
+#[tokio::test]
+async fn only_if_cached_miss_is_504() {
+    let h = H::shared().await;
+    h.fixed("/a", &[("cache-control", "max-age=60")], "x");
+    let g = h.get_with("/a", &[("cache-control", "only-if-cached")]).await;
+    assert_eq!(g.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(h.calls("/a"), 0);
+}
+
+// RFC 9111 §5.2.1.7: only-if-cached with only a stale entry (that would need validation): 504.
+#[tokio::test]
+async fn only_if_cached_with_stale_entry_is_504() {
+    let h = H::shared().await;
+    aged_route(&h, "/a", "max-age=10", "50");
+    h.get("/a").await;
+    let g = h.get_with("/a", &[("cache-control", "only-if-cached")]).await;
+    assert_eq!(g.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(h.calls("/a"), 1);
+}
