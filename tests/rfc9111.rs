@@ -566,3 +566,356 @@ async fn only_if_cached_with_stale_entry_is_504() {
     assert_eq!(g.status, StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(h.calls("/a"), 1);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Validation (RFC 9111 §4.3, §5.2.2)
+// ---------------------------------------------------------------------------------------------
+
+// RFC 9111 §4.3.1, §4.3.3: a stale entry is validated with If-None-Match; a 304 reuses the
+// stored body.
+#[tokio::test]
+async fn stale_entry_is_validated_with_if_none_match_and_304_reuses_body() {
+    let h = H::shared().await;
+    aged_route(&h, "/a", "max-age=10", "50");
+    h.get("/a").await;
+    let g = h.get("/a").await;
+    assert_eq!(g.body(), "body");
+    assert!(g.cache_status().contains("fwd=stale; fwd-status=304"), "{}", g.cache_status());
+    assert_eq!(h.seen("/a", 1).headers["if-none-match"], "\"v\"");
+}
+
+// RFC 9111 §4.3.1: without an entity tag, validation uses If-Modified-Since.
+#[tokio::test]
+async fn stale_entry_is_validated_with_if_modified_since() {
+    let h = H::shared().await;
+    let lm = http_date(Duration::from_secs(3600));
+    h.route("/a", move |s| {
+        if s.headers.contains_key("if-modified-since") {
+            return resp(304, &[("cache-control", "max-age=0")], "");
+        }
+        resp(
+            200,
+            &[("cache-control", "max-age=0"), ("last-modified", lm.as_str())],
+            "body",
+        )
+    });
+    h.get("/a").await;
+    let g = h.get("/a").await;
+    assert_eq!(g.body(), "body");
+    assert!(g.cache_status().contains("fwd-status=304"), "{}", g.cache_status());
+    assert!(!h.seen("/a", 1).headers.contains_key("if-none-match"));
+}
+
+// RFC 9111 §3.2, §4.3.4: a 304 updates the stored headers (and freshness) of the entry.
+#[tokio::test]
+async fn not_modified_updates_stored_headers_and_freshness() {
+    let h = H::shared().await;
+    h.route("/a", |s| {
+        if s.headers.contains_key("if-none-match") {
+            return resp(
+                304,
+                &[("cache-control", "max-age=600"), ("etag", "\"v\""), ("x-v", "2")],
+                "",
+            );
+        }
+        resp(
+            200,
+            &[("cache-control", "max-age=0"), ("etag", "\"v\""), ("x-v", "1")],
+            "body",
+        )
+    });
+    assert_eq!(h.get("/a").await.header("x-v"), "1");
+    let validated = h.get("/a").await;
+    assert_eq!(validated.header("x-v"), "2");
+    assert_eq!(validated.body(), "body");
+    let hit = h.get("/a").await;
+    assert!(is_hit(&hit), "{}", hit.cache_status());
+    assert_eq!(hit.header("x-v"), "2");
+    assert_eq!(hit.header("content-length"), "4");
+    assert_eq!(h.calls("/a"), 2);
+}
+
+// RFC 9111 §5.2.2.4: response no-cache: every reuse is validated first.
+#[tokio::test]
+async fn response_no_cache_forces_validation_on_every_use() {
+    let h = H::shared().await;
+    aged_route(&h, "/a", "no-cache, max-age=600", "0");
+    for _ in 0..3 {
+        assert_eq!(h.get("/a").await.body(), "body");
+    }
+    assert_eq!(h.calls("/a"), 3);
+    assert_eq!(h.seen("/a", 2).headers["if-none-match"], "\"v\"");
+}
+
+// RFC 9111 §5.2.2.2: must-revalidate: a stale entry is not served even if the client accepts
+// stale responses.
+#[tokio::test]
+async fn must_revalidate_stale_entry_is_not_served_under_max_stale() {
+    let h = H::shared().await;
+    aged_route(&h, "/a", "max-age=10, must-revalidate", "50");
+    h.get("/a").await;
+    h.get_with("/a", &[("cache-control", "max-stale=1000")]).await;
+    assert_eq!(h.calls("/a"), 2);
+}
+
+// RFC 9111 §5.2.2.8: proxy-revalidate binds a shared cache like must-revalidate.
+#[tokio::test]
+async fn proxy_revalidate_stale_entry_is_not_served_by_shared_cache() {
+    let h = H::shared().await;
+    aged_route(&h, "/a", "max-age=10, proxy-revalidate", "50");
+    h.get("/a").await;
+    h.get_with("/a", &[("cache-control", "max-stale=1000")]).await;
+    assert_eq!(h.calls("/a"), 2);
+}
+
+// RFC 9111 §5.2.2.10: s-maxage implies proxy-revalidate in a shared cache.
+#[tokio::test]
+async fn s_maxage_implies_proxy_revalidate() {
+    let h = H::shared().await;
+    aged_route(&h, "/a", "s-maxage=10", "50");
+    h.get("/a").await;
+    h.get_with("/a", &[("cache-control", "max-stale=1000")]).await;
+    assert_eq!(h.calls("/a"), 2);
+}
+
+// RFC 9111 §4.3.2, RFC 9110 §13.1.2: a client's If-None-Match list is compared weakly and
+// answered 304 from the cache.
+#[tokio::test]
+async fn client_if_none_match_list_is_answered_304_from_cache() {
+    let h = H::shared().await;
+    h.fixed("/a", &[("cache-control", "max-age=60"), ("etag", "\"v2\"")], "x");
+    h.get("/a").await;
+    let g = h
+        .get_with("/a", &[("if-none-match", "\"v1\", W/\"v2\"")])
+        .await;
+    assert_eq!(g.status, StatusCode::NOT_MODIFIED);
+    assert!(g.body().is_empty());
+    assert_eq!(g.header("etag"), "\"v2\"");
+    assert!(g.headers.contains_key("age"));
+    let star = h.get_with("/a", &[("if-none-match", "*")]).await;
+    assert_eq!(star.status, StatusCode::NOT_MODIFIED);
+    assert_eq!(h.calls("/a"), 1);
+}
+
+// RFC 9110 §13.1.2: a non-matching If-None-Match gets the full stored response.
+#[tokio::test]
+async fn client_if_none_match_mismatch_gets_full_response() {
+    let h = H::shared().await;
+    h.fixed("/a", &[("cache-control", "max-age=60"), ("etag", "\"v2\"")], "x");
+    h.get("/a").await;
+    let g = h.get_with("/a", &[("if-none-match", "\"v1\"")]).await;
+    assert_eq!(g.status, StatusCode::OK);
+    assert_eq!(g.body(), "x");
+}
+
+// RFC 9111 §4.3.2, RFC 9110 §13.1.3: If-Modified-Since answered 304 from the cache.
+#[tokio::test]
+async fn client_if_modified_since_is_answered_304_from_cache() {
+    let h = H::shared().await;
+    let lm = http_date(Duration::from_secs(3600));
+    h.route("/a", move |_| {
+        resp(
+            200,
+            &[("cache-control", "max-age=60"), ("last-modified", lm.as_str())],
+            "x",
+        )
+    });
+    h.get("/a").await;
+    let since = http_date(Duration::from_secs(60));
+    let g = h.get_with("/a", &[("if-modified-since", since.as_str())]).await;
+    assert_eq!(g.status, StatusCode::NOT_MODIFIED);
+    let before = http_date(Duration::from_secs(7200));
+    let g = h.get_with("/a", &[("if-modified-since", before.as_str())]).await;
+    assert_eq!(g.status, StatusCode::OK);
+    assert_eq!(h.calls("/a"), 1);
+}
+
+// RFC 9110 §13.1.3: If-Modified-Since is ignored when If-None-Match is present.
+#[tokio::test]
+async fn if_modified_since_is_ignored_with_if_none_match() {
+    let h = H::shared().await;
+    let lm = http_date(Duration::from_secs(3600));
+    h.route("/a", move |_| {
+        resp(
+            200,
+            &[
+                ("cache-control", "max-age=60"),
+                ("last-modified", lm.as_str()),
+                ("etag", "\"v\""),
+            ],
+            "x",
+        )
+    });
+    h.get("/a").await;
+    let since = http_date(Duration::ZERO);
+    let g = h
+        .get_with(
+            "/a",
+            &[("if-none-match", "\"other\""), ("if-modified-since", since.as_str())],
+        )
+        .await;
+    assert_eq!(g.status, StatusCode::OK);
+}
+
+// RFC 9111 §4.3.2: a client's conditional on a miss: the cache fetches the full response
+// (without the client's validators), stores it, and answers the client 304.
+#[tokio::test]
+async fn client_conditional_on_miss_fills_the_cache_and_answers_304() {
+    let h = H::shared().await;
+    h.fixed("/a", &[("cache-control", "max-age=60"), ("etag", "\"v\"")], "body");
+    let g = h.get_with("/a", &[("if-none-match", "\"v\"")]).await;
+    assert_eq!(g.status, StatusCode::NOT_MODIFIED);
+    assert!(!h.seen("/a", 0).headers.contains_key("if-none-match"));
+    let mut full = h.get("/a").await;
+    for _ in 0..50 {
+        if is_hit(&full) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        full = h.get("/a").await;
+    }
+    assert!(is_hit(&full), "{}", full.cache_status());
+    assert_eq!(full.body(), "body");
+    assert_eq!(h.calls("/a"), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// RFC 5861: stale-while-revalidate, stale-if-error
+// ---------------------------------------------------------------------------------------------
+
+// RFC 5861 §3: within stale-while-revalidate, the stale entry is served at once and
+// refreshed in the background.
+#[tokio::test]
+async fn stale_while_revalidate_serves_stale_and_refreshes_in_background() {
+    let h = H::shared().await;
+    h.route("/a", |s| {
+        resp(
+            200,
+            &[
+                ("cache-control", "max-age=1, stale-while-revalidate=100"),
+                ("age", "10"),
+            ],
+            format!("v{}", s.n),
+        )
+    });
+    assert_eq!(h.get("/a").await.body(), "v0");
+    let stale = h.get("/a").await;
+    assert_eq!(stale.body(), "v0");
+    assert!(is_hit(&stale), "{}", stale.cache_status());
+    assert_eq!(h.wait_calls("/a", 2).await, 2);
+    let mut next = h.get("/a").await;
+    for _ in 0..50 {
+        if next.body() == "v1" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        next = h.get("/a").await;
+    }
+    assert_eq!(next.body(), "v1");
+}
+
+// RFC 5861 §3: past the stale-while-revalidate window, validation is synchronous.
+#[tokio::test]
+async fn stale_while_revalidate_window_passed_validates_before_serving() {
+    let h = H::shared().await;
+    h.route("/a", |s| {
+        resp(
+            200,
+            &[
+                ("cache-control", "max-age=1, stale-while-revalidate=10"),
+                ("age", "500"),
+            ],
+            format!("v{}", s.n),
+        )
+    });
+    h.get("/a").await;
+    assert_eq!(h.get("/a").await.body(), "v1");
+}
+
+// RFC 5861 §4: stale-if-error: a failed validation (500, 502, 503, 504) is answered with the
+// stale entry, and Cache-Status says so.
+#[tokio::test]
+async fn stale_if_error_serves_stale_entry_when_origin_answers_5xx() {
+    let h = H::shared().await;
+    for code in [500u16, 502, 503, 504] {
+        let path = format!("/e{code}");
+        h.route(&path, move |s| {
+            if s.n == 0 {
+                resp(
+                    200,
+                    &[("cache-control", "max-age=1, stale-if-error=100"), ("age", "10")],
+                    "good",
+                )
+            } else {
+                resp(code, &[], "bad")
+            }
+        });
+        h.get(&path).await;
+        let g = h.get(&path).await;
+        assert_eq!(g.status, StatusCode::OK, "{code}");
+        assert_eq!(g.body(), "good");
+        let cs = g.cache_status();
+        assert!(cs.contains(&format!("fwd-status={code}")), "{cs}");
+        assert!(cs.contains("stale-if-error"), "{cs}");
+        assert_eq!(h.calls(&path), 2);
+    }
+}
+
+// RFC 5861 §4: past the stale-if-error window the error goes to the client.
+#[tokio::test]
+async fn stale_if_error_window_passed_passes_the_error_through() {
+    let h = H::shared().await;
+    h.route("/a", |s| {
+        if s.n == 0 {
+            resp(
+                200,
+                &[("cache-control", "max-age=1, stale-if-error=10"), ("age", "500")],
+                "good",
+            )
+        } else {
+            resp(503, &[], "bad")
+        }
+    });
+    h.get("/a").await;
+    let g = h.get("/a").await;
+    assert_eq!(g.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(g.body(), "bad");
+}
+
+// RFC 5861 §4: stale-if-error may also come from the request.
+#[tokio::test]
+async fn request_stale_if_error_serves_stale_entry() {
+    let h = H::shared().await;
+    h.route("/a", |s| {
+        if s.n == 0 {
+            resp(200, &[("cache-control", "max-age=1"), ("age", "10")], "good")
+        } else {
+            resp(502, &[], "bad")
+        }
+    });
+    h.get("/a").await;
+    let g = h
+        .get_with("/a", &[("cache-control", "stale-if-error=100")])
+        .await;
+    assert_eq!(g.body(), "good");
+}
+
+// RFC 5861 §4: a 4xx is not an error for stale-if-error (and is not stored over the entry
+// here since it has no freshness).
+#[tokio::test]
+async fn stale_if_error_ignores_client_errors() {
+    let h = H::shared().await;
+    h.route("/a", |s| {
+        if s.n == 0 {
+            resp(
+                200,
+                &[("cache-control", "max-age=1, stale-if-error=100"), ("age", "10")],
+                "good",
+            )
+        } else {
+            resp(403, &[], "forbidden")
+        }
+    });
+    h.get("/a").await;
+    assert_eq!(h.get("/a").await.status, StatusCode::FORBIDDEN);
+}
