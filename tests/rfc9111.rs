@@ -919,3 +919,293 @@ async fn stale_if_error_ignores_client_errors() {
     h.get("/a").await;
     assert_eq!(h.get("/a").await.status, StatusCode::FORBIDDEN);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Vary (RFC 9111 §4.1)
+// ---------------------------------------------------------------------------------------------
+
+/// Answers with the request's Accept-Language, varying on it.
+fn language_route(h: &H, path: &str, delay: Duration) {
+    h.route_slow(path, delay, |s| {
+        let lang = s
+            .headers
+            .get("accept-language")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("none")
+            .to_owned();
+        resp(
+            200,
+            &[("cache-control", "max-age=60"), ("vary", "Accept-Language")],
+            lang,
+        )
+    });
+}
+
+// RFC 9111 §4.1: each variant is stored and served only to requests with matching fields.
+#[tokio::test]
+async fn vary_stores_each_variant_separately() {
+    let h = H::shared().await;
+    language_route(&h, "/a", Duration::ZERO);
+    for lang in ["en", "fr", "en", "fr"] {
+        let g = h.get_with("/a", &[("accept-language", lang)]).await;
+        assert_eq!(g.body(), lang);
+        assert_eq!(g.header("vary"), "Accept-Language");
+        assert!(!g.headers.contains_key("x-daramjwee-vary-marker"));
+    }
+    let none = h.get("/a").await;
+    assert_eq!(none.body(), "none");
+    assert!(is_hit(&h.get_with("/a", &[("accept-language", "fr")]).await));
+    assert!(is_hit(&h.get("/a").await));
+    assert_eq!(h.calls("/a"), 3);
+}
+
+// RFC 9111 §4.1: field values are normalised (list whitespace, duplicate fields, case where
+// the field is case-insensitive) before matching.
+#[tokio::test]
+async fn vary_matches_normalised_field_values() {
+    let h = H::shared().await;
+    h.fixed(
+        "/a",
+        &[("cache-control", "max-age=60"), ("vary", "accept-encoding")],
+        "x",
+    );
+    h.get_with("/a", &[("accept-encoding", "gzip, br")]).await;
+    let g = h.get_with("/a", &[("accept-encoding", "GZIP,br")]).await;
+    assert!(is_hit(&g), "{}", g.cache_status());
+    let g = h.get_with("/a", &[("accept-encoding", "br")]).await;
+    assert!(!is_hit(&g));
+    assert_eq!(h.calls("/a"), 2);
+}
+
+// RFC 9111 §4.1: Vary: * never matches: never served from the cache.
+#[tokio::test]
+async fn vary_star_is_never_served_from_cache() {
+    let h = H::shared().await;
+    h.fixed("/a", &[("cache-control", "max-age=60"), ("vary", "*")], "x");
+    h.get("/a").await;
+    h.get("/a").await;
+    assert_eq!(h.calls("/a"), 2);
+}
+
+// RFC 9111 §4.4 (and purging): deleting the URL's key removes every variant.
+#[tokio::test]
+async fn purging_a_url_removes_all_its_variants() {
+    let h = H::shared().await;
+    language_route(&h, "/a", Duration::ZERO);
+    for lang in ["en", "fr"] {
+        h.get_with("/a", &[("accept-language", lang)]).await;
+    }
+    h.cache.delete(&h.key("/a")).await.unwrap();
+    for lang in ["en", "fr"] {
+        let g = h.get_with("/a", &[("accept-language", lang)]).await;
+        assert_eq!(g.body(), lang);
+        assert!(!is_hit(&g), "{lang}: {}", g.cache_status());
+    }
+    assert_eq!(h.calls("/a"), 4);
+}
+
+// RFC 9111 §4.4: an unsafe request invalidates every variant of its target URI.
+#[tokio::test]
+async fn unsafe_request_invalidates_all_variants() {
+    let h = H::shared().await;
+    language_route(&h, "/a", Duration::ZERO);
+    for lang in ["en", "fr"] {
+        h.get_with("/a", &[("accept-language", lang)]).await;
+    }
+    assert_eq!(h.send("POST", "/a", &[]).await.status, StatusCode::OK);
+    for lang in ["en", "fr"] {
+        assert!(!is_hit(&h.get_with("/a", &[("accept-language", lang)]).await));
+    }
+}
+
+// Coalescing per variant: concurrent requests make one origin request per variant.
+#[tokio::test]
+async fn concurrent_requests_coalesce_per_variant() {
+    let h = Arc::new(H::shared().await);
+    language_route(&h, "/a", Duration::from_millis(100));
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let h = h.clone();
+        let lang = if i % 2 == 0 { "en" } else { "fr" };
+        tasks.push(tokio::spawn(async move {
+            (lang, h.get_with("/a", &[("accept-language", lang)]).await)
+        }));
+    }
+    for t in tasks {
+        let (lang, g) = t.await.unwrap();
+        assert_eq!(g.body(), lang);
+    }
+    assert_eq!(h.calls("/a"), 2);
+}
+
+// RFC 9111 §4.1: when the origin changes the fields it varies on, the cache relearns them and
+// never serves a variant selected by the old ones.
+#[tokio::test]
+async fn vary_change_at_origin_is_relearned() {
+    let h = H::shared().await;
+    h.route("/a", |s| {
+        let field = if s.n == 0 { "accept-language" } else { "x-flavour" };
+        let v = s
+            .headers
+            .get(field)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("none")
+            .to_owned();
+        resp(200, &[("cache-control", "max-age=60"), ("vary", field)], v)
+    });
+    h.get_with("/a", &[("accept-language", "en")]).await;
+    // Stored under the old fields: this one varies on x-flavour now.
+    let g = h
+        .get_with("/a", &[("accept-language", "fr"), ("x-flavour", "mint")])
+        .await;
+    assert_eq!(g.body(), "mint");
+    let g = h.get_with("/a", &[("x-flavour", "lime")]).await;
+    assert_eq!(g.body(), "lime");
+    let g = h.get_with("/a", &[("x-flavour", "lime")]).await;
+    assert_eq!(g.body(), "lime");
+    assert!(is_hit(&g), "{}", g.cache_status());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Range (RFC 9110 §14, RFC 9111 §3.3-3.4)
+// ---------------------------------------------------------------------------------------------
+
+// RFC 9110 §14.2, §15.3.7: one range from a stored entry is a 206 with Content-Range.
+#[tokio::test]
+async fn range_on_stored_entry_is_206_with_content_range() {
+    let h = H::shared().await;
+    h.fixed("/a", &[("cache-control", "max-age=60")], "0123456789");
+    h.get("/a").await;
+    let g = h.get_with("/a", &[("range", "bytes=2-5")]).await;
+    assert_eq!(g.status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(g.body(), "2345");
+    assert_eq!(g.header("content-range"), "bytes 2-5/10");
+    assert_eq!(g.header("content-length"), "4");
+    assert!(g.headers.contains_key("age"));
+    assert_eq!(h.calls("/a"), 1);
+}
+
+// RFC 9110 §14.1.2: open-ended and suffix ranges.
+#[tokio::test]
+async fn open_and_suffix_ranges_are_served() {
+    let h = H::shared().await;
+    h.fixed("/a", &[("cache-control", "max-age=60")], "0123456789");
+    h.get("/a").await;
+    let open = h.get_with("/a", &[("range", "bytes=7-")]).await;
+    assert_eq!(open.body(), "789");
+    assert_eq!(open.header("content-range"), "bytes 7-9/10");
+    let suffix = h.get_with("/a", &[("range", "bytes=-3")]).await;
+    assert_eq!(suffix.body(), "789");
+    let beyond = h.get_with("/a", &[("range", "bytes=8-100")]).await;
+    assert_eq!(beyond.body(), "89");
+    assert_eq!(beyond.header("content-range"), "bytes 8-9/10");
+}
+
+// RFC 9110 §14.2: several ranges may be answered with the whole representation (our choice).
+#[tokio::test]
+async fn multiple_ranges_get_the_full_200() {
+    let h = H::shared().await;
+    h.fixed("/a", &[("cache-control", "max-age=60")], "0123456789");
+    h.get("/a").await;
+    let g = h.get_with("/a", &[("range", "bytes=0-1,5-6")]).await;
+    assert_eq!(g.status, StatusCode::OK);
+    assert_eq!(g.body(), "0123456789");
+}
+
+// RFC 9110 §15.5.17: an unsatisfiable range is a 416 with `Content-Range: bytes */len`.
+#[tokio::test]
+async fn unsatisfiable_range_is_416_with_star_content_range() {
+    let h = H::shared().await;
+    h.fixed("/a", &[("cache-control", "max-age=60")], "0123456789");
+    h.get("/a").await;
+    let g = h.get_with("/a", &[("range", "bytes=10-20")]).await;
+    assert_eq!(g.status, StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(g.header("content-range"), "bytes */10");
+    assert!(g.body().is_empty());
+}
+
+// RFC 9110 §14.2: an invalid range-spec is ignored: the full 200.
+#[tokio::test]
+async fn invalid_range_is_ignored() {
+    let h = H::shared().await;
+    h.fixed("/a", &[("cache-control", "max-age=60")], "0123456789");
+    h.get("/a").await;
+    for r in ["bytes=5-2", "bytes=x-y", "lines=1-2"] {
+        let g = h.get_with("/a", &[("range", r)]).await;
+        assert_eq!(g.status, StatusCode::OK, "{r}");
+        assert_eq!(g.body().len(), 10);
+    }
+}
+
+// RFC 9110 §13.1.5: If-Range that does not match (strongly) gets the full 200.
+#[tokio::test]
+async fn if_range_mismatch_gets_the_full_200() {
+    let h = H::shared().await;
+    h.fixed(
+        "/a",
+        &[("cache-control", "max-age=60"), ("etag", "\"v\"")],
+        "0123456789",
+    );
+    h.get("/a").await;
+    let stale = h
+        .get_with("/a", &[("range", "bytes=0-1"), ("if-range", "\"old\"")])
+        .await;
+    assert_eq!(stale.status, StatusCode::OK);
+    let weak = h
+        .get_with("/a", &[("range", "bytes=0-1"), ("if-range", "W/\"v\"")])
+        .await;
+    assert_eq!(weak.status, StatusCode::OK);
+    let ok = h
+        .get_with("/a", &[("range", "bytes=0-1"), ("if-range", "\"v\"")])
+        .await;
+    assert_eq!(ok.status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(ok.body(), "01");
+}
+
+// RFC 9111 §3.4 (no partial stored as whole) and §4.3.1: a Range request that misses fetches
+// the whole object (no Range sent upstream), stores it, and answers the client's range.
+#[tokio::test]
+async fn range_on_miss_fills_the_full_object_and_answers_the_range() {
+    let h = H::shared().await;
+    h.fixed("/a", &[("cache-control", "max-age=60")], "0123456789");
+    let g = h.get_with("/a", &[("range", "bytes=0-2")]).await;
+    assert_eq!(g.status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(g.body(), "012");
+    assert!(!h.seen("/a", 0).headers.contains_key("range"));
+    let mut full = h.get("/a").await;
+    for _ in 0..50 {
+        if is_hit(&full) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        full = h.get("/a").await;
+    }
+    assert!(is_hit(&full), "{}", full.cache_status());
+    assert_eq!(full.body(), "0123456789");
+    assert_eq!(h.calls("/a"), 1);
+}
+
+// Streaming: a range across many stored chunks is sliced from the stream, byte-exact.
+#[tokio::test]
+async fn range_across_stored_chunks_is_byte_exact() {
+    let h = H::shared().await;
+    let full: Vec<u8> = (0..20 * 4096u32).map(|i| (i % 251) as u8).collect();
+    let expected = full.clone();
+    h.route("/big", move |_| {
+        let chunks: Vec<Result<bytes::Bytes, std::io::Error>> = full
+            .chunks(4096)
+            .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+            .collect();
+        let mut r = resp(200, &[("cache-control", "max-age=60")], Body::from_stream(
+            futures_util::stream::iter(chunks),
+        ));
+        r.headers_mut()
+            .insert("content-length", (20 * 4096).to_string().parse().unwrap());
+        r
+    });
+    h.get("/big").await;
+    let g = h.get_with("/big", &[("range", "bytes=5000-13000")]).await;
+    assert_eq!(g.status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(&g.body()[..], &expected[5000..=13000]);
+    assert_eq!(g.header("content-range"), "bytes 5000-13000/81920");
+}

@@ -350,7 +350,12 @@ where
                 requested_at,
                 now,
             ) {
-                Storability::Store(meta) => {
+                Storability::Store(mut meta) => {
+                    // Framing-only lengths (the origin body knows its size, no header yet)
+                    // still let the engine verify the body and Range/HEAD answer on a miss.
+                    if meta.content_length.is_none() {
+                        meta.content_length = res.body().size_hint().exact();
+                    }
                     let body = EntryBody::from_stream(OriginStream::new(res.into_body()));
                     match (vary, &variant_of) {
                         (Vary::Fields(names), None) => {
