@@ -1209,3 +1209,316 @@ async fn range_across_stored_chunks_is_byte_exact() {
     assert_eq!(&g.body()[..], &expected[5000..=13000]);
     assert_eq!(g.header("content-range"), "bytes 5000-13000/81920");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Invalidation (RFC 9111 §4.4)
+// ---------------------------------------------------------------------------------------------
+
+/// GET: a fresh body naming the request count; other methods: `status` with extra headers.
+fn item_route(h: &H, path: &str, status: u16, extra: Vec<(&'static str, String)>) {
+    h.route(path, move |s| {
+        if s.method == Method::GET {
+            return resp(200, &[("cache-control", "max-age=60")], format!("n{}", s.n));
+        }
+        let mut r = resp(status, &[], "done");
+        for (k, v) in &extra {
+            r.headers_mut().insert(*k, v.parse().unwrap());
+        }
+        r
+    });
+}
+
+// RFC 9111 §4.4: a successful unsafe request invalidates its target URI.
+#[tokio::test]
+async fn successful_unsafe_requests_invalidate_the_target_uri() {
+    let h = H::shared().await;
+    for method in ["POST", "PUT", "DELETE", "PATCH"] {
+        let path = format!("/{}", method.to_lowercase());
+        item_route(&h, &path, 200, vec![]);
+        h.get(&path).await;
+        assert!(is_hit(&h.get(&path).await));
+        h.send(method, &path, &[]).await;
+        let after = h.get(&path).await;
+        assert!(!is_hit(&after), "{method}: {}", after.cache_status());
+        assert_eq!(after.body(), "n2", "{method}");
+    }
+}
+
+// RFC 9111 §4.4: a failed unsafe request (error status) invalidates nothing.
+#[tokio::test]
+async fn failed_unsafe_request_does_not_invalidate() {
+    let h = H::shared().await;
+    item_route(&h, "/a", 500, vec![]);
+    h.get("/a").await;
+    assert_eq!(h.send("POST", "/a", &[]).await.status.as_u16(), 500);
+    assert!(is_hit(&h.get("/a").await));
+}
+
+// RFC 9111 §4.4: same-origin Location and Content-Location are invalidated too.
+#[tokio::test]
+async fn same_origin_location_and_content_location_are_invalidated() {
+    let h = H::shared().await;
+    let cl = format!("http://{}/cl", h.addr);
+    item_route(
+        &h,
+        "/item",
+        201,
+        vec![("location", "/loc".to_owned()), ("content-location", cl)],
+    );
+    h.fixed("/loc", &[("cache-control", "max-age=60")], "loc");
+    h.fixed("/cl", &[("cache-control", "max-age=60")], "cl");
+    h.get("/loc").await;
+    h.get("/cl").await;
+    assert_eq!(h.send("POST", "/item", &[]).await.status.as_u16(), 201);
+    assert!(!is_hit(&h.get("/loc").await));
+    assert!(!is_hit(&h.get("/cl").await));
+    assert_eq!(h.calls("/loc"), 2);
+    assert_eq!(h.calls("/cl"), 2);
+}
+
+// RFC 9111 §4.4: a Location on another origin is not invalidated (it could be used to purge
+// someone else's entries).
+#[tokio::test]
+async fn cross_origin_location_is_not_invalidated() {
+    let h = H::shared().await;
+    item_route(
+        &h,
+        "/item",
+        201,
+        vec![("location", "http://other.example/x".to_owned())],
+    );
+    h.fixed("/x", &[("cache-control", "max-age=60")], "other");
+    let other = [("host", "other.example")];
+    h.get_with("/x", &other).await;
+    h.send("POST", "/item", &[]).await;
+    let g = h.get_with("/x", &other).await;
+    assert!(is_hit(&g), "{}", g.cache_status());
+    assert_eq!(h.calls("/x"), 1);
+}
+
+// RFC 9111 §3, §4.4: responses to unsafe methods are not stored.
+#[tokio::test]
+async fn responses_to_unsafe_methods_are_not_stored() {
+    let h = H::shared().await;
+    h.fixed("/a", &[("cache-control", "max-age=60")], "x");
+    h.send("POST", "/a", &[]).await;
+    h.send("POST", "/a", &[]).await;
+    assert_eq!(h.calls("/a"), 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// HEAD, hop-by-hop fields, Cache-Status
+// ---------------------------------------------------------------------------------------------
+
+// RFC 9110 §9.3.2, RFC 9111 §4: HEAD is answered from a stored GET.
+#[tokio::test]
+async fn head_is_answered_from_a_stored_get() {
+    let h = H::shared().await;
+    h.fixed("/a", &[("cache-control", "max-age=60")], "0123456789");
+    h.get("/a").await;
+    let g = h.send("HEAD", "/a", &[]).await;
+    assert_eq!(g.status, StatusCode::OK);
+    assert!(g.body().is_empty());
+    assert_eq!(g.header("content-length"), "10");
+    assert!(is_hit(&g), "{}", g.cache_status());
+    assert!(g.headers.contains_key("age"));
+    assert_eq!(h.calls("/a"), 1);
+}
+
+// RFC 9110 §9.3.2: a HEAD miss is forwarded as HEAD and stores no body.
+#[tokio::test]
+async fn head_miss_is_forwarded_and_stores_nothing() {
+    let h = H::shared().await;
+    h.fixed("/a", &[("cache-control", "max-age=60")], "x");
+    h.send("HEAD", "/a", &[]).await;
+    assert_eq!(h.seen("/a", 0).method, Method::HEAD);
+    let g = h.get("/a").await;
+    assert!(!is_hit(&g));
+    assert_eq!(g.body(), "x");
+}
+
+// RFC 9111 §3.1, RFC 9110 §7.6.1: hop-by-hop fields and those named by Connection are neither
+// stored nor forwarded.
+#[tokio::test]
+async fn hop_by_hop_and_connection_listed_fields_are_dropped() {
+    let h = H::shared().await;
+    let hop: &'static [(&'static str, &'static str)] = &[
+        ("cache-control", "max-age=60"),
+        ("connection", "x-secret"),
+        ("x-secret", "1"),
+        ("keep-alive", "timeout=5"),
+        ("x-ok", "1"),
+    ];
+    h.fixed("/a", hop, "x");
+    h.route("/p", |_| {
+        resp(
+            200,
+            &[
+                ("cache-control", "private"),
+                ("connection", "x-secret"),
+                ("x-secret", "1"),
+            ],
+            "p",
+        )
+    });
+    let miss = h.get("/a").await;
+    let hit = h.get("/a").await;
+    let pass = h.get("/p").await;
+    assert!(is_hit(&hit));
+    for g in [&miss, &hit, &pass] {
+        assert!(!g.headers.contains_key("x-secret"), "{:?}", g.headers);
+        assert!(!g.headers.contains_key("keep-alive"));
+        assert!(!g.header("connection").contains("x-secret"));
+    }
+    assert_eq!(hit.header("x-ok"), "1");
+}
+
+// RFC 9211: Cache-Status says what the cache did.
+#[tokio::test]
+async fn cache_status_reports_stored_miss_then_hit() {
+    let h = H::shared().await;
+    h.fixed("/a", &[("cache-control", "max-age=60")], "x");
+    let miss = h.get("/a").await;
+    let cs = miss.cache_status();
+    assert!(cs.starts_with("daramjwee; fwd=uri-miss"), "{cs}");
+    assert!(cs.contains("stored"), "{cs}");
+    let ttl: i64 = cs
+        .split("; ")
+        .find_map(|p| p.strip_prefix("ttl="))
+        .and_then(|t| t.parse().ok())
+        .expect("a ttl parameter");
+    assert!((50..=60).contains(&ttl), "{cs}");
+    let hit = h.get("/a").await;
+    let cs = hit.cache_status();
+    assert!(cs.starts_with("daramjwee; hit; ttl="), "{cs}");
+    assert!(cs.contains("detail=memory"), "{cs}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Policy modes: shared (default), private, origin-trusting
+// ---------------------------------------------------------------------------------------------
+
+// Shared mode (our choice, safer than RFC 9111 requires): a response setting a cookie is not
+// stored, so one client's cookie is never replayed to another.
+#[tokio::test]
+async fn shared_cache_does_not_store_set_cookie_responses() {
+    let h = H::shared().await;
+    h.fixed(
+        "/a",
+        &[("cache-control", "max-age=60"), ("set-cookie", "id=1")],
+        "x",
+    );
+    h.get("/a").await;
+    h.get("/a").await;
+    assert_eq!(h.calls("/a"), 2);
+}
+
+// RFC 9111 §5.2.2.7: a private cache may store private responses.
+#[tokio::test]
+async fn private_mode_stores_private_responses() {
+    let h = H::new(PolicyMode::Private).await;
+    h.fixed("/a", &[("cache-control", "private, max-age=60")], "mine");
+    h.get("/a").await;
+    assert!(is_hit(&h.get("/a").await));
+    assert_eq!(h.calls("/a"), 1);
+}
+
+// RFC 9111 §5.2.2.10: a private cache ignores s-maxage.
+#[tokio::test]
+async fn private_mode_ignores_s_maxage() {
+    let h = H::new(PolicyMode::Private).await;
+    h.fixed("/a", &[("cache-control", "max-age=0, s-maxage=60")], "x");
+    h.get("/a").await;
+    h.get("/a").await;
+    assert_eq!(h.calls("/a"), 2);
+}
+
+// RFC 9111 §3.5: the Authorization rule binds shared caches only.
+#[tokio::test]
+async fn private_mode_stores_responses_to_authorized_requests() {
+    let h = H::new(PolicyMode::Private).await;
+    h.fixed("/a", &[("cache-control", "max-age=60")], "x");
+    let auth = [("authorization", "Bearer t")];
+    h.get_with("/a", &auth).await;
+    assert!(is_hit(&h.get_with("/a", &auth).await));
+}
+
+// RFC 9111 §5.2.2.8: proxy-revalidate does not bind a private cache.
+#[tokio::test]
+async fn private_mode_may_serve_stale_proxy_revalidate_under_max_stale() {
+    let h = H::new(PolicyMode::Private).await;
+    aged_route(&h, "/a", "max-age=10, proxy-revalidate", "50");
+    h.get("/a").await;
+    let g = h.get_with("/a", &[("cache-control", "max-stale=1000")]).await;
+    assert!(is_hit(&g), "{}", g.cache_status());
+    assert_eq!(h.calls("/a"), 1);
+}
+
+fn trusting(ttl: u64, negative: u64) -> PolicyMode {
+    PolicyMode::OriginTrusting {
+        ttl: Duration::from_secs(ttl),
+        negative_ttl: Duration::from_secs(negative),
+    }
+}
+
+// Origin-trusting mode: responses without caching headers are stored for the configured TTL.
+#[tokio::test]
+async fn origin_trusting_mode_stores_responses_without_cache_headers() {
+    let h = H::new(trusting(60, 5)).await;
+    h.fixed("/a", &[], "x");
+    for _ in 0..3 {
+        assert_eq!(h.get("/a").await.body(), "x");
+    }
+    assert_eq!(h.calls("/a"), 1);
+}
+
+// Origin-trusting mode: an expired entry is served at once and refreshed in the background.
+#[tokio::test]
+async fn origin_trusting_mode_serves_stale_and_refreshes_in_background() {
+    let h = H::new(trusting(0, 0)).await;
+    h.route("/a", |s| resp(200, &[], format!("v{}", s.n)));
+    assert_eq!(h.get("/a").await.body(), "v0");
+    let stale = h.get("/a").await;
+    assert_eq!(stale.body(), "v0");
+    assert!(is_hit(&stale));
+    assert_eq!(h.wait_calls("/a", 2).await, 2);
+}
+
+// Origin-trusting mode: 404/410 use the negative TTL.
+#[tokio::test]
+async fn origin_trusting_mode_uses_the_negative_ttl_for_not_found() {
+    let h = H::new(trusting(600, 0)).await;
+    h.route("/nf", |_| resp(404, &[], "nf"));
+    h.fixed("/ok", &[], "ok");
+    for p in ["/nf", "/ok"] {
+        h.get(p).await;
+        assert!(is_hit(&h.get(p).await));
+    }
+    // The 404 was stale at once (negative TTL 0): its hit scheduled a refresh.
+    assert_eq!(h.wait_calls("/nf", 2).await, 2);
+    assert_eq!(h.calls("/ok"), 1);
+}
+
+// Origin-trusting mode: server errors are never stored.
+#[tokio::test]
+async fn origin_trusting_mode_does_not_store_server_errors() {
+    let h = H::new(trusting(60, 60)).await;
+    h.route("/a", |_| resp(503, &[], "down"));
+    h.get("/a").await;
+    h.get("/a").await;
+    assert_eq!(h.calls("/a"), 2);
+}
+
+// Origin-trusting mode still honours no-store, private and Set-Cookie.
+#[tokio::test]
+async fn origin_trusting_mode_respects_no_store_private_and_set_cookie() {
+    let h = H::new(trusting(60, 60)).await;
+    h.fixed("/ns", &[("cache-control", "no-store")], "x");
+    h.fixed("/pr", &[("cache-control", "private")], "x");
+    h.fixed("/sc", &[("set-cookie", "a=b")], "x");
+    for p in ["/ns", "/pr", "/sc"] {
+        h.get(p).await;
+        h.get(p).await;
+        assert_eq!(h.calls(p), 2, "{p}");
+    }
+}
