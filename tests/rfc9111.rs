@@ -119,7 +119,12 @@ impl H {
     }
 
     /// A route that always answers the same 200.
-    fn fixed(&self, path: &str, headers: &'static [(&'static str, &'static str)], body: &'static str) {
+    fn fixed(
+        &self,
+        path: &str,
+        headers: &'static [(&'static str, &'static str)],
+        body: &'static str,
+    ) {
         self.route(path, move |s| {
             let _ = s;
             resp(200, headers, body)
@@ -214,7 +219,11 @@ async fn authorized_request_is_stored_only_when_response_allows_it() {
     h.fixed("/plain", &[("cache-control", "max-age=60")], "x");
     h.fixed("/public", &[("cache-control", "public, max-age=60")], "x");
     h.fixed("/smax", &[("cache-control", "s-maxage=60")], "x");
-    h.fixed("/mr", &[("cache-control", "max-age=60, must-revalidate")], "x");
+    h.fixed(
+        "/mr",
+        &[("cache-control", "max-age=60, must-revalidate")],
+        "x",
+    );
     let auth = [("authorization", "Bearer t")];
     for p in ["/plain", "/public", "/smax", "/mr"] {
         h.get_with(p, &auth).await;
@@ -245,10 +254,18 @@ async fn non_heuristic_status_without_freshness_is_not_stored() {
 #[tokio::test]
 async fn heuristically_cacheable_statuses_are_stored_and_replayed() {
     let h = H::shared().await;
-    h.route("/gone", |_| resp(410, &[("cache-control", "max-age=60")], "gone"));
-    h.route("/nf", |_| resp(404, &[("cache-control", "max-age=60")], "nf"));
+    h.route("/gone", |_| {
+        resp(410, &[("cache-control", "max-age=60")], "gone")
+    });
+    h.route("/nf", |_| {
+        resp(404, &[("cache-control", "max-age=60")], "nf")
+    });
     h.route("/moved", |_| {
-        resp(301, &[("cache-control", "max-age=60"), ("location", "/x")], "")
+        resp(
+            301,
+            &[("cache-control", "max-age=60"), ("location", "/x")],
+            "",
+        )
     });
     for (p, st) in [("/gone", 410), ("/nf", 404), ("/moved", 301)] {
         h.get(p).await;
@@ -267,7 +284,10 @@ async fn partial_content_from_origin_is_not_stored() {
     h.route("/p", |_| {
         resp(
             206,
-            &[("cache-control", "max-age=60"), ("content-range", "bytes 0-1/10")],
+            &[
+                ("cache-control", "max-age=60"),
+                ("content-range", "bytes 0-1/10"),
+            ],
             "ab",
         )
     });
@@ -300,8 +320,10 @@ async fn cache_control_parsing_is_tolerant() {
     let h = H::shared().await;
     h.route("/a", |_| {
         let mut r = resp(200, &[], "x");
-        r.headers_mut()
-            .append("cache-control", " MAX-AGE=\"60\" , x-ext=\"a,b\"".parse().unwrap());
+        r.headers_mut().append(
+            "cache-control",
+            " MAX-AGE=\"60\" , x-ext=\"a,b\"".parse().unwrap(),
+        );
         r.headers_mut()
             .append("cache-control", "max-age=0, unknown".parse().unwrap());
         r
@@ -336,7 +358,11 @@ async fn invalid_expires_means_stale() {
 #[tokio::test]
 async fn max_age_overrides_expires() {
     let h = H::shared().await;
-    h.fixed("/a", &[("cache-control", "max-age=60"), ("expires", "0")], "x");
+    h.fixed(
+        "/a",
+        &[("cache-control", "max-age=60"), ("expires", "0")],
+        "x",
+    );
     h.get("/a").await;
     assert!(is_hit(&h.get("/a").await));
 }
@@ -356,7 +382,9 @@ async fn s_maxage_overrides_max_age_in_shared_cache() {
 async fn heuristic_freshness_from_last_modified() {
     let h = H::shared().await;
     let lm = http_date(Duration::from_secs(10 * 86_400));
-    h.route("/a", move |_| resp(200, &[("last-modified", lm.as_str())], "x"));
+    h.route("/a", move |_| {
+        resp(200, &[("last-modified", lm.as_str())], "x")
+    });
     h.get("/a").await;
     let again = h.get("/a").await;
     assert!(is_hit(&again), "{}", again.cache_status());
@@ -383,7 +411,11 @@ async fn no_freshness_information_means_no_reuse_without_validation() {
 #[tokio::test]
 async fn age_header_is_sent_on_cached_responses_and_includes_upstream_age() {
     let h = H::shared().await;
-    h.fixed("/a", &[("cache-control", "max-age=600"), ("age", "30")], "x");
+    h.fixed(
+        "/a",
+        &[("cache-control", "max-age=600"), ("age", "30")],
+        "x",
+    );
     let first = h.get("/a").await;
     let hit = h.get("/a").await;
     assert!(is_hit(&hit));
@@ -397,7 +429,11 @@ async fn age_header_is_sent_on_cached_responses_and_includes_upstream_age() {
 #[tokio::test]
 async fn upstream_age_reduces_freshness() {
     let h = H::shared().await;
-    h.fixed("/a", &[("cache-control", "max-age=60"), ("age", "100")], "x");
+    h.fixed(
+        "/a",
+        &[("cache-control", "max-age=60"), ("age", "100")],
+        "x",
+    );
     h.get("/a").await;
     h.get("/a").await;
     assert_eq!(h.calls("/a"), 2);
@@ -409,7 +445,11 @@ async fn old_date_reduces_freshness() {
     let h = H::shared().await;
     let date = http_date(Duration::from_secs(120));
     h.route("/a", move |_| {
-        resp(200, &[("cache-control", "max-age=60"), ("date", date.as_str())], "x")
+        resp(
+            200,
+            &[("cache-control", "max-age=60"), ("date", date.as_str())],
+            "x",
+        )
     });
     h.get("/a").await;
     h.get("/a").await;
@@ -463,7 +503,9 @@ async fn request_max_stale_serves_stale_entry_within_bound() {
     let h = H::shared().await;
     aged_route(&h, "/a", "max-age=10", "50");
     h.get("/a").await;
-    let g = h.get_with("/a", &[("cache-control", "max-stale=100")]).await;
+    let g = h
+        .get_with("/a", &[("cache-control", "max-stale=100")])
+        .await;
     assert_eq!(g.body(), "body");
     assert!(is_hit(&g), "{}", g.cache_status());
     let any = h.get_with("/a", &[("cache-control", "max-stale")]).await;
@@ -510,7 +552,11 @@ async fn request_no_cache_forces_validation_of_fresh_entry() {
     h.get("/a").await;
     let g = h.get_with("/a", &[("cache-control", "no-cache")]).await;
     assert_eq!(g.body(), "body");
-    assert!(g.cache_status().contains("fwd-status=304"), "{}", g.cache_status());
+    assert!(
+        g.cache_status().contains("fwd-status=304"),
+        "{}",
+        g.cache_status()
+    );
     assert_eq!(h.calls("/a"), 2);
 }
 
@@ -540,7 +586,9 @@ async fn only_if_cached_serves_a_stored_response() {
     let h = H::shared().await;
     h.fixed("/a", &[("cache-control", "max-age=60")], "x");
     h.get("/a").await;
-    let g = h.get_with("/a", &[("cache-control", "only-if-cached")]).await;
+    let g = h
+        .get_with("/a", &[("cache-control", "only-if-cached")])
+        .await;
     assert_eq!(g.status, StatusCode::OK);
     assert_eq!(g.body(), "x");
     assert_eq!(h.calls("/a"), 1);
@@ -551,7 +599,9 @@ async fn only_if_cached_serves_a_stored_response() {
 async fn only_if_cached_miss_is_504() {
     let h = H::shared().await;
     h.fixed("/a", &[("cache-control", "max-age=60")], "x");
-    let g = h.get_with("/a", &[("cache-control", "only-if-cached")]).await;
+    let g = h
+        .get_with("/a", &[("cache-control", "only-if-cached")])
+        .await;
     assert_eq!(g.status, StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(h.calls("/a"), 0);
 }
@@ -562,7 +612,9 @@ async fn only_if_cached_with_stale_entry_is_504() {
     let h = H::shared().await;
     aged_route(&h, "/a", "max-age=10", "50");
     h.get("/a").await;
-    let g = h.get_with("/a", &[("cache-control", "only-if-cached")]).await;
+    let g = h
+        .get_with("/a", &[("cache-control", "only-if-cached")])
+        .await;
     assert_eq!(g.status, StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(h.calls("/a"), 1);
 }
@@ -580,7 +632,11 @@ async fn stale_entry_is_validated_with_if_none_match_and_304_reuses_body() {
     h.get("/a").await;
     let g = h.get("/a").await;
     assert_eq!(g.body(), "body");
-    assert!(g.cache_status().contains("fwd=stale; fwd-status=304"), "{}", g.cache_status());
+    assert!(
+        g.cache_status().contains("fwd=stale; fwd-status=304"),
+        "{}",
+        g.cache_status()
+    );
     assert_eq!(h.seen("/a", 1).headers["if-none-match"], "\"v\"");
 }
 
@@ -595,14 +651,21 @@ async fn stale_entry_is_validated_with_if_modified_since() {
         }
         resp(
             200,
-            &[("cache-control", "max-age=0"), ("last-modified", lm.as_str())],
+            &[
+                ("cache-control", "max-age=0"),
+                ("last-modified", lm.as_str()),
+            ],
             "body",
         )
     });
     h.get("/a").await;
     let g = h.get("/a").await;
     assert_eq!(g.body(), "body");
-    assert!(g.cache_status().contains("fwd-status=304"), "{}", g.cache_status());
+    assert!(
+        g.cache_status().contains("fwd-status=304"),
+        "{}",
+        g.cache_status()
+    );
     assert!(!h.seen("/a", 1).headers.contains_key("if-none-match"));
 }
 
@@ -614,13 +677,21 @@ async fn not_modified_updates_stored_headers_and_freshness() {
         if s.headers.contains_key("if-none-match") {
             return resp(
                 304,
-                &[("cache-control", "max-age=600"), ("etag", "\"v\""), ("x-v", "2")],
+                &[
+                    ("cache-control", "max-age=600"),
+                    ("etag", "\"v\""),
+                    ("x-v", "2"),
+                ],
                 "",
             );
         }
         resp(
             200,
-            &[("cache-control", "max-age=0"), ("etag", "\"v\""), ("x-v", "1")],
+            &[
+                ("cache-control", "max-age=0"),
+                ("etag", "\"v\""),
+                ("x-v", "1"),
+            ],
             "body",
         )
     });
@@ -654,7 +725,8 @@ async fn must_revalidate_stale_entry_is_not_served_under_max_stale() {
     let h = H::shared().await;
     aged_route(&h, "/a", "max-age=10, must-revalidate", "50");
     h.get("/a").await;
-    h.get_with("/a", &[("cache-control", "max-stale=1000")]).await;
+    h.get_with("/a", &[("cache-control", "max-stale=1000")])
+        .await;
     assert_eq!(h.calls("/a"), 2);
 }
 
@@ -664,7 +736,8 @@ async fn proxy_revalidate_stale_entry_is_not_served_by_shared_cache() {
     let h = H::shared().await;
     aged_route(&h, "/a", "max-age=10, proxy-revalidate", "50");
     h.get("/a").await;
-    h.get_with("/a", &[("cache-control", "max-stale=1000")]).await;
+    h.get_with("/a", &[("cache-control", "max-stale=1000")])
+        .await;
     assert_eq!(h.calls("/a"), 2);
 }
 
@@ -674,7 +747,8 @@ async fn s_maxage_implies_proxy_revalidate() {
     let h = H::shared().await;
     aged_route(&h, "/a", "s-maxage=10", "50");
     h.get("/a").await;
-    h.get_with("/a", &[("cache-control", "max-stale=1000")]).await;
+    h.get_with("/a", &[("cache-control", "max-stale=1000")])
+        .await;
     assert_eq!(h.calls("/a"), 2);
 }
 
@@ -683,7 +757,11 @@ async fn s_maxage_implies_proxy_revalidate() {
 #[tokio::test]
 async fn client_if_none_match_list_is_answered_304_from_cache() {
     let h = H::shared().await;
-    h.fixed("/a", &[("cache-control", "max-age=60"), ("etag", "\"v2\"")], "x");
+    h.fixed(
+        "/a",
+        &[("cache-control", "max-age=60"), ("etag", "\"v2\"")],
+        "x",
+    );
     h.get("/a").await;
     let g = h
         .get_with("/a", &[("if-none-match", "\"v1\", W/\"v2\"")])
@@ -701,7 +779,11 @@ async fn client_if_none_match_list_is_answered_304_from_cache() {
 #[tokio::test]
 async fn client_if_none_match_mismatch_gets_full_response() {
     let h = H::shared().await;
-    h.fixed("/a", &[("cache-control", "max-age=60"), ("etag", "\"v2\"")], "x");
+    h.fixed(
+        "/a",
+        &[("cache-control", "max-age=60"), ("etag", "\"v2\"")],
+        "x",
+    );
     h.get("/a").await;
     let g = h.get_with("/a", &[("if-none-match", "\"v1\"")]).await;
     assert_eq!(g.status, StatusCode::OK);
@@ -716,16 +798,23 @@ async fn client_if_modified_since_is_answered_304_from_cache() {
     h.route("/a", move |_| {
         resp(
             200,
-            &[("cache-control", "max-age=60"), ("last-modified", lm.as_str())],
+            &[
+                ("cache-control", "max-age=60"),
+                ("last-modified", lm.as_str()),
+            ],
             "x",
         )
     });
     h.get("/a").await;
     let since = http_date(Duration::from_secs(60));
-    let g = h.get_with("/a", &[("if-modified-since", since.as_str())]).await;
+    let g = h
+        .get_with("/a", &[("if-modified-since", since.as_str())])
+        .await;
     assert_eq!(g.status, StatusCode::NOT_MODIFIED);
     let before = http_date(Duration::from_secs(7200));
-    let g = h.get_with("/a", &[("if-modified-since", before.as_str())]).await;
+    let g = h
+        .get_with("/a", &[("if-modified-since", before.as_str())])
+        .await;
     assert_eq!(g.status, StatusCode::OK);
     assert_eq!(h.calls("/a"), 1);
 }
@@ -751,7 +840,10 @@ async fn if_modified_since_is_ignored_with_if_none_match() {
     let g = h
         .get_with(
             "/a",
-            &[("if-none-match", "\"other\""), ("if-modified-since", since.as_str())],
+            &[
+                ("if-none-match", "\"other\""),
+                ("if-modified-since", since.as_str()),
+            ],
         )
         .await;
     assert_eq!(g.status, StatusCode::OK);
@@ -762,7 +854,11 @@ async fn if_modified_since_is_ignored_with_if_none_match() {
 #[tokio::test]
 async fn client_conditional_on_miss_fills_the_cache_and_answers_304() {
     let h = H::shared().await;
-    h.fixed("/a", &[("cache-control", "max-age=60"), ("etag", "\"v\"")], "body");
+    h.fixed(
+        "/a",
+        &[("cache-control", "max-age=60"), ("etag", "\"v\"")],
+        "body",
+    );
     let g = h.get_with("/a", &[("if-none-match", "\"v\"")]).await;
     assert_eq!(g.status, StatusCode::NOT_MODIFIED);
     assert!(!h.seen("/a", 0).headers.contains_key("if-none-match"));
@@ -843,7 +939,10 @@ async fn stale_if_error_serves_stale_entry_when_origin_answers_5xx() {
             if s.n == 0 {
                 resp(
                     200,
-                    &[("cache-control", "max-age=1, stale-if-error=100"), ("age", "10")],
+                    &[
+                        ("cache-control", "max-age=1, stale-if-error=100"),
+                        ("age", "10"),
+                    ],
                     "good",
                 )
             } else {
@@ -869,7 +968,10 @@ async fn stale_if_error_window_passed_passes_the_error_through() {
         if s.n == 0 {
             resp(
                 200,
-                &[("cache-control", "max-age=1, stale-if-error=10"), ("age", "500")],
+                &[
+                    ("cache-control", "max-age=1, stale-if-error=10"),
+                    ("age", "500"),
+                ],
                 "good",
             )
         } else {
@@ -888,7 +990,11 @@ async fn request_stale_if_error_serves_stale_entry() {
     let h = H::shared().await;
     h.route("/a", |s| {
         if s.n == 0 {
-            resp(200, &[("cache-control", "max-age=1"), ("age", "10")], "good")
+            resp(
+                200,
+                &[("cache-control", "max-age=1"), ("age", "10")],
+                "good",
+            )
         } else {
             resp(502, &[], "bad")
         }
@@ -909,7 +1015,10 @@ async fn stale_if_error_ignores_client_errors() {
         if s.n == 0 {
             resp(
                 200,
-                &[("cache-control", "max-age=1, stale-if-error=100"), ("age", "10")],
+                &[
+                    ("cache-control", "max-age=1, stale-if-error=100"),
+                    ("age", "10"),
+                ],
                 "good",
             )
         } else {
@@ -954,7 +1063,9 @@ async fn vary_stores_each_variant_separately() {
     }
     let none = h.get("/a").await;
     assert_eq!(none.body(), "none");
-    assert!(is_hit(&h.get_with("/a", &[("accept-language", "fr")]).await));
+    assert!(is_hit(
+        &h.get_with("/a", &[("accept-language", "fr")]).await
+    ));
     assert!(is_hit(&h.get("/a").await));
     assert_eq!(h.calls("/a"), 3);
 }
@@ -1014,7 +1125,9 @@ async fn unsafe_request_invalidates_all_variants() {
     }
     assert_eq!(h.send("POST", "/a", &[]).await.status, StatusCode::OK);
     for lang in ["en", "fr"] {
-        assert!(!is_hit(&h.get_with("/a", &[("accept-language", lang)]).await));
+        assert!(!is_hit(
+            &h.get_with("/a", &[("accept-language", lang)]).await
+        ));
     }
 }
 
@@ -1044,7 +1157,11 @@ async fn concurrent_requests_coalesce_per_variant() {
 async fn vary_change_at_origin_is_relearned() {
     let h = H::shared().await;
     h.route("/a", |s| {
-        let field = if s.n == 0 { "accept-language" } else { "x-flavour" };
+        let field = if s.n == 0 {
+            "accept-language"
+        } else {
+            "x-flavour"
+        };
         let v = s
             .headers
             .get(field)
@@ -1196,9 +1313,11 @@ async fn range_across_stored_chunks_is_byte_exact() {
             .chunks(4096)
             .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
             .collect();
-        let mut r = resp(200, &[("cache-control", "max-age=60")], Body::from_stream(
-            futures_util::stream::iter(chunks),
-        ));
+        let mut r = resp(
+            200,
+            &[("cache-control", "max-age=60")],
+            Body::from_stream(futures_util::stream::iter(chunks)),
+        );
         r.headers_mut()
             .insert("content-length", (20 * 4096).to_string().parse().unwrap());
         r
@@ -1449,7 +1568,9 @@ async fn private_mode_may_serve_stale_proxy_revalidate_under_max_stale() {
     let h = H::new(PolicyMode::Private).await;
     aged_route(&h, "/a", "max-age=10, proxy-revalidate", "50");
     h.get("/a").await;
-    let g = h.get_with("/a", &[("cache-control", "max-stale=1000")]).await;
+    let g = h
+        .get_with("/a", &[("cache-control", "max-stale=1000")])
+        .await;
     assert!(is_hit(&g), "{}", g.cache_status());
     assert_eq!(h.calls("/a"), 1);
 }

@@ -139,7 +139,16 @@ pub enum Verdict {
 /// A caller-supplied freshness decision over a stored entry's metadata at `now`, so that a
 /// protocol layer (the HTTP face) can apply its own rules without the engine parsing them.
 #[derive(Clone)]
-pub struct Judge(pub Arc<dyn Fn(&Metadata, SystemTime) -> Verdict + Send + Sync>);
+pub struct Judge(Arc<JudgeFn>);
+
+type JudgeFn = dyn Fn(&Metadata, SystemTime) -> Verdict + Send + Sync;
+
+impl Judge {
+    /// Wraps a decision function.
+    pub fn new(f: impl Fn(&Metadata, SystemTime) -> Verdict + Send + Sync + 'static) -> Self {
+        Judge(Arc::new(f))
+    }
+}
 
 impl std::fmt::Debug for Judge {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -174,7 +183,7 @@ impl GetOptions {
         mut self,
         judge: impl Fn(&Metadata, SystemTime) -> Verdict + Send + Sync + 'static,
     ) -> Self {
-        self.judge = Some(Judge(Arc::new(judge)));
+        self.judge = Some(Judge::new(judge));
         self
     }
 }

@@ -238,11 +238,15 @@ pub(crate) fn verdict(
         return Verdict::Validate;
     }
     let age = meta.age(now).as_secs();
-    let lifetime = meta
-        .fresh_until
-        .map_or(u64::MAX, |u| u.duration_since(meta.stored_at).unwrap_or_default().as_secs());
+    let lifetime = meta.fresh_until.map_or(u64::MAX, |u| {
+        u.duration_since(meta.stored_at)
+            .unwrap_or_default()
+            .as_secs()
+    });
     // §5.2.1.1: the client will not take a response older than max-age, fresh or not.
-    if req.max_age.is_some_and(|max| age > max) {
+    // `max-age=0` is how clients ask for an end-to-end check: a whole-second age of 0 does
+    // not prove the entry is younger than that, so it is validated too.
+    if req.max_age.is_some_and(|max| max == 0 || age > max) {
         return Verdict::Validate;
     }
     // §5.2.1.3: the response must stay fresh for at least min-fresh more seconds.

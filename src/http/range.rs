@@ -176,8 +176,14 @@ mod tests {
 
     #[test]
     fn out_of_range_is_unsatisfiable_and_malformed_is_ignored() {
-        assert_eq!(ask("bytes=100-", 100), RangeAnswer::Unsatisfiable { len: 100 });
-        assert_eq!(ask("bytes=-0", 100), RangeAnswer::Unsatisfiable { len: 100 });
+        assert_eq!(
+            ask("bytes=100-", 100),
+            RangeAnswer::Unsatisfiable { len: 100 }
+        );
+        assert_eq!(
+            ask("bytes=-0", 100),
+            RangeAnswer::Unsatisfiable { len: 100 }
+        );
         assert_eq!(ask("bytes=9-1", 100), RangeAnswer::Full);
         assert_eq!(ask("bytes=a-b", 100), RangeAnswer::Full);
         assert_eq!(ask("items=0-1", 100), RangeAnswer::Full);

@@ -194,19 +194,10 @@ fn location_keys<ResB>(res: &Response<ResB>, keys: &[String]) -> Vec<String> {
     out
 }
 
-/// A copy of a request's head (`Parts` itself cannot be built from outside `http`).
+/// A copy of a request's head.
 fn head_of<B>(req: &Request<B>) -> Parts {
-    let mut builder = Request::builder()
-        .method(req.method().clone())
-        .uri(req.uri().clone())
-        .version(req.version());
-    if let Some(h) = builder.headers_mut() {
-        *h = req.headers().clone();
-    }
-    let (mut parts, ()) = builder
-        .body(())
-        .map(Request::into_parts)
-        .unwrap_or_else(|_| Request::new(()).into_parts());
+    let mut parts = copy_head(req.method(), req.uri(), req.version(), req.headers())
+        .unwrap_or_else(|| Request::new(()).into_parts().0);
     parts.extensions = req.extensions().clone();
     parts
 }
@@ -288,12 +279,11 @@ where
             };
             // RFC 5861 §4: a failed validation may be answered with the stale entry.
             let stale_ok = |prev: &Option<Arc<Metadata>>| {
-                prev.as_ref().filter(|p| {
-                    policy::stale_if_error(&directives, p, SystemTime::now())
-                })
-                .map(|p| Fetched::NotModified {
-                    meta: Some((**p).clone()),
-                })
+                prev.as_ref()
+                    .filter(|p| policy::stale_if_error(&directives, p, SystemTime::now()))
+                    .map(|p| Fetched::NotModified {
+                        meta: Some((**p).clone()),
+                    })
             };
             let res = match res {
                 Ok(res) => res,
@@ -400,30 +390,27 @@ where
 /// The request head sent to the origin on a fill: always a GET (a HEAD is answered from it),
 /// without the client's own conditionals and ranges, which a shared fill must not carry.
 fn origin_parts(parts: &Parts) -> Parts {
-    let mut builder = Request::builder()
-        .method(Method::GET)
-        .uri(parts.uri.clone())
-        .version(parts.version);
-    if let Some(h) = builder.headers_mut() {
-        *h = parts.headers.clone();
-        for name in [
-            header::IF_NONE_MATCH,
-            header::IF_MODIFIED_SINCE,
-            header::IF_MATCH,
-            header::IF_UNMODIFIED_SINCE,
-            header::IF_RANGE,
-            header::RANGE,
-        ] {
-            h.remove(name);
-        }
+    let mut out = copy_head(&Method::GET, &parts.uri, parts.version, &parts.headers)
+        .unwrap_or_else(|| Request::new(()).into_parts().0);
+    for name in [
+        header::IF_NONE_MATCH,
+        header::IF_MODIFIED_SINCE,
+        header::IF_MATCH,
+        header::IF_UNMODIFIED_SINCE,
+        header::IF_RANGE,
+        header::RANGE,
+    ] {
+        out.headers.remove(name);
     }
-    let (mut out, ()) = builder
-        .body(())
-        .map(Request::into_parts)
-        .unwrap_or_else(|_| Request::new(()).into_parts());
     out.extensions = parts.extensions.clone();
     out
 }
+
+/// An origin fetcher and the channel its side results arrive on.
+type FetcherAndSide<S, B, ResB> = (
+    OriginFetcher<S, B, ResB, <S as Service<Request<B>>>::Error>,
+    oneshot::Receiver<Side<ResB, <S as Service<Request<B>>>::Error>>,
+);
 
 /// One cache lookup through the layer.
 struct CachedCall {
@@ -457,10 +444,7 @@ impl CachedCall {
         body: B,
         primary: &str,
         variant_of: Option<Vec<String>>,
-    ) -> (
-        OriginFetcher<S, B, ResB, S::Error>,
-        oneshot::Receiver<Side<ResB, S::Error>>,
-    )
+    ) -> FetcherAndSide<S, B, ResB>
     where
         S: Service<Request<B>>,
     {
@@ -479,7 +463,11 @@ impl CachedCall {
         (f, rx)
     }
 
-    async fn run<S, B, ResB>(self, svc: S, req: Request<B>) -> Result<Response<CacheBody<ResB>>, S::Error>
+    async fn run<S, B, ResB>(
+        self,
+        svc: S,
+        req: Request<B>,
+    ) -> Result<Response<CacheBody<ResB>>, S::Error>
     where
         S: Service<Request<B>, Response = Response<ResB>> + Clone + Send + 'static,
         S::Future: Send + 'static,
@@ -501,8 +489,10 @@ impl CachedCall {
             .and_then(|l| vary::read_marker(&l.meta));
         if let Some((nonce, names)) = marker {
             if let Ok(first) = result {
-                // The marker's own (empty) body may be a fill: let it finish.
-                drain_detached(first.body);
+                // The marker's own (empty) body may be a fill: let it commit.
+                if matches!(first.outcome, Outcome::Miss | Outcome::Coalesced) {
+                    drain_detached(first.body);
+                }
             }
             result = match rx.try_recv() {
                 // This request's fill stored its variant already.
@@ -746,20 +736,28 @@ impl CachedCall {
     }
 }
 
-/// A copy of a request head without its extensions' ownership problems: `Parts` is not
-/// `Clone`, and a variant lookup needs a second fetcher.
+/// A copy of a request head (`Parts` is not `Clone`, and a variant lookup needs a second
+/// fetcher).
 fn head_copy(parts: &Parts) -> Parts {
-    let mut builder = Request::builder()
-        .method(parts.method.clone())
-        .uri(parts.uri.clone())
-        .version(parts.version);
-    if let Some(h) = builder.headers_mut() {
-        *h = parts.headers.clone();
-    }
-    let (mut out, ()) = builder
-        .body(())
-        .map(Request::into_parts)
-        .unwrap_or_else(|_| Request::new(()).into_parts());
+    let mut out = copy_head(&parts.method, &parts.uri, parts.version, &parts.headers)
+        .unwrap_or_else(|| Request::new(()).into_parts().0);
     out.extensions = parts.extensions.clone();
     out
+}
+
+/// A fresh `Parts` with these fields (`Parts` can only be built through a `Request`).
+fn copy_head(
+    method: &Method,
+    uri: &Uri,
+    version: http::Version,
+    headers: &http::HeaderMap,
+) -> Option<Parts> {
+    let mut builder = Request::builder()
+        .method(method.clone())
+        .uri(uri.clone())
+        .version(version);
+    if let Some(h) = builder.headers_mut() {
+        *h = headers.clone();
+    }
+    builder.body(()).ok().map(|r| r.into_parts().0)
 }

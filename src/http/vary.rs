@@ -176,7 +176,10 @@ mod tests {
     #[test]
     fn vary_parsing_lowercases_sorts_and_spots_star() {
         assert_eq!(
-            parse(&req(&[("vary", "Accept-Language, accept-encoding"), ("vary", "")])),
+            parse(&req(&[
+                ("vary", "Accept-Language, accept-encoding"),
+                ("vary", "")
+            ])),
             Vary::Fields(vec!["accept-encoding".into(), "accept-language".into()])
         );
         assert_eq!(parse(&req(&[("vary", "a, *")])), Vary::Star);
