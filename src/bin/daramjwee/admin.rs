@@ -212,9 +212,11 @@ fn metrics_text(router: &Router) -> String {
     }
     type Getter = fn(&daramjwee::CacheStats) -> u64;
     let counters: [(&str, &str, Getter); 10] = [
-        ("stale_hits", "Stale entries served while refreshing.", |s| {
-            s.stale_hits
-        }),
+        (
+            "stale_hits",
+            "Stale entries served while refreshing.",
+            |s| s.stale_hits,
+        ),
         ("misses", "Origin fills led by lookups.", |s| s.misses),
         ("coalesced", "Lookups that followed another fill.", |s| {
             s.coalesced
@@ -225,11 +227,17 @@ fn metrics_text(router: &Router) -> String {
         ("fills_committed", "Entries committed to a tier.", |s| {
             s.fills_committed
         }),
-        ("fills_failed", "Fills that failed and stored nothing.", |s| {
-            s.fills_failed
+        (
+            "fills_failed",
+            "Fills that failed and stored nothing.",
+            |s| s.fills_failed,
+        ),
+        ("promotions", "Promotions from lower tiers.", |s| {
+            s.promotions
         }),
-        ("promotions", "Promotions from lower tiers.", |s| s.promotions),
-        ("refreshes", "Background refreshes started.", |s| s.refreshes),
+        ("refreshes", "Background refreshes started.", |s| {
+            s.refreshes
+        }),
         ("store_errors", "Store operations that failed.", |s| {
             s.store_errors
         }),

@@ -382,7 +382,9 @@ fn validate_site(
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     {
-        return err("`name` must be letters, digits, `-` or `_` (it names directories and metric labels)");
+        return err(
+            "`name` must be letters, digits, `-` or `_` (it names directories and metric labels)",
+        );
     }
     let upstream = match &o.upstream {
         Some(u) => parse_upstream(u)?,
@@ -428,7 +430,11 @@ fn validate_site(
         "lru" => PolicyKind::Lru,
         "s3fifo" | "s3-fifo" => PolicyKind::S3Fifo,
         "sieve" => PolicyKind::Sieve,
-        other => return err(format!("eviction: `{other}` is not one of lru, s3fifo, sieve")),
+        other => {
+            return err(format!(
+                "eviction: `{other}` is not one of lru, s3fifo, sieve"
+            ))
+        }
     };
     let ttl = o
         .ttl
@@ -580,7 +586,9 @@ fn parse_tier(which: &str, spec: &str) -> Result<TierSpec, ConfigError> {
     }
     if let Some(rest) = spec.strip_prefix("file:") {
         let Some((dir, size)) = rest.rsplit_once(':') else {
-            return Err(bad("expected file:DIR:SIZE, e.g. file:/var/cache/daramjwee:10GiB".into()));
+            return Err(bad(
+                "expected file:DIR:SIZE, e.g. file:/var/cache/daramjwee:10GiB".into(),
+            ));
         };
         if dir.is_empty() {
             return Err(bad("empty directory".into()));
@@ -642,14 +650,19 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .parse()
         .map_err(|_| format!("`{s}` is not a duration (e.g. 30s)"))?;
     let d = n * secs;
-    if !(d.is_finite() && d >= 0.0 && d < 1e9) {
+    if !(d.is_finite() && (0.0..1e9).contains(&d)) {
         return Err(format!("`{s}` is out of range"));
     }
     Ok(Duration::from_secs_f64(d))
 }
 
 fn fmt_size(n: u64) -> String {
-    for (unit, m) in [("TiB", 1u64 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+    for (unit, m) in [
+        ("TiB", 1u64 << 40),
+        ("GiB", 1 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+    ] {
         if n >= m && n % m == 0 {
             return format!("{}{unit}", n / m);
         }
@@ -721,7 +734,8 @@ mod tests {
     fn missing_upstream_and_bad_values_are_named() {
         let e = Settings::load(&cli(&[])).unwrap_err();
         assert!(e.0.contains("no upstream"), "{e}");
-        let e = Settings::load(&cli(&["--upstream", "http://h", "--eviction", "fifo"])).unwrap_err();
+        let e =
+            Settings::load(&cli(&["--upstream", "http://h", "--eviction", "fifo"])).unwrap_err();
         assert!(e.0.contains("eviction: `fifo`"), "{e}");
         let e = Settings::load(&cli(&["--upstream", "https://h"])).unwrap_err();
         assert!(e.0.contains("https upstreams are not supported"), "{e}");

@@ -109,7 +109,8 @@ async fn run(settings: Settings) -> Result<(), String> {
         wait_for_signal().await;
         drain_flag.store(true, Ordering::Release);
     };
-    let still_open = server::serve(listener, router.clone(), shutdown, settings.drain_timeout).await;
+    let still_open =
+        server::serve(listener, router.clone(), shutdown, settings.drain_timeout).await;
     if still_open > 0 {
         tracing::warn!(
             drain_timeout = ?settings.drain_timeout,
