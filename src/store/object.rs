@@ -5,72 +5,8 @@
 //! let a slow or broken bucket hang a request: every operation runs under a timeout and every
 //! failure is a [`StoreError`] carrying the key, which the engine treats as a miss (fail open).
 //!
-//! # Layout in the bucket
-//!
-//! With `h` the hex SHA-256 of the cache key (keys are data, never paths):
-//!
-//! ```text
-//! <prefix>/<h[0..2]>/<h[2..4]>/<h>.meta              pointer: codec record (key + Metadata) + body path
-//! <prefix>/<h[0..2]>/<h[2..4]>/<h>/<unique>.body      body bytes, written once, never modified
-//! ```
-//!
-//! The two hash levels spread keys over 65 536 prefixes, so no single prefix becomes hot (S3 scales
-//! request rates per prefix).
-//!
-//! # Why a sidecar pointer object, not object attributes
-//!
-//! Metadata lives in a small `.meta` object rather than in the body object's user metadata:
-//!
-//! - **Atomic commit.** The body goes to a fresh, unique path (single PUT when small, multipart
-//!   upload otherwise); the entry becomes visible only when the single small PUT of the pointer
-//!   lands. Object stores make one PUT atomic, so a reader sees the old entry or the new one,
-//!   never a mix, and never a body still being uploaded.
-//! - **Cheap lookups.** [`head`](Store::head) is one GET of a few hundred bytes, and the record
-//!   holds everything the engine needs (status, headers, validators, timestamps), not just the
-//!   2 KiB that S3 allows in user metadata, in the same checksummed [`codec`](super::codec)
-//!   format as the file tier.
-//! - **Cheap refreshes.** A `304 Not Modified` ([`update_metadata`](Store::update_metadata))
-//!   rewrites only the pointer; with attributes it would need a server-side copy of the body.
-//!
-//! The cost is one extra small request per hit (pointer GET, then body GET) and garbage when a
-//! writer dies between the body upload and the pointer PUT: an orphaned `.body` that no pointer
-//! names. Orphans are never served (bodies are only reached through a pointer) and are cleaned by
-//! a bucket lifecycle rule; see the *Bucket lifecycle* section of `docs/object-store.md`.
-//!
-//! A read checks the pointer's key against the requested one (a hash collision is a miss) and the
-//! body object's size against the recorded length (a mismatch is a miss), and the body stream ends
-//! with an error, never a clean end, if the object turns out shorter than recorded.
-//!
-//! # Bounded cold tier
-//!
-//! A bucket is not bounded and this store does not pretend to run LRU over it. With
-//! [`ttl`](BucketStoreBuilder::ttl) set, entries whose `stored_at` is older than the TTL are not
-//! served (they read as misses); pair it with a lifecycle rule that expires objects under the
-//! prefix some time after the TTL, so the bucket's size stays bounded too.
-//!
-//! # Example
-//!
-//! ```
-//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), daramjwee::StoreError> {
-//! use std::sync::Arc;
-//! use std::time::Duration;
-//! use daramjwee::store::{BucketStore, Store};
-//! use daramjwee::Metadata;
-//!
-//! // `s3://bucket/prefix` works the same way with the `aws` feature and `AWS_*` variables.
-//! let store = BucketStore::from_url("memory:///cache")?
-//!     .op_timeout(Duration::from_secs(5))
-//!     .ttl(Duration::from_secs(24 * 3600))
-//!     .build()?;
-//!
-//! let mut w = store.put("GET /a", Metadata::new(http::StatusCode::OK)).await?;
-//! w.write(bytes::Bytes::from_static(b"hello")).await?;
-//! w.commit().await?;
-//!
-//! let meta = store.head("GET /a").await?.expect("committed");
-//! assert_eq!(meta.content_length, Some(5));
-//! # Ok(()) }
-//! ```
+//! The layout in the bucket and the reasons for it are documented on [`BucketStore`]; operators'
+//! notes (lifecycle rules, permissions) are in `docs/object-store.md`.
 
 use std::collections::hash_map::RandomState;
 use std::fmt::Write as _;
@@ -116,8 +52,73 @@ const MAX_POINTER_LEN: u64 =
 /// A [`Store`] on object storage: the shared cold tier.
 ///
 /// Cheap to clone (the clones share one configuration and one client). Built with
-/// [`BucketStore::new`], [`BucketStore::builder`] or [`BucketStore::from_url`]. See the
-/// [module docs](self) for the layout in the bucket and why it is shaped that way.
+/// [`BucketStore::new`], [`BucketStore::builder`] or [`BucketStore::from_url`].
+///
+/// # Layout in the bucket
+///
+/// With `h` the hex SHA-256 of the cache key (keys are data, never paths):
+///
+/// ```text
+/// <prefix>/<h[0..2]>/<h[2..4]>/<h>.meta              pointer: codec record (key + Metadata) + body path
+/// <prefix>/<h[0..2]>/<h[2..4]>/<h>/<unique>.body      body bytes, written once, never modified
+/// ```
+///
+/// The two hash levels spread keys over 65 536 prefixes, so no single prefix becomes hot (S3 scales
+/// request rates per prefix).
+///
+/// # Why a sidecar pointer object, not object attributes
+///
+/// Metadata lives in a small `.meta` object rather than in the body object's user metadata:
+///
+/// - **Atomic commit.** The body goes to a fresh, unique path (single PUT when small, multipart
+///   upload otherwise); the entry becomes visible only when the single small PUT of the pointer
+///   lands. Object stores make one PUT atomic, so a reader sees the old entry or the new one,
+///   never a mix, and never a body still being uploaded.
+/// - **Cheap lookups.** [`head`](Store::head) is one GET of a few hundred bytes, and the record
+///   holds everything the engine needs (status, headers, validators, timestamps), not just the
+///   2 KiB that S3 allows in user metadata, in the same checksummed [`codec`](crate::store::codec)
+///   format as the file tier.
+/// - **Cheap refreshes.** A `304 Not Modified` ([`update_metadata`](Store::update_metadata))
+///   rewrites only the pointer; with attributes it would need a server-side copy of the body.
+///
+/// The cost is one extra small request per hit (pointer GET, then body GET) and garbage when a
+/// writer dies between the body upload and the pointer PUT: an orphaned `.body` that no pointer
+/// names. Orphans are never served (bodies are only reached through a pointer) and are cleaned by
+/// a bucket lifecycle rule; see the *Bucket lifecycle* section of `docs/object-store.md`.
+///
+/// A read checks the pointer's key against the requested one (a hash collision is a miss) and the
+/// body object's size against the recorded length (a mismatch is a miss), and the body stream ends
+/// with an error, never a clean end, if the object turns out shorter than recorded.
+///
+/// # Bounded cold tier
+///
+/// A bucket is not bounded and this store does not pretend to run LRU over it. With
+/// [`ttl`](BucketStoreBuilder::ttl) set, entries whose `stored_at` is older than the TTL are not
+/// served (they read as misses); pair it with a lifecycle rule that expires objects under the
+/// prefix some time after the TTL, so the bucket's size stays bounded too.
+///
+/// # Example
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), daramjwee::StoreError> {
+/// use std::time::Duration;
+/// use daramjwee::store::{BucketStore, Store};
+/// use daramjwee::Metadata;
+///
+/// // `s3://bucket/prefix` works the same way with the `aws` feature and `AWS_*` variables.
+/// let store = BucketStore::from_url("memory:///cache")?
+///     .op_timeout(Duration::from_secs(5))
+///     .ttl(Duration::from_secs(24 * 3600))
+///     .build()?;
+///
+/// let mut w = store.put("GET /a", Metadata::new(http::StatusCode::OK)).await?;
+/// w.write(bytes::Bytes::from_static(b"hello")).await?;
+/// w.commit().await?;
+///
+/// let meta = store.head("GET /a").await?.expect("committed");
+/// assert_eq!(meta.content_length, Some(5));
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct BucketStore {
     inner: Arc<Inner>,
@@ -200,6 +201,8 @@ impl BucketStore {
     pub fn from_url(url: &str) -> Result<BucketStoreBuilder, StoreError> {
         let url = Url::parse(url).map_err(config_error)?;
         let (scheme, prefix) = ObjectStoreScheme::parse(&url).map_err(config_error)?;
+        // With every backend feature enabled all arms are `true`; the match keeps them per feature.
+        #[allow(clippy::match_like_matches_macro)]
         let supported = match scheme {
             ObjectStoreScheme::Local | ObjectStoreScheme::Memory => true,
             ObjectStoreScheme::AmazonS3 => cfg!(feature = "aws"),
@@ -270,8 +273,9 @@ impl BucketStoreBuilder {
 
     /// Entries whose `stored_at` is older than `ttl` are not served: they read as misses (and
     /// [`update_metadata`](Store::update_metadata) reports them absent). This bounds what the
-    /// tier serves, not what the bucket holds: pair it with a lifecycle rule (see the module
-    /// docs). Ages are measured with the reader's clock against the writer's `stored_at`.
+    /// tier serves, not what the bucket holds: pair it with a lifecycle rule (see
+    /// [`BucketStore`]). Ages are measured with the reader's clock against the writer's
+    /// `stored_at`.
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.ttl = Some(ttl);
         self
