@@ -133,6 +133,13 @@ pub enum Error {
     /// The cache was closed.
     #[error("the cache is closed")]
     Closed,
+    /// The entry is not cached and the caller asked for cached entries only.
+    #[error("not in cache")]
+    NotCached,
+    /// A newer `set` or `delete` of the key started before this write committed; the write was
+    /// discarded.
+    #[error("superseded by a newer write or delete of the same key")]
+    Superseded,
 }
 
 /// Returned by [`Cache::close`](crate::Cache::close) when background work did not drain in time.

@@ -1,0 +1,260 @@
+//! [`CacheBuilder`]: configuration of the engine.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Cache, Inner, Probation, Stats, Tier};
+use crate::cache::keys::KeyTable;
+use crate::store::{MemStore, Store};
+use crate::worker::WorkerPool;
+
+/// How the tiers below the hot tier are filled on a miss.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ColdFill {
+    /// After the hot tier committed the entry, a background task copies it down (the default).
+    /// Entries the hot tier refused (too large) are not copied: use `WriteThrough` for those.
+    #[default]
+    Background,
+    /// The fill writes every tier as the body streams, and commits them together.
+    WriteThrough,
+}
+
+/// When an entry found in a lower tier is copied up into the tiers above it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Promotion {
+    /// On every lower-tier hit (the default).
+    #[default]
+    Always,
+    /// On the second hit within the probation window, so one-hit wonders do not pollute the hot
+    /// tier. The window remembers up to this many keys.
+    SecondHit(usize),
+}
+
+/// Per-tier freshness: how long an entry without an explicit `fresh_until` stays fresh.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Freshness {
+    /// TTL of positive entries (`None`: never stale unless their metadata says so).
+    pub positive: Option<Duration>,
+    /// TTL of negative entries (`None`: the same as `positive`).
+    pub negative: Option<Duration>,
+}
+
+impl Freshness {
+    /// Positive and negative TTLs.
+    pub fn new(positive: Option<Duration>, negative: Option<Duration>) -> Self {
+        Freshness { positive, negative }
+    }
+}
+
+/// Builds a [`Cache`].
+///
+/// ```
+/// use std::time::Duration;
+/// use daramjwee::{Cache, store::MemStore};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let cache = Cache::builder()
+///     .hot(MemStore::new(64 << 20))
+///     .default_ttl(Duration::from_secs(60))
+///     .negative_ttl(Duration::from_secs(5))
+///     .workers(4, 256)
+///     .build();
+/// # let _ = cache; }
+/// ```
+#[derive(Debug)]
+#[must_use]
+pub struct CacheBuilder {
+    tiers: Vec<(Arc<dyn Store>, Option<Freshness>)>,
+    pub(super) cfg: Config,
+}
+
+/// Engine settings, filled in by [`CacheBuilder`].
+#[derive(Clone, Debug)]
+pub(super) struct Config {
+    pub freshness: Freshness,
+    pub serve_stale_for: Option<Duration>,
+    pub cold_fill: ColdFill,
+    pub promotion: Promotion,
+    pub workers: (usize, usize),
+    pub lock_age: Duration,
+    pub lock_wait: Duration,
+    pub op_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub window: u64,
+    pub retain: u64,
+}
+
+impl Default for CacheBuilder {
+    fn default() -> Self {
+        CacheBuilder {
+            tiers: Vec::new(),
+            cfg: Config {
+                freshness: Freshness::default(),
+                serve_stale_for: None,
+                cold_fill: ColdFill::default(),
+                promotion: Promotion::default(),
+                workers: (4, 1024),
+                lock_age: Duration::from_secs(30),
+                lock_wait: Duration::from_secs(10),
+                op_timeout: Duration::from_secs(10),
+                idle_timeout: Duration::from_secs(30),
+                window: 1 << 20,
+                retain: 4 << 20,
+            },
+        }
+    }
+}
+
+impl CacheBuilder {
+    /// A builder with defaults: no tiers yet (a 64 MiB [`MemStore`] hot tier if none is given).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the hot (first) tier. Replaces a hot tier set before.
+    pub fn hot(mut self, store: impl Store) -> Self {
+        self.set_tier(0, Arc::new(store));
+        self
+    }
+
+    /// Sets the cold (second) tier. Replaces a cold tier set before.
+    pub fn cold(mut self, store: impl Store) -> Self {
+        if self.tiers.is_empty() {
+            self.tiers
+                .push((Arc::new(MemStore::new(DEFAULT_HOT_BYTES)), None));
+        }
+        self.set_tier(1, Arc::new(store));
+        self
+    }
+
+    /// Appends a tier below the existing ones, with its own freshness (or the engine's).
+    pub fn tier(mut self, store: Arc<dyn Store>, freshness: Option<Freshness>) -> Self {
+        self.tiers.push((store, freshness));
+        self
+    }
+
+    fn set_tier(&mut self, i: usize, store: Arc<dyn Store>) {
+        if i < self.tiers.len() {
+            self.tiers[i].0 = store;
+        } else {
+            self.tiers.push((store, None));
+        }
+    }
+
+    /// TTL of positive entries whose metadata has no `fresh_until` (default: never stale).
+    pub fn default_ttl(mut self, ttl: Duration) -> Self {
+        self.cfg.freshness.positive = Some(ttl);
+        self
+    }
+
+    /// TTL of negative entries whose metadata has no `fresh_until`.
+    pub fn negative_ttl(mut self, ttl: Duration) -> Self {
+        self.cfg.freshness.negative = Some(ttl);
+        self
+    }
+
+    /// How long after it went stale an entry is still served while a background refresh runs.
+    /// `None` (the default) serves stale entries for as long as they are stored, like the Go
+    /// daramjwee; entries can override it with [`Metadata::stale_for`](crate::Metadata).
+    pub fn serve_stale_for(mut self, window: Option<Duration>) -> Self {
+        self.cfg.serve_stale_for = window;
+        self
+    }
+
+    /// How lower tiers are filled (default [`ColdFill::Background`]).
+    pub fn cold_fill(mut self, mode: ColdFill) -> Self {
+        self.cfg.cold_fill = mode;
+        self
+    }
+
+    /// When lower-tier hits are promoted (default [`Promotion::Always`]).
+    pub fn promotion(mut self, promotion: Promotion) -> Self {
+        self.cfg.promotion = promotion;
+        self
+    }
+
+    /// Background pool: at most `concurrency` refreshes and cold copies run at once, and at most
+    /// `queue` wait; more are dropped and counted (default 4 and 1024).
+    pub fn workers(mut self, concurrency: usize, queue: usize) -> Self {
+        self.cfg.workers = (concurrency.max(1), queue);
+        self
+    }
+
+    /// A fill older than this is no longer joined by new requests (default 30 s), so a stuck
+    /// fill cannot hold a key.
+    pub fn lock_age(mut self, age: Duration) -> Self {
+        self.cfg.lock_age = age;
+        self
+    }
+
+    /// How long a follower waits for the fill's response head before fetching on its own
+    /// (default 10 s).
+    pub fn lock_wait(mut self, wait: Duration) -> Self {
+        self.cfg.lock_wait = wait;
+        self
+    }
+
+    /// Time limit of each store operation (default 10 s). A store that exceeds it is treated as
+    /// failed for that operation: reads miss, writes are dropped.
+    pub fn op_timeout(mut self, timeout: Duration) -> Self {
+        self.cfg.op_timeout = timeout;
+        self
+    }
+
+    /// Longest wait for the origin's response or its next body chunk during a fill
+    /// (default 30 s); past it the fill fails and stores nothing.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.cfg.idle_timeout = timeout;
+        self
+    }
+
+    /// Bytes a fill may run ahead of its slowest reader (default 1 MiB).
+    pub fn stream_window(mut self, bytes: u64) -> Self {
+        self.cfg.window = bytes.max(1);
+        self
+    }
+
+    /// Bytes of a fill kept from its start so late followers can join it while it streams
+    /// (default 4 MiB). Followers arriving later wait for the fill to be stored.
+    pub fn follower_retain(mut self, bytes: u64) -> Self {
+        self.cfg.retain = bytes;
+        self
+    }
+
+    /// Builds the cache.
+    pub fn build(mut self) -> Cache {
+        if self.tiers.is_empty() {
+            self.tiers
+                .push((Arc::new(MemStore::new(DEFAULT_HOT_BYTES)), None));
+        }
+        let cfg = self.cfg;
+        let tiers: Box<[Tier]> = self
+            .tiers
+            .into_iter()
+            .map(|(store, freshness)| Tier {
+                store,
+                freshness: freshness.unwrap_or(cfg.freshness),
+            })
+            .collect();
+        let probation = match cfg.promotion {
+            Promotion::SecondHit(n) => Some(Probation::new(n)),
+            Promotion::Always => None,
+        };
+        Cache {
+            inner: Arc::new(Inner {
+                stats: Stats::new(tiers.len()),
+                tiers,
+                keys: KeyTable::new(),
+                workers: WorkerPool::new(cfg.workers.0, cfg.workers.1),
+                probation,
+                closed: Default::default(),
+                cfg,
+            }),
+        }
+    }
+}
+
+const DEFAULT_HOT_BYTES: u64 = 64 << 20;

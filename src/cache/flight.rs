@@ -1,0 +1,340 @@
+//! Coalescing: one fill per key, with every reader streaming the fill as it arrives.
+//!
+//! A [`Flight`] is the shared state of one fill (an origin fetch or a promotion from a lower tier).
+//! The fill task pushes chunks into a bounded log; each [`FlightReader`] (the request that started
+//! the fill, and every follower that joined it) reads the log from the start at its own pace.
+//!
+//! Memory stays bounded: the log keeps the whole body only while it is smaller than the retain
+//! budget (so late followers can still start from byte 0); past that, chunks every reader has read
+//! are dropped, late followers wait for the fill to finish and then read the stored entry, and the
+//! fill never runs more than the window ahead of its slowest reader.
+//!
+//! A fill that fails ends every reader with an error, never with a clean end. A fill whose readers
+//! have all gone (and that is not a background refresh) is abandoned, and leaves no entry.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_core::Stream;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use crate::entry::{EntryBody, Metadata};
+use crate::error::Error;
+
+/// What the fill learned about the response before its body.
+#[derive(Clone, Debug)]
+pub(crate) enum Head {
+    /// Not known yet.
+    Pending,
+    /// A body follows; readers stream it.
+    Body(Arc<Metadata>),
+    /// The origin confirmed the stored entry; readers read it from the store.
+    NotModified,
+    /// The response must not be shared: each follower fetches on its own.
+    Pass,
+    /// The fill failed before the head.
+    Failed(String),
+}
+
+struct Reader {
+    pos: u64,
+    waker: Option<Waker>,
+}
+
+struct State {
+    head: Head,
+    chunks: VecDeque<Bytes>,
+    /// Global index of `chunks[0]`.
+    first: u64,
+    /// Bytes currently held in `chunks`.
+    held: u64,
+    /// Bytes pushed in total.
+    total: u64,
+    /// While true, nothing is trimmed and a new reader can start at byte 0.
+    retain_all: bool,
+    readers: HashMap<u64, Reader>,
+    next_reader: u64,
+    /// `Some(Ok)` after a clean end, `Some(Err)` after a failure.
+    end: Option<Result<(), String>>,
+    /// Woken when readers advance (the filler waits for room) or leave.
+    filler: Option<Waker>,
+    /// A background fill keeps going with no reader.
+    detached: bool,
+}
+
+/// Limits of one flight.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FlightLimits {
+    /// Bytes the fill may run ahead of its slowest reader.
+    pub window: u64,
+    /// Bytes kept from the start so late followers can join at byte 0.
+    pub retain: u64,
+}
+
+/// The shared state of one fill.
+pub(crate) struct Flight {
+    state: Mutex<State>,
+    finished: Notify,
+    head_ready: Notify,
+    pub(crate) started: Instant,
+    limits: FlightLimits,
+}
+
+impl Flight {
+    pub(crate) fn new(limits: FlightLimits, detached: bool) -> Arc<Flight> {
+        Arc::new(Flight {
+            state: Mutex::new(State {
+                head: Head::Pending,
+                chunks: VecDeque::new(),
+                first: 0,
+                held: 0,
+                total: 0,
+                retain_all: true,
+                readers: HashMap::new(),
+                next_reader: 0,
+                end: None,
+                filler: None,
+                detached,
+            }),
+            finished: Notify::new(),
+            head_ready: Notify::new(),
+            started: Instant::now(),
+            limits,
+        })
+    }
+
+    /// Adds a reader that starts at byte 0, or `None` when the start was already dropped.
+    pub(crate) fn join(self: &Arc<Self>) -> Option<FlightReader> {
+        let mut st = self.state.lock();
+        if st.first != 0 {
+            return None;
+        }
+        let id = st.next_reader;
+        st.next_reader += 1;
+        st.readers.insert(
+            id,
+            Reader {
+                pos: 0,
+                waker: None,
+            },
+        );
+        Some(FlightReader {
+            flight: self.clone(),
+            id,
+            pos: 0,
+            done: false,
+        })
+    }
+
+    pub(crate) fn is_finished(&self) -> bool {
+        self.state.lock().end.is_some()
+    }
+
+    /// Whether every reader has left a fill that needs readers.
+    pub(crate) fn orphaned(&self) -> bool {
+        let st = self.state.lock();
+        !st.detached && st.readers.is_empty()
+    }
+
+    pub(crate) fn set_head(&self, head: Head) {
+        self.state.lock().head = head;
+        self.head_ready.notify_waiters();
+        self.wake_readers();
+    }
+
+    /// Waits for the head.
+    pub(crate) async fn head(&self) -> Head {
+        loop {
+            let notified = self.head_ready.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let st = self.state.lock();
+                if !matches!(st.head, Head::Pending) {
+                    return st.head.clone();
+                }
+                if let Some(Err(e)) = &st.end {
+                    return Head::Failed(e.clone());
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Waits until the fill ends; returns its result.
+    pub(crate) async fn wait_finished(&self) -> Result<(), String> {
+        loop {
+            let notified = self.finished.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(end) = &self.state.lock().end {
+                return end.clone();
+            }
+            notified.await;
+        }
+    }
+
+    /// Waits until there is room for another chunk (the slowest reader is within the window).
+    /// Returns false when the fill should stop because every reader left.
+    pub(crate) async fn wait_room(&self) -> bool {
+        std::future::poll_fn(|cx| {
+            let mut st = self.state.lock();
+            if !st.detached && st.readers.is_empty() {
+                return Poll::Ready(false);
+            }
+            let slowest = st.readers.values().map(|r| r.pos).min().unwrap_or(st.total);
+            let unread: u64 = st
+                .chunks
+                .iter()
+                .skip(slowest.saturating_sub(st.first) as usize)
+                .map(|c| c.len() as u64)
+                .sum();
+            if unread < self.limits.window {
+                Poll::Ready(true)
+            } else {
+                st.filler = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    pub(crate) fn push(&self, chunk: Bytes) {
+        {
+            let mut st = self.state.lock();
+            st.total += chunk.len() as u64;
+            st.held += chunk.len() as u64;
+            st.chunks.push_back(chunk);
+            if st.retain_all && st.held > self.limits.retain {
+                st.retain_all = false;
+            }
+            trim(&mut st);
+        }
+        self.wake_readers();
+    }
+
+    /// Ends the flight. The first call wins.
+    pub(crate) fn finish(&self, result: Result<(), String>) {
+        {
+            let mut st = self.state.lock();
+            if st.end.is_some() {
+                return;
+            }
+            if let (Err(e), Head::Pending) = (&result, &st.head) {
+                st.head = Head::Failed(e.clone());
+            }
+            st.end = Some(result);
+        }
+        self.head_ready.notify_waiters();
+        self.finished.notify_waiters();
+        self.wake_readers();
+    }
+
+    fn wake_readers(&self) {
+        let wakers: Vec<Waker> = {
+            let mut st = self.state.lock();
+            st.readers
+                .values_mut()
+                .filter_map(|r| r.waker.take())
+                .collect()
+        };
+        for w in wakers {
+            w.wake();
+        }
+    }
+}
+
+/// Drops chunks every reader has read, once the retain budget is spent.
+fn trim(st: &mut State) {
+    if st.retain_all {
+        return;
+    }
+    let slowest = st.readers.values().map(|r| r.pos).min().unwrap_or(st.total);
+    while st.first < slowest {
+        match st.chunks.pop_front() {
+            Some(c) => {
+                st.held -= c.len() as u64;
+                st.first += 1;
+            }
+            None => break,
+        }
+    }
+}
+
+/// One reader of a flight: a stream of the fill's chunks from byte 0.
+pub(crate) struct FlightReader {
+    flight: Arc<Flight>,
+    id: u64,
+    /// Index of the next chunk to read.
+    pos: u64,
+    /// The failure was reported.
+    done: bool,
+}
+
+impl FlightReader {
+    pub(crate) fn into_body(self) -> EntryBody {
+        EntryBody::from_stream(self)
+    }
+}
+
+impl Stream for FlightReader {
+    type Item = Result<Bytes, Error>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        let mut st = this.flight.state.lock();
+        let idx = this.pos.checked_sub(st.first);
+        if let Some(chunk) = idx.and_then(|i| st.chunks.get(i as usize)).cloned() {
+            this.pos += 1;
+            if let Some(r) = st.readers.get_mut(&this.id) {
+                r.pos = this.pos;
+            }
+            trim(&mut st);
+            let filler = st.filler.take();
+            drop(st);
+            if let Some(w) = filler {
+                w.wake();
+            }
+            return Poll::Ready(Some(Ok(chunk)));
+        }
+        match &st.end {
+            Some(Ok(())) => Poll::Ready(None),
+            Some(Err(e)) => {
+                // Report the failure once, then end: a failed fill never looks like a clean end
+                // to a reader that has not seen the error yet.
+                if this.done {
+                    return Poll::Ready(None);
+                }
+                this.done = true;
+                Poll::Ready(Some(Err(Error::FillAbandoned(e.clone()))))
+            }
+            None => {
+                if let Some(r) = st.readers.get_mut(&this.id) {
+                    r.waker = Some(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl Drop for FlightReader {
+    fn drop(&mut self) {
+        let filler = {
+            let mut st = self.flight.state.lock();
+            st.readers.remove(&self.id);
+            trim(&mut st);
+            st.filler.take()
+        };
+        if let Some(w) = filler {
+            w.wake();
+        }
+    }
+}

@@ -1,0 +1,1113 @@
+//! The cache engine: tiers, the tier walk, fills, promotion, refresh and writes.
+//!
+//! The engine is HTTP-agnostic: it knows keys, [`Metadata`] and body streams, never HTTP
+//! headers. A [`Fetcher`] stands for the origin. [`Cache::get`] walks the tiers from hot to cold:
+//!
+//! - **hot hit**: the stored stream, at once (a stale one is served while a refresh runs in the
+//!   background);
+//! - **lower-tier hit**: streamed to the caller while it is promoted into the tiers above;
+//! - **miss**: one fill per key (see the `flight` module): the fetcher's stream goes to every
+//!   caller that asked for the key while it fills the hot tier; lower tiers are filled from the
+//!   committed hot entry in the background, or written through.
+//!
+//! Store faults never fail a request: a failing read is a miss, a failing write is dropped. They
+//! are logged and counted in [`CacheStats`].
+//!
+//! ```
+//! use daramjwee::{Cache, EntryBody, Fetched, Metadata};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), daramjwee::Error> {
+//! let cache = Cache::builder().build();
+//! let origin = |_prev| async {
+//!     Ok(Fetched::Entry { meta: Metadata::new(http::StatusCode::OK), body: EntryBody::from_bytes("hi") })
+//! };
+//! let first = cache.get("greeting", origin).await?;
+//! assert_eq!(first.body.collect().await?, "hi");
+//! let second = cache.get("greeting", |_prev| async { unreachable!("served from the hot tier") }).await?;
+//! assert!(second.outcome.is_hit());
+//! # Ok(()) }
+//! ```
+
+mod builder;
+mod fetcher;
+pub(crate) mod flight;
+pub(crate) mod keys;
+mod write;
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use parking_lot::Mutex;
+use tracing::{debug, warn};
+
+pub use builder::{CacheBuilder, ColdFill, Freshness, Promotion};
+pub use fetcher::{Fetched, Fetcher};
+pub use write::CacheWriter;
+
+use self::builder::Config;
+use self::flight::{Flight, FlightLimits, Head};
+use self::keys::{Claim, KeyTable, Usage};
+use crate::entry::{EntryBody, Metadata, StoredEntry};
+use crate::error::{CloseError, Error, StoreError};
+use crate::store::{Store, StoreWriter};
+use crate::worker::WorkerPool;
+
+/// How a [`Lookup`] was answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// Served from tier `tier` (0 is hot). `stale`: a background refresh was scheduled.
+    Hit {
+        /// Index of the tier that served it.
+        tier: usize,
+        /// Whether the entry was stale (served while it is refreshed).
+        stale: bool,
+    },
+    /// Fetched from the origin by this call (it led the fill).
+    Miss,
+    /// Streamed from a fill that another call started.
+    Coalesced,
+    /// A stored entry the origin confirmed with not-modified, served from tier `tier`.
+    Revalidated {
+        /// Index of the tier that served the body.
+        tier: usize,
+    },
+    /// The origin's response must not be stored; handed through.
+    Pass,
+    /// The caller's validator matched the entry: no body.
+    NotModified,
+}
+
+impl Outcome {
+    /// Whether the response came from a tier without an origin round trip.
+    pub fn is_hit(&self) -> bool {
+        matches!(self, Outcome::Hit { .. } | Outcome::NotModified)
+    }
+}
+
+/// The answer of [`Cache::get`]: metadata, a body stream, and how it was obtained.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Lookup {
+    /// How the lookup was answered.
+    pub outcome: Outcome,
+    /// The entry's metadata.
+    pub meta: Arc<Metadata>,
+    /// The body (empty for [`Outcome::NotModified`]).
+    pub body: EntryBody,
+}
+
+/// Per-call options of [`Cache::get_with`].
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct GetOptions {
+    /// The caller's entity tag: when the entry's matches, answer [`Outcome::NotModified`].
+    pub if_none_match: Option<String>,
+    /// Validate with the origin even if the entry is fresh.
+    pub revalidate: bool,
+    /// Never serve a stale entry; validate it with the origin first.
+    pub no_stale: bool,
+    /// Answer only from the tiers ([`Error::NotCached`] on a miss).
+    pub only_cached: bool,
+}
+
+impl GetOptions {
+    /// Answers not-modified when the entry's entity tag equals `etag`.
+    pub fn if_none_match(mut self, etag: impl Into<String>) -> Self {
+        self.if_none_match = Some(etag.into());
+        self
+    }
+    /// Validates with the origin even if fresh.
+    pub fn revalidate(mut self, yes: bool) -> Self {
+        self.revalidate = yes;
+        self
+    }
+    /// Never serves stale entries.
+    pub fn no_stale(mut self, yes: bool) -> Self {
+        self.no_stale = yes;
+        self
+    }
+    /// Answers only from the tiers.
+    pub fn only_cached(mut self, yes: bool) -> Self {
+        self.only_cached = yes;
+        self
+    }
+}
+
+/// A snapshot of the engine's counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CacheStats {
+    /// Hits per tier (index 0 is hot).
+    pub hits: Vec<u64>,
+    /// Stale hits (served while refreshing), all tiers.
+    pub stale_hits: u64,
+    /// Fills led (origin fetches started by lookups).
+    pub misses: u64,
+    /// Lookups that followed another call's fill.
+    pub coalesced: u64,
+    /// Origin answers of not-modified.
+    pub revalidated: u64,
+    /// Entries committed by fills, promotions and cold copies.
+    pub fills_committed: u64,
+    /// Fills that failed or were abandoned (nothing stored).
+    pub fills_failed: u64,
+    /// Promotions started from lower tiers.
+    pub promotions: u64,
+    /// Background refreshes started.
+    pub refreshes: u64,
+    /// Store operations that failed (the request was served anyway).
+    pub store_errors: u64,
+    /// Background tasks dropped because the pool was full.
+    pub dropped_tasks: u64,
+}
+
+struct Tier {
+    store: Arc<dyn Store>,
+    freshness: Freshness,
+}
+
+impl Tier {
+    fn ttl_for(&self, meta: &Metadata) -> Option<Duration> {
+        if meta.is_negative() {
+            self.freshness.negative.or(self.freshness.positive)
+        } else {
+            self.freshness.positive
+        }
+    }
+}
+
+struct Stats {
+    hits: Box<[AtomicU64]>,
+    stale_hits: AtomicU64,
+    misses: AtomicU64,
+    coalesced: AtomicU64,
+    revalidated: AtomicU64,
+    fills_committed: AtomicU64,
+    fills_failed: AtomicU64,
+    promotions: AtomicU64,
+    refreshes: AtomicU64,
+    store_errors: AtomicU64,
+}
+
+impl Stats {
+    fn new(tiers: usize) -> Self {
+        Stats {
+            hits: (0..tiers).map(|_| AtomicU64::new(0)).collect(),
+            stale_hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            coalesced: AtomicU64::new(0),
+            revalidated: AtomicU64::new(0),
+            fills_committed: AtomicU64::new(0),
+            fills_failed: AtomicU64::new(0),
+            promotions: AtomicU64::new(0),
+            refreshes: AtomicU64::new(0),
+            store_errors: AtomicU64::new(0),
+        }
+    }
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Remembers keys seen once in a lower tier (promotion probation).
+struct Probation {
+    seen: Mutex<HashSet<u64>>,
+    cap: usize,
+    hasher: RandomState,
+}
+
+impl Probation {
+    fn new(cap: usize) -> Self {
+        Probation {
+            seen: Mutex::new(HashSet::new()),
+            cap: cap.max(1),
+            hasher: RandomState::new(),
+        }
+    }
+
+    /// Whether this hit should promote (the key was seen before).
+    fn admit(&self, key: &str) -> bool {
+        let h = self.hasher.hash_one(key);
+        let mut seen = self.seen.lock();
+        if seen.remove(&h) {
+            return true;
+        }
+        if seen.len() >= self.cap {
+            // A coarse reset keeps the window bounded; at worst a key waits one more hit.
+            seen.clear();
+        }
+        seen.insert(h);
+        false
+    }
+}
+
+struct Inner {
+    tiers: Box<[Tier]>,
+    keys: Arc<KeyTable>,
+    workers: WorkerPool,
+    probation: Option<Probation>,
+    closed: AtomicBool,
+    cfg: Config,
+    stats: Stats,
+}
+
+/// The cache engine. Cheap to clone: clones share the tiers and the background pool.
+#[derive(Clone)]
+pub struct Cache {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field(
+                "tiers",
+                &self
+                    .inner
+                    .tiers
+                    .iter()
+                    .map(|t| t.store.name())
+                    .collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a fill's bytes come from.
+enum Source<F> {
+    Fetch(F, Option<Arc<Metadata>>),
+    Tier(Arc<Metadata>, EntryBody),
+}
+
+impl Cache {
+    /// Starts building a cache.
+    pub fn builder() -> CacheBuilder {
+        CacheBuilder::new()
+    }
+
+    /// Number of tiers (including null ones).
+    pub fn tiers(&self) -> usize {
+        self.inner.tiers.len()
+    }
+
+    /// The name of tier `i` (`"memory"`, `"file"`, ...).
+    pub fn tier_name(&self, i: usize) -> &'static str {
+        self.inner.tiers.get(i).map_or("none", |t| t.store.name())
+    }
+
+    /// The store behind tier `i`.
+    pub fn tier_store(&self, i: usize) -> Option<&Arc<dyn Store>> {
+        self.inner.tiers.get(i).map(|t| &t.store)
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> CacheStats {
+        let s = &self.inner.stats;
+        let ld = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        CacheStats {
+            hits: s.hits.iter().map(ld).collect(),
+            stale_hits: ld(&s.stale_hits),
+            misses: ld(&s.misses),
+            coalesced: ld(&s.coalesced),
+            revalidated: ld(&s.revalidated),
+            fills_committed: ld(&s.fills_committed),
+            fills_failed: ld(&s.fills_failed),
+            promotions: ld(&s.promotions),
+            refreshes: ld(&s.refreshes),
+            store_errors: ld(&s.store_errors),
+            dropped_tasks: self.inner.workers.stats().dropped,
+        }
+    }
+
+    /// Looks `key` up, fetching it with `fetcher` on a miss. See [`Cache::get_with`].
+    pub fn get<'a, F: Fetcher>(
+        &'a self,
+        key: &'a str,
+        fetcher: F,
+    ) -> impl Future<Output = Result<Lookup, Error>> + Send + 'a {
+        self.get_with(key, GetOptions::default(), fetcher)
+    }
+
+    /// Looks `key` up with per-call options.
+    ///
+    /// Errors: [`Error::Fetch`] when the origin failed and nothing usable was stored,
+    /// [`Error::NotCached`] with `only_cached` on a miss, [`Error::Closed`] after
+    /// [`close`](Cache::close). Body streams end with an error item (never a clean end) if the
+    /// body turns out incomplete.
+    ///
+    /// The returned future is `Send` whatever the fetcher, so it can be spawned.
+    pub fn get_with<'a, F: Fetcher>(
+        &'a self,
+        key: &'a str,
+        opts: GetOptions,
+        fetcher: F,
+    ) -> impl Future<Output = Result<Lookup, Error>> + Send + 'a {
+        // Declaring `Send` here (instead of leaking it from an `async fn`) lets callers spawn
+        // the future without tripping rustc's higher-ranked auto-trait inference on closures.
+        self.get_inner(key, opts, fetcher)
+    }
+
+    async fn get_inner<F: Fetcher>(
+        &self,
+        key: &str,
+        opts: GetOptions,
+        fetcher: F,
+    ) -> Result<Lookup, Error> {
+        let inner = &self.inner;
+        if inner.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        let now = SystemTime::now();
+        let mut previous = None;
+        for (i, tier) in inner.tiers.iter().enumerate() {
+            let Some(entry) = self.read_tier(i, key).await else {
+                continue;
+            };
+            let ttl = tier.ttl_for(&entry.meta);
+            if !opts.revalidate && entry.meta.is_fresh(now, ttl) {
+                return Ok(self.serve_hit(i, key, entry, false, &opts));
+            }
+            let stale_window = entry.meta.stale_for.or(inner.cfg.serve_stale_for);
+            let servable = !opts.revalidate
+                && !opts.no_stale
+                && match (stale_window, entry.meta.expires_at(ttl)) {
+                    (None, _) => true,
+                    (Some(w), Some(exp)) => now < exp + w,
+                    (Some(_), None) => true,
+                };
+            if servable || opts.only_cached && !opts.revalidate {
+                if servable {
+                    self.spawn_refresh(key, fetcher, Some(entry.meta.clone()));
+                }
+                return Ok(self.serve_hit(i, key, entry, true, &opts));
+            }
+            previous = Some(entry.meta);
+            break;
+        }
+        if opts.only_cached {
+            return Err(Error::NotCached);
+        }
+        self.fill(key, previous, fetcher).await
+    }
+
+    /// Reads one tier, failing open: errors and timeouts are logged, counted and reported as a
+    /// miss.
+    async fn read_tier(&self, i: usize, key: &str) -> Option<StoredEntry> {
+        let store = &self.inner.tiers[i].store;
+        if store.is_null() {
+            return None;
+        }
+        let res = match store.try_get_now(key) {
+            Some(res) => res,
+            None => match tokio::time::timeout(self.inner.cfg.op_timeout, store.get(key)).await {
+                Ok(res) => res,
+                Err(_) => Err(StoreError::Timeout {
+                    key: key.to_owned(),
+                    after: self.inner.cfg.op_timeout,
+                }),
+            },
+        };
+        match res {
+            Ok(found) => found,
+            Err(e) => {
+                self.store_fault(store.name(), "get", &e);
+                None
+            }
+        }
+    }
+
+    fn store_fault(&self, tier: &str, op: &str, e: &StoreError) {
+        bump(&self.inner.stats.store_errors);
+        warn!(tier, op, kind = e.kind(), error = %e, "cache store fault; failing open");
+    }
+
+    fn serve_hit(
+        &self,
+        tier: usize,
+        key: &str,
+        entry: StoredEntry,
+        stale: bool,
+        opts: &GetOptions,
+    ) -> Lookup {
+        let inner = &self.inner;
+        bump(&inner.stats.hits[tier]);
+        if stale {
+            bump(&inner.stats.stale_hits);
+        }
+        if let (Some(theirs), Some(ours)) = (&opts.if_none_match, &entry.meta.etag) {
+            if theirs == ours {
+                return Lookup {
+                    outcome: Outcome::NotModified,
+                    meta: entry.meta,
+                    body: EntryBody::empty(),
+                };
+            }
+        }
+        let outcome = Outcome::Hit { tier, stale };
+        if tier == 0 || !self.should_promote(key) {
+            return Lookup {
+                outcome,
+                meta: entry.meta,
+                body: entry.body,
+            };
+        }
+        match self.claim(key, false) {
+            Claim::Lead(flight, usage) => {
+                bump(&inner.stats.promotions);
+                let reader = flight.join();
+                let meta = entry.meta.clone();
+                let this = self.clone();
+                let key = key.to_owned();
+                tokio::spawn(async move {
+                    this.run_fill::<NoFetch>(
+                        &key,
+                        flight,
+                        usage,
+                        Source::Tier(entry.meta, entry.body),
+                        0..tier,
+                        None,
+                    )
+                    .await;
+                });
+                match reader {
+                    Some(r) => Lookup {
+                        outcome,
+                        meta,
+                        body: r.into_body(),
+                    },
+                    // Unreachable in practice: a new flight always accepts its first reader.
+                    None => Lookup {
+                        outcome,
+                        meta,
+                        body: EntryBody::empty(),
+                    },
+                }
+            }
+            // Someone else is already filling the key: serve our own stream of this tier
+            // rather than promoting twice.
+            Claim::Follow(_) => Lookup {
+                outcome,
+                meta: entry.meta,
+                body: entry.body,
+            },
+        }
+    }
+
+    fn should_promote(&self, key: &str) -> bool {
+        match &self.inner.probation {
+            Some(p) => p.admit(key),
+            None => true,
+        }
+    }
+
+    fn claim(&self, key: &str, detached: bool) -> Claim {
+        let limits = FlightLimits {
+            window: self.inner.cfg.window,
+            retain: self.inner.cfg.retain,
+        };
+        self.inner.keys.claim(key, self.inner.cfg.lock_age, || {
+            Flight::new(limits, detached)
+        })
+    }
+
+    /// A miss (or a stale entry that must be validated): lead or follow the key's fill.
+    async fn fill<F: Fetcher>(
+        &self,
+        key: &str,
+        previous: Option<Arc<Metadata>>,
+        fetcher: F,
+    ) -> Result<Lookup, Error> {
+        let inner = &self.inner;
+        match self.claim(key, false) {
+            Claim::Lead(flight, usage) => {
+                bump(&inner.stats.misses);
+                let reader = flight.join();
+                let (pass_tx, pass_rx) = tokio::sync::oneshot::channel();
+                let this = self.clone();
+                let owned_key = key.to_owned();
+                let f2 = flight.clone();
+                tokio::spawn(async move {
+                    this.run_fill(
+                        &owned_key,
+                        f2,
+                        usage,
+                        Source::Fetch(fetcher, previous),
+                        0..this.inner.tiers.len(),
+                        Some(pass_tx),
+                    )
+                    .await;
+                });
+                let Some(reader) = reader else {
+                    return Err(Error::FillAbandoned("fill could not be joined".into()));
+                };
+                match flight.head().await {
+                    Head::Body(meta) => Ok(Lookup {
+                        outcome: Outcome::Miss,
+                        meta,
+                        body: reader.into_body(),
+                    }),
+                    Head::NotModified => {
+                        drop(reader);
+                        self.after_not_modified(key).await
+                    }
+                    Head::Pass => {
+                        drop(reader);
+                        match pass_rx.await {
+                            Ok((meta, body)) => Ok(Lookup {
+                                outcome: Outcome::Pass,
+                                meta: Arc::new(meta),
+                                body,
+                            }),
+                            Err(_) => Err(Error::FillAbandoned("pass-through lost".into())),
+                        }
+                    }
+                    Head::Failed(e) => Err(Error::Fetch(e.into())),
+                    Head::Pending => Err(Error::FillAbandoned("fill ended without a head".into())),
+                }
+            }
+            Claim::Follow(flight) => {
+                bump(&inner.stats.coalesced);
+                self.follow(key, flight, fetcher).await
+            }
+        }
+    }
+
+    async fn follow<F: Fetcher>(
+        &self,
+        key: &str,
+        flight: Arc<Flight>,
+        fetcher: F,
+    ) -> Result<Lookup, Error> {
+        let wait = self.inner.cfg.lock_wait;
+        let Some(reader) = flight.join() else {
+            // The fill's start is gone: wait until it is stored, then read it from the tiers.
+            if tokio::time::timeout(wait, flight.wait_finished())
+                .await
+                .is_ok()
+            {
+                for i in 0..self.inner.tiers.len() {
+                    if let Some(entry) = self.read_tier(i, key).await {
+                        return Ok(Lookup {
+                            outcome: Outcome::Coalesced,
+                            meta: entry.meta,
+                            body: entry.body,
+                        });
+                    }
+                }
+            }
+            return self.fetch_alone(fetcher).await;
+        };
+        match tokio::time::timeout(wait, flight.head()).await {
+            Ok(Head::Body(meta)) => Ok(Lookup {
+                outcome: Outcome::Coalesced,
+                meta,
+                body: reader.into_body(),
+            }),
+            Ok(Head::NotModified) => {
+                drop(reader);
+                flight.wait_finished().await.ok();
+                self.after_not_modified(key).await
+            }
+            Ok(Head::Failed(e)) => Err(Error::Fetch(e.into())),
+            // Not shareable, or the leader is too slow: fetch on our own, store nothing.
+            Ok(Head::Pass) | Ok(Head::Pending) | Err(_) => {
+                drop(reader);
+                self.fetch_alone(fetcher).await
+            }
+        }
+    }
+
+    /// Fetches without coalescing or storing (the fallback of followers).
+    async fn fetch_alone<F: Fetcher>(&self, fetcher: F) -> Result<Lookup, Error> {
+        match fetcher.fetch(None).await.map_err(Error::Fetch)? {
+            Fetched::Entry { meta, body } | Fetched::Pass { meta, body } => Ok(Lookup {
+                outcome: Outcome::Pass,
+                meta: Arc::new(meta),
+                body,
+            }),
+            Fetched::NotModified { .. } => Err(Error::Fetch(
+                "origin answered not-modified to an unconditional fetch".into(),
+            )),
+        }
+    }
+
+    /// Reads the entry a not-modified answer just confirmed.
+    async fn after_not_modified(&self, key: &str) -> Result<Lookup, Error> {
+        for i in 0..self.inner.tiers.len() {
+            if let Some(entry) = self.read_tier(i, key).await {
+                return Ok(Lookup {
+                    outcome: Outcome::Revalidated { tier: i },
+                    meta: entry.meta,
+                    body: entry.body,
+                });
+            }
+        }
+        Err(Error::FillAbandoned(
+            "entry vanished after revalidation".into(),
+        ))
+    }
+
+    /// Schedules a background refresh of `key` on the worker pool. Returns false when the pool
+    /// is full (the refresh is dropped and counted) or the cache is closed. At most one refresh
+    /// (or fill) per key runs at a time.
+    pub fn schedule_refresh<F: Fetcher>(&self, key: &str, fetcher: F) -> bool {
+        self.spawn_refresh(key, fetcher, None)
+    }
+
+    fn spawn_refresh<F: Fetcher>(
+        &self,
+        key: &str,
+        fetcher: F,
+        previous: Option<Arc<Metadata>>,
+    ) -> bool {
+        if self.inner.closed.load(Ordering::Acquire) || self.inner.keys.flight(key).is_some() {
+            return false;
+        }
+        let this = self.clone();
+        let key = key.to_owned();
+        let ok = self.inner.workers.try_spawn(async move {
+            let Claim::Lead(flight, usage) = this.claim(&key, true) else {
+                return; // a fill is already running: it is the refresh
+            };
+            bump(&this.inner.stats.refreshes);
+            let previous = match previous {
+                Some(p) => Some(p),
+                None => this.head_any(&key).await,
+            };
+            let tiers = 0..this.inner.tiers.len();
+            this.run_fill(
+                &key,
+                flight,
+                usage,
+                Source::Fetch(fetcher, previous),
+                tiers,
+                None,
+            )
+            .await;
+        });
+        if !ok {
+            debug!("refresh dropped: worker pool full or closed");
+        }
+        ok
+    }
+
+    async fn head_any(&self, key: &str) -> Option<Arc<Metadata>> {
+        for tier in self.inner.tiers.iter().filter(|t| !t.store.is_null()) {
+            match tokio::time::timeout(self.inner.cfg.op_timeout, tier.store.head(key)).await {
+                Ok(Ok(Some(m))) => return Some(Arc::new(m)),
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) => self.store_fault(tier.store.name(), "head", &e),
+                Err(_) => bump(&self.inner.stats.store_errors),
+            }
+        }
+        None
+    }
+
+    /// Runs one fill to its end: fetch (or read a lower tier), stream into the flight and the
+    /// target tiers, verify, commit. Every exit path finishes the flight.
+    async fn run_fill<F: Fetcher>(
+        &self,
+        key: &str,
+        flight: Arc<Flight>,
+        usage: Usage,
+        source: Source<F>,
+        targets: std::ops::Range<usize>,
+        pass_to: Option<tokio::sync::oneshot::Sender<(Metadata, EntryBody)>>,
+    ) {
+        let guard = FinishGuard {
+            flight: &flight,
+            usage: &usage,
+        };
+        let cfg = &self.inner.cfg;
+        let (meta, body, tiers) = match source {
+            Source::Tier(meta, body) => (meta, body, targets),
+            Source::Fetch(fetcher, previous) => {
+                let fetched =
+                    match tokio::time::timeout(cfg.idle_timeout, fetcher.fetch(previous.clone()))
+                        .await
+                    {
+                        Ok(Ok(f)) => f,
+                        Ok(Err(e)) => {
+                            return self.fail(&flight, format!("origin fetch failed: {e}"))
+                        }
+                        Err(_) => return self.fail(&flight, "origin fetch timed out".into()),
+                    };
+                match fetched {
+                    Fetched::Entry { meta, body } => {
+                        let tiers = match cfg.cold_fill {
+                            ColdFill::WriteThrough => targets,
+                            ColdFill::Background => targets.start..targets.end.min(1),
+                        };
+                        (Arc::new(meta), body, tiers)
+                    }
+                    Fetched::Pass { meta, body } => {
+                        if let Some(tx) = pass_to {
+                            let _ = tx.send((meta, body));
+                        }
+                        flight.set_head(Head::Pass);
+                        flight.finish(Ok(()));
+                        return;
+                    }
+                    Fetched::NotModified { meta } => {
+                        let Some(prev) = previous else {
+                            return self.fail(
+                                &flight,
+                                "origin answered not-modified with nothing stored".into(),
+                            );
+                        };
+                        bump(&self.inner.stats.revalidated);
+                        let updated = refreshed_meta(&prev, meta);
+                        self.update_all(key, &usage, &updated).await;
+                        flight.set_head(Head::NotModified);
+                        flight.finish(Ok(()));
+                        return;
+                    }
+                }
+            }
+        };
+        flight.set_head(Head::Body(meta.clone()));
+        let committed = self
+            .stream_fill(key, &flight, &usage, &meta, body, tiers)
+            .await;
+        match committed {
+            Ok(hot_committed) => {
+                flight.finish(Ok(()));
+                drop(guard);
+                if hot_committed && cfg.cold_fill == ColdFill::Background {
+                    self.spawn_cold_copy(key, usage.ticket);
+                }
+            }
+            Err(e) => {
+                debug!(error = %e, "fill failed; nothing stored");
+                self.fail(&flight, e);
+            }
+        }
+    }
+
+    fn fail(&self, flight: &Flight, why: String) {
+        bump(&self.inner.stats.fills_failed);
+        flight.finish(Err(why));
+    }
+
+    /// Streams `body` into the flight and the writers of `tiers`, then commits them. Returns
+    /// whether tier 0 committed, or why the fill failed.
+    async fn stream_fill(
+        &self,
+        key: &str,
+        flight: &Flight,
+        usage: &Usage,
+        meta: &Arc<Metadata>,
+        mut body: EntryBody,
+        tiers: std::ops::Range<usize>,
+    ) -> Result<bool, String> {
+        let cfg = &self.inner.cfg;
+        if flight.orphaned() {
+            return Err("every reader left before the body".into());
+        }
+        let mut writers: Vec<(usize, Box<dyn StoreWriter>)> = Vec::new();
+        for i in tiers {
+            let store = &self.inner.tiers[i].store;
+            if store.is_null() {
+                continue;
+            }
+            match tokio::time::timeout(cfg.op_timeout, store.put(key, (**meta).clone())).await {
+                Ok(Ok(w)) => writers.push((i, w)),
+                Ok(Err(e)) => self.store_fault(store.name(), "put", &e),
+                Err(_) => bump(&self.inner.stats.store_errors),
+            }
+        }
+        let declared = meta.content_length;
+        let mut received: u64 = 0;
+        loop {
+            if !flight.wait_room().await {
+                return Err("every reader left; fill abandoned".into());
+            }
+            let chunk = match tokio::time::timeout(cfg.idle_timeout, body.next()).await {
+                Ok(Some(Ok(c))) => c,
+                Ok(Some(Err(e))) => return Err(format!("body failed after {received} bytes: {e}")),
+                Ok(None) => break,
+                Err(_) => return Err(format!("body stalled after {received} bytes")),
+            };
+            received += chunk.len() as u64;
+            if declared.is_some_and(|d| received > d) {
+                return Err(format!(
+                    "body longer than its declared {} bytes",
+                    declared.unwrap_or(0)
+                ));
+            }
+            self.write_all(&mut writers, &chunk).await;
+            flight.push(chunk);
+        }
+        if let Some(d) = declared {
+            if received != d {
+                return Err(format!("body truncated: {received} of {d} bytes"));
+            }
+        }
+        if writers.is_empty() {
+            return Ok(false);
+        }
+        let Some(_lock) = usage.lock_if_current().await else {
+            debug!("fill superseded by a newer set or delete; discarded");
+            return Ok(false);
+        };
+        let mut hot = false;
+        for (i, w) in writers {
+            let store = &self.inner.tiers[i].store;
+            match tokio::time::timeout(cfg.op_timeout, w.commit()).await {
+                Ok(Ok(())) => {
+                    bump(&self.inner.stats.fills_committed);
+                    hot |= i == 0;
+                }
+                Ok(Err(e)) => self.store_fault(store.name(), "commit", &e),
+                Err(_) => bump(&self.inner.stats.store_errors),
+            }
+        }
+        Ok(hot)
+    }
+
+    /// Writes a chunk to every writer; a failing writer is dropped (its entry discarded) and the
+    /// fill goes on for the readers.
+    async fn write_all(&self, writers: &mut Vec<(usize, Box<dyn StoreWriter>)>, chunk: &Bytes) {
+        let op = self.inner.cfg.op_timeout;
+        let mut i = 0;
+        while i < writers.len() {
+            let (tier, w) = &mut writers[i];
+            let res = match tokio::time::timeout(op, w.write(chunk.clone())).await {
+                Ok(r) => r,
+                Err(_) => Err(StoreError::Timeout {
+                    key: String::new(),
+                    after: op,
+                }),
+            };
+            match res {
+                Ok(()) => i += 1,
+                Err(e) => {
+                    let name = self.inner.tiers[*tier].store.name();
+                    if matches!(e, StoreError::TooLarge { .. }) {
+                        debug!(tier = name, "entry too large for tier; not stored there");
+                    } else {
+                        self.store_fault(name, "write", &e);
+                    }
+                    writers.swap_remove(i);
+                }
+            }
+        }
+    }
+
+    /// Replaces the metadata in every tier that holds the entry (a not-modified refresh).
+    async fn update_all(&self, key: &str, usage: &Usage, meta: &Metadata) {
+        let Some(_lock) = usage.lock_if_current().await else {
+            return;
+        };
+        for tier in self.inner.tiers.iter().filter(|t| !t.store.is_null()) {
+            let res = tokio::time::timeout(
+                self.inner.cfg.op_timeout,
+                tier.store.update_metadata(key, meta.clone()),
+            )
+            .await;
+            match res {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => self.store_fault(tier.store.name(), "update_metadata", &e),
+                Err(_) => bump(&self.inner.stats.store_errors),
+            }
+        }
+    }
+
+    /// Copies the committed hot entry into the lower tiers on the worker pool.
+    fn spawn_cold_copy(&self, key: &str, ticket: u64) {
+        if self.inner.tiers.iter().skip(1).all(|t| t.store.is_null()) {
+            return;
+        }
+        let this = self.clone();
+        let key = key.to_owned();
+        self.inner.workers.try_spawn(async move {
+            let usage = this.inner.keys.writer_with_ticket(&key, ticket);
+            for i in 1..this.inner.tiers.len() {
+                let Some(entry) = this.read_tier(0, &key).await else {
+                    return;
+                };
+                let store = &this.inner.tiers[i].store;
+                if store.is_null() {
+                    continue;
+                }
+                if let Err(e) = this.copy_into(&key, &usage, store, entry).await {
+                    this.store_fault(store.name(), "cold_copy", &e);
+                }
+            }
+        });
+    }
+
+    async fn copy_into(
+        &self,
+        key: &str,
+        usage: &Usage,
+        store: &Arc<dyn Store>,
+        entry: StoredEntry,
+    ) -> Result<(), StoreError> {
+        let op = self.inner.cfg.op_timeout;
+        let timeout = |_| StoreError::Timeout {
+            key: key.to_owned(),
+            after: op,
+        };
+        let mut w = tokio::time::timeout(op, store.put(key, (*entry.meta).clone()))
+            .await
+            .map_err(timeout)??;
+        let mut body = entry.body;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| StoreError::Backend {
+                key: key.to_owned(),
+                source: Box::new(e),
+            })?;
+            tokio::time::timeout(op, w.write(chunk))
+                .await
+                .map_err(timeout)??;
+        }
+        if let Some(_lock) = usage.lock_if_current().await {
+            tokio::time::timeout(op, w.commit())
+                .await
+                .map_err(timeout)??;
+            bump(&self.inner.stats.fills_committed);
+        }
+        Ok(())
+    }
+
+    /// Starts a streaming write of `key`, replacing any stored entry when committed. A fill,
+    /// refresh or cold copy that started before this call will not overwrite it.
+    pub async fn set(&self, key: &str, meta: Metadata) -> Result<CacheWriter, Error> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        let usage = self.inner.keys.writer(key, true);
+        let last = match self.inner.cfg.cold_fill {
+            ColdFill::WriteThrough => self.inner.tiers.len(),
+            ColdFill::Background => 1,
+        };
+        let mut writers = Vec::new();
+        for i in 0..last {
+            let store = &self.inner.tiers[i].store;
+            if store.is_null() {
+                continue;
+            }
+            let w = tokio::time::timeout(self.inner.cfg.op_timeout, store.put(key, meta.clone()))
+                .await
+                .map_err(|_| Error::Timeout {
+                    what: "store put",
+                    after: self.inner.cfg.op_timeout,
+                })??;
+            writers.push((i, w));
+        }
+        Ok(CacheWriter::new(
+            self.clone(),
+            key.to_owned(),
+            usage,
+            meta.content_length,
+            writers,
+        ))
+    }
+
+    /// Removes `key` from every tier. A fill in progress for it will not store its result.
+    pub async fn delete(&self, key: &str) -> Result<(), Error> {
+        let usage = self.inner.keys.writer(key, true);
+        let _lock = usage.lock().await;
+        let mut first_err = None;
+        for tier in self.inner.tiers.iter().filter(|t| !t.store.is_null()) {
+            let res = tokio::time::timeout(self.inner.cfg.op_timeout, tier.store.delete(key)).await;
+            match res {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    self.store_fault(tier.store.name(), "delete", &e);
+                    first_err.get_or_insert(Error::Store(e));
+                }
+                Err(_) => {
+                    first_err.get_or_insert(Error::Timeout {
+                        what: "store delete",
+                        after: self.inner.cfg.op_timeout,
+                    });
+                }
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Stops accepting work and waits up to `timeout` for background refreshes and cold copies
+    /// to finish.
+    pub async fn close(&self, timeout: Duration) -> Result<(), CloseError> {
+        self.inner.closed.store(true, Ordering::Release);
+        self.inner.workers.close(timeout).await
+    }
+
+    /// Whether [`close`](Cache::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn op_timeout(&self) -> Duration {
+        self.inner.cfg.op_timeout
+    }
+
+    pub(crate) fn after_set_commit(&self, key: &str, ticket: u64) {
+        bump(&self.inner.stats.fills_committed);
+        if self.inner.cfg.cold_fill == ColdFill::Background {
+            self.spawn_cold_copy(key, ticket);
+        }
+    }
+}
+
+/// Metadata after a not-modified answer: the new one if the origin sent it, with the stored
+/// body's length kept, or the old one restamped.
+fn refreshed_meta(prev: &Metadata, new: Option<Metadata>) -> Metadata {
+    match new {
+        Some(mut m) => {
+            m.content_length = prev.content_length;
+            m
+        }
+        None => {
+            let mut m = prev.clone();
+            let now = SystemTime::now();
+            if let Some(until) = m.fresh_until {
+                let lifetime = until.duration_since(m.stored_at).unwrap_or_default();
+                m.fresh_until = Some(now + lifetime);
+            }
+            m.stored_at = now;
+            m
+        }
+    }
+}
+
+/// Finishes the flight as failed if the fill task ends without finishing it (a panic in the
+/// fetcher or a body, or the task being dropped), and stops advertising it.
+struct FinishGuard<'a> {
+    flight: &'a Arc<Flight>,
+    usage: &'a Usage,
+}
+
+impl Drop for FinishGuard<'_> {
+    fn drop(&mut self) {
+        if !self.flight.is_finished() {
+            self.flight
+                .finish(Err("the fill ended early (panic or cancellation)".into()));
+        }
+        self.usage.retire(self.flight);
+    }
+}
+
+/// A fetcher type for fills that never fetch (promotions).
+struct NoFetch;
+
+impl Fetcher for NoFetch {
+    #[allow(clippy::manual_async_fn)]
+    fn fetch(
+        self,
+        _previous: Option<Arc<Metadata>>,
+    ) -> impl std::future::Future<Output = Result<Fetched, crate::BoxError>> + Send + 'static {
+        async { Err("promotions do not fetch".into()) }
+    }
+}

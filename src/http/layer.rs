@@ -1,0 +1,129 @@
+//! [`CacheLayer`]: puts a [`Cache`] in front of any tower service.
+
+use std::sync::Arc;
+
+use http::request::Parts;
+use tower_layer::Layer;
+
+use super::key::{default_key, KeyFn};
+use super::policy::PolicyMode;
+use super::service::CacheService;
+use crate::cache::Cache;
+
+/// Settings shared by every service a [`CacheLayer`] builds.
+pub(crate) struct HttpConfig {
+    pub key_fn: KeyFn,
+    pub mode: PolicyMode,
+    pub cache_status: bool,
+}
+
+/// A tower [`Layer`] that caches the responses of the service it wraps.
+///
+/// Every service built from one layer (and from its clones) shares one [`Cache`]: state is
+/// never silently duplicated.
+///
+/// ```
+/// use axum::{routing::get, Router};
+/// use daramjwee::{http::CacheLayer, Cache};
+///
+/// let cache = Cache::builder().build();
+/// let app: Router = Router::new()
+///     .route("/report", get(|| async { "expensive" }))
+///     .layer(CacheLayer::new(cache));
+/// # let _ = app;
+/// ```
+#[derive(Clone)]
+pub struct CacheLayer {
+    cache: Cache,
+    config: Arc<HttpConfig>,
+}
+
+impl std::fmt::Debug for CacheLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheLayer")
+            .field("cache", &self.cache)
+            .field("mode", &self.config.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CacheLayer {
+    /// A layer with the default settings: shared-cache rules, the default key, `Cache-Status`
+    /// headers on.
+    pub fn new(cache: Cache) -> Self {
+        CacheLayer::builder(cache).build()
+    }
+
+    /// Starts configuring a layer.
+    pub fn builder(cache: Cache) -> CacheLayerBuilder {
+        CacheLayerBuilder {
+            cache,
+            key_fn: Arc::new(default_key),
+            mode: PolicyMode::default(),
+            cache_status: true,
+        }
+    }
+
+    /// The cache behind this layer.
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+}
+
+impl<S> Layer<S> for CacheLayer {
+    type Service = CacheService<S>;
+
+    fn layer(&self, inner: S) -> CacheService<S> {
+        CacheService::from_parts(inner, self.cache.clone(), self.config.clone())
+    }
+}
+
+/// Configures a [`CacheLayer`].
+#[must_use]
+pub struct CacheLayerBuilder {
+    cache: Cache,
+    key_fn: KeyFn,
+    mode: PolicyMode,
+    cache_status: bool,
+}
+
+impl std::fmt::Debug for CacheLayerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheLayerBuilder")
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CacheLayerBuilder {
+    /// Sets the key function (default [`default_key`](super::default_key)). It must put
+    /// everything that selects a response into the key.
+    pub fn key_fn(mut self, f: impl Fn(&Parts) -> String + Send + Sync + 'static) -> Self {
+        self.key_fn = Arc::new(f);
+        self
+    }
+
+    /// Sets the caching rules (default [`PolicyMode::Shared`]).
+    pub fn policy(mut self, mode: PolicyMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Whether responses carry a `Cache-Status` header (default true).
+    pub fn cache_status_header(mut self, on: bool) -> Self {
+        self.cache_status = on;
+        self
+    }
+
+    /// Builds the layer.
+    pub fn build(self) -> CacheLayer {
+        CacheLayer {
+            cache: self.cache,
+            config: Arc::new(HttpConfig {
+                key_fn: self.key_fn,
+                mode: self.mode,
+                cache_status: self.cache_status,
+            }),
+        }
+    }
+}

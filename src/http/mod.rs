@@ -1,0 +1,42 @@
+//! The tower face of the cache: [`CacheLayer`], [`CacheService`], [`ResponseFuture`],
+//! [`CacheBody`].
+//!
+//! The layer turns a request into a key and a decision (bypass or lookup), adapts the inner
+//! service into the engine's [`Fetcher`](crate::Fetcher), decides with HTTP's caching rules what
+//! may be stored and for how long ([`PolicyMode`]), and turns entries back into responses with
+//! `Age` and `Cache-Status` (RFC 9211) headers.
+//!
+//! ```
+//! use axum::{routing::get, Router};
+//! use daramjwee::{http::{CacheLayer, PolicyMode}, store::MemStore, Cache};
+//! use std::time::Duration;
+//!
+//! let cache = Cache::builder().hot(MemStore::new(256 << 20)).build();
+//! let layer = CacheLayer::builder(cache)
+//!     .policy(PolicyMode::OriginTrusting {
+//!         ttl: Duration::from_secs(60),
+//!         negative_ttl: Duration::from_secs(5),
+//!     })
+//!     .build();
+//! let app: Router = Router::new().route("/", get(|| async { "hi" })).layer(layer);
+//! # let _ = app;
+//! ```
+
+mod body;
+mod future;
+mod key;
+mod layer;
+pub mod policy;
+mod service;
+mod status;
+
+pub use body::CacheBody;
+pub use future::ResponseFuture;
+pub use key::{default_key, KeyFn};
+pub use layer::{CacheLayer, CacheLayerBuilder};
+pub use policy::{CacheControl, PolicyMode};
+pub use service::CacheService;
+pub use status::CACHE_NAME;
+
+/// The `Cache-Status` header name (RFC 9211).
+pub const CACHE_STATUS: http::HeaderName = http::HeaderName::from_static("cache-status");

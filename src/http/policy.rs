@@ -1,0 +1,657 @@
+//! The one place where the HTTP face decides what may be served from and stored in the cache
+//! (RFC 9111, RFC 5861).
+//!
+//! Request side: bypass, revalidate, only-if-cached. Response side: whether a response may be
+//! stored, and the freshness the stored [`Metadata`] carries. The engine never parses
+//! headers; everything HTTP is decided here.
+
+use std::time::{Duration, SystemTime};
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode};
+
+use crate::entry::Metadata;
+
+/// Which caching rules the layer follows.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PolicyMode {
+    /// A shared cache (proxy, CDN): honours `s-maxage`, never stores `private` responses, stores
+    /// responses to requests with `Authorization` only when the response allows it
+    /// (RFC 9111 §3.5), never stores responses that set cookies. The default.
+    #[default]
+    Shared,
+    /// A private (single-user) cache, e.g. around an HTTP client: stores `private` responses and
+    /// responses to authorized requests; ignores `s-maxage`.
+    Private,
+    /// Trusts the origin, like the Go daramjwee: stores every successful (and not-found)
+    /// response for `ttl` (`negative_ttl` for 404/410), unless it says `no-store` or `private`
+    /// or sets a cookie, and serves stale entries while revalidating in the background.
+    OriginTrusting {
+        /// Freshness of stored 2xx/3xx responses.
+        ttl: Duration,
+        /// Freshness of stored 404/410 responses.
+        negative_ttl: Duration,
+    },
+}
+
+/// Parsed `Cache-Control` directives (request or response).
+///
+/// Tolerates case, spaces, quoted values, duplicates (the first value wins, except that any
+/// occurrence of a boolean directive sets it) and unknown directives.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CacheControl {
+    /// `no-store`
+    pub no_store: bool,
+    /// `no-cache` (with or without a field list: a list is treated as unqualified, the safe side)
+    pub no_cache: bool,
+    /// `private` (with or without a field list, likewise)
+    pub private: bool,
+    /// `public`
+    pub public: bool,
+    /// `must-revalidate`
+    pub must_revalidate: bool,
+    /// `proxy-revalidate`
+    pub proxy_revalidate: bool,
+    /// `must-understand`
+    pub must_understand: bool,
+    /// `only-if-cached`
+    pub only_if_cached: bool,
+    /// `max-age`
+    pub max_age: Option<u64>,
+    /// `s-maxage`
+    pub s_maxage: Option<u64>,
+    /// `max-stale` (`Some(u64::MAX)` when given without a value)
+    pub max_stale: Option<u64>,
+    /// `min-fresh`
+    pub min_fresh: Option<u64>,
+    /// `stale-while-revalidate` (RFC 5861)
+    pub stale_while_revalidate: Option<u64>,
+    /// `stale-if-error` (RFC 5861)
+    pub stale_if_error: Option<u64>,
+}
+
+impl CacheControl {
+    /// Parses every `Cache-Control` field of `headers`.
+    pub fn parse(headers: &HeaderMap) -> Self {
+        let mut cc = CacheControl::default();
+        for value in headers.get_all(header::CACHE_CONTROL) {
+            let Ok(s) = value.to_str() else { continue };
+            for directive in split_directives(s) {
+                let (name, arg) = match directive.split_once('=') {
+                    Some((n, a)) => (n.trim(), Some(a.trim().trim_matches('"'))),
+                    None => (directive.trim(), None),
+                };
+                let seconds = || arg.and_then(parse_delta_seconds);
+                match name.to_ascii_lowercase().as_str() {
+                    "no-store" => cc.no_store = true,
+                    "no-cache" => cc.no_cache = true,
+                    "private" => cc.private = true,
+                    "public" => cc.public = true,
+                    "must-revalidate" => cc.must_revalidate = true,
+                    "proxy-revalidate" => cc.proxy_revalidate = true,
+                    "must-understand" => cc.must_understand = true,
+                    "only-if-cached" => cc.only_if_cached = true,
+                    "max-age" => set_first(&mut cc.max_age, seconds(), arg.is_some()),
+                    "s-maxage" => set_first(&mut cc.s_maxage, seconds(), arg.is_some()),
+                    "max-stale" if cc.max_stale.is_none() => {
+                        cc.max_stale = Some(seconds().unwrap_or(u64::MAX));
+                    }
+                    "min-fresh" => set_first(&mut cc.min_fresh, seconds(), arg.is_some()),
+                    "stale-while-revalidate" => {
+                        set_first(&mut cc.stale_while_revalidate, seconds(), arg.is_some())
+                    }
+                    "stale-if-error" => set_first(&mut cc.stale_if_error, seconds(), arg.is_some()),
+                    _ => {}
+                }
+            }
+        }
+        cc
+    }
+}
+
+/// Keeps the first valid value; an invalid `max-age` value counts as 0 (stale), the safe
+/// reading of RFC 9111 §4.2.1.
+fn set_first(slot: &mut Option<u64>, value: Option<u64>, had_arg: bool) {
+    if slot.is_none() && had_arg {
+        *slot = Some(value.unwrap_or(0));
+    }
+}
+
+/// Splits on commas outside quoted strings.
+fn split_directives(s: &str) -> impl Iterator<Item = &str> {
+    let mut parts = Vec::new();
+    let mut start = 0;
+    let mut quoted = false;
+    for (i, c) in s.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                parts.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&s[start..]);
+    parts.into_iter().filter(|p| !p.trim().is_empty())
+}
+
+/// delta-seconds: digits only; values too large saturate (RFC 9111 §1.2.2).
+fn parse_delta_seconds(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(s.parse::<u64>().unwrap_or(u64::MAX).min(i32::MAX as u64))
+}
+
+/// What the cache may do for a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum RequestRule {
+    /// Neither served from nor stored in the cache (method, `no-store`).
+    Bypass(&'static str),
+    /// Looked up.
+    Lookup {
+        /// Validate with the origin even if fresh (`no-cache`, `max-age=0`, `Pragma: no-cache`).
+        revalidate: bool,
+        /// Never serve a stale entry.
+        no_stale: bool,
+        /// Answer 504 on a miss.
+        only_if_cached: bool,
+        /// A HEAD request.
+        head: bool,
+    },
+}
+
+pub(crate) fn request_rule(method: &Method, headers: &HeaderMap) -> RequestRule {
+    let head = *method == Method::HEAD;
+    if *method != Method::GET && !head {
+        return RequestRule::Bypass("method");
+    }
+    let cc = CacheControl::parse(headers);
+    if cc.no_store {
+        return RequestRule::Bypass("request");
+    }
+    let pragma_no_cache = !headers.contains_key(header::CACHE_CONTROL)
+        && headers.get_all(header::PRAGMA).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|s| s.to_ascii_lowercase().contains("no-cache"))
+        });
+    RequestRule::Lookup {
+        revalidate: cc.no_cache || pragma_no_cache || cc.max_age == Some(0),
+        no_stale: cc.max_stale.is_none() && (cc.min_fresh.is_some() || cc.max_age.is_some()),
+        only_if_cached: cc.only_if_cached,
+        head,
+    }
+}
+
+/// Whether a response may be stored, and with what metadata.
+#[derive(Debug)]
+pub(crate) enum Storability {
+    /// Store it with this metadata.
+    Store(Metadata),
+    /// Do not store it; the reason, for `Cache-Status`.
+    Pass(&'static str),
+}
+
+/// Status codes cacheable by default (RFC 9110 §15.1, "heuristically cacheable").
+fn heuristically_cacheable(status: StatusCode) -> bool {
+    matches!(
+        status.as_u16(),
+        200 | 203 | 204 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
+    )
+}
+
+/// Decides whether the response to `req_headers` may be stored under `mode`, and builds its
+/// metadata: freshness from `s-maxage`/`max-age`/`Expires`, or a heuristic from
+/// `Last-Modified`; age from `Age` and `Date`; validators; stale allowances.
+pub(crate) fn storability(
+    mode: &PolicyMode,
+    req_headers: &HeaderMap,
+    status: StatusCode,
+    headers: &HeaderMap,
+    requested_at: SystemTime,
+    now: SystemTime,
+) -> Storability {
+    let cc = CacheControl::parse(headers);
+    if cc.no_store {
+        return Storability::Pass("no-store");
+    }
+    // A response we do not fully understand must not be stored (RFC 9111 §5.2.2.3); we only
+    // store the status codes below, whose semantics we implement.
+    if status == StatusCode::PARTIAL_CONTENT || status == StatusCode::NOT_MODIFIED {
+        return Storability::Pass("partial");
+    }
+    let shared = !matches!(mode, PolicyMode::Private);
+    if shared && cc.private {
+        return Storability::Pass("private");
+    }
+    if shared && headers.contains_key(header::SET_COOKIE) {
+        return Storability::Pass("set-cookie");
+    }
+    if shared
+        && req_headers.contains_key(header::AUTHORIZATION)
+        && !(cc.public || cc.s_maxage.is_some() || cc.must_revalidate)
+    {
+        return Storability::Pass("authorization");
+    }
+    if vary_blocks_storing(headers) {
+        return Storability::Pass("vary");
+    }
+    let date = parse_date(headers, header::DATE);
+    let age_value = headers
+        .get(header::AGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_delta_seconds)
+        .unwrap_or(0);
+    // RFC 9111 §4.2.3: corrected initial age.
+    let apparent = date
+        .and_then(|d| now.duration_since(d).ok())
+        .unwrap_or_default();
+    let response_delay = now.duration_since(requested_at).unwrap_or_default();
+    let initial_age = apparent.max(Duration::from_secs(age_value) + response_delay);
+    // Stored "as of" its origin time, so the entry's age is `now - stored_at`.
+    let stored_at = now.checked_sub(initial_age).unwrap_or(now);
+
+    let negative = matches!(status.as_u16(), 404 | 410);
+    let lifetime: Option<Duration> = match mode {
+        PolicyMode::OriginTrusting { ttl, negative_ttl } => {
+            if !(status.is_success() || status.is_redirection() || negative) {
+                return Storability::Pass("status");
+            }
+            Some(if negative { *negative_ttl } else { *ttl })
+        }
+        PolicyMode::Shared | PolicyMode::Private => {
+            let explicit = (if shared { cc.s_maxage } else { None })
+                .or(cc.max_age)
+                .map(Duration::from_secs)
+                .or_else(|| {
+                    let expires = headers.get(header::EXPIRES)?;
+                    // An invalid Expires (e.g. "0") means already expired.
+                    let exp = expires
+                        .to_str()
+                        .ok()
+                        .and_then(|s| httpdate::parse_http_date(s).ok());
+                    Some(match exp {
+                        Some(exp) => exp.duration_since(date.unwrap_or(now)).unwrap_or_default(),
+                        None => Duration::ZERO,
+                    })
+                });
+            match explicit {
+                Some(l) => Some(l),
+                None if cc.public || heuristically_cacheable(status) => {
+                    // Heuristic freshness (RFC 9111 §4.2.2): 10% of the time since
+                    // Last-Modified, at most a day; nothing without Last-Modified.
+                    let lm = parse_date(headers, header::LAST_MODIFIED);
+                    let base = date.unwrap_or(now);
+                    Some(
+                        lm.and_then(|lm| base.duration_since(lm).ok())
+                            .map(|d| (d / 10).min(Duration::from_secs(86_400)))
+                            .unwrap_or_default(),
+                    )
+                }
+                None => return Storability::Pass("status"),
+            }
+        }
+    };
+    if !(cc.public
+        || heuristically_cacheable(status)
+        || cc.max_age.is_some()
+        || cc.s_maxage.is_some()
+        || headers.contains_key(header::EXPIRES)
+        || matches!(mode, PolicyMode::OriginTrusting { .. }))
+    {
+        return Storability::Pass("status");
+    }
+    let lifetime = lifetime.unwrap_or_default();
+    let lifetime = if cc.no_cache {
+        Duration::ZERO
+    } else {
+        lifetime
+    };
+    let stale_for = match mode {
+        PolicyMode::OriginTrusting { .. } if !(cc.must_revalidate || cc.no_cache) => None,
+        _ if cc.must_revalidate || (shared && cc.proxy_revalidate) || cc.no_cache => {
+            Some(Duration::ZERO)
+        }
+        _ => Some(Duration::from_secs(cc.stale_while_revalidate.unwrap_or(0))),
+    };
+    let mut meta = Metadata::new(status);
+    meta.kind = if negative {
+        crate::entry::EntryKind::Negative
+    } else {
+        crate::entry::EntryKind::Positive
+    };
+    meta.stored_at = stored_at;
+    meta.fresh_until = Some(stored_at + lifetime);
+    meta.stale_for = stale_for;
+    meta.etag = headers
+        .get(header::ETAG)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    meta.last_modified = parse_date(headers, header::LAST_MODIFIED);
+    meta.content_length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.parse().ok());
+    meta.headers = storable_headers(headers);
+    Storability::Store(meta)
+}
+
+/// `Vary` support is per-variant keys (to come); until then a response that varies on request
+/// headers is not stored, so one client's variant is never served to another.
+fn vary_blocks_storing(headers: &HeaderMap) -> bool {
+    headers.get_all(header::VARY).iter().any(|v| {
+        v.to_str()
+            .map_or(true, |s| s.split(',').any(|f| !f.trim().is_empty()))
+    })
+}
+
+fn parse_date(headers: &HeaderMap, name: HeaderName) -> Option<SystemTime> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| httpdate::parse_http_date(s).ok())
+}
+
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authenticate",
+];
+
+/// Removes hop-by-hop fields (and those `Connection` lists) from a header map.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|s| s.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// The headers kept with an entry: hop-by-hop fields and `Age` removed (age is recomputed).
+pub(crate) fn storable_headers(headers: &HeaderMap) -> HeaderMap {
+    let mut h = headers.clone();
+    strip_hop_by_hop(&mut h);
+    h.remove(header::AGE);
+    h
+}
+
+/// The metadata after a `304 Not Modified` (RFC 9111 §4.3.4): stored headers updated with the
+/// 304's, except the framing ones; freshness recomputed from the merged headers.
+pub(crate) fn merge_not_modified(
+    mode: &PolicyMode,
+    req_headers: &HeaderMap,
+    previous: &Metadata,
+    headers_304: &HeaderMap,
+    requested_at: SystemTime,
+    now: SystemTime,
+) -> Metadata {
+    let mut merged = previous.headers.clone();
+    for name in storable_headers(headers_304).keys() {
+        if name == header::CONTENT_LENGTH || name == header::CONTENT_ENCODING {
+            continue;
+        }
+        merged.remove(name);
+        for v in headers_304.get_all(name) {
+            merged.append(name.clone(), v.clone());
+        }
+    }
+    match storability(
+        mode,
+        req_headers,
+        previous.status,
+        &merged,
+        requested_at,
+        now,
+    ) {
+        Storability::Store(mut m) => {
+            m.content_length = previous.content_length;
+            m
+        }
+        // The origin now forbids storing: keep the body but make it stale at once, so it is
+        // validated again before any further use.
+        Storability::Pass(_) => {
+            let mut m = previous.clone();
+            m.stored_at = now;
+            m.fresh_until = Some(now);
+            m.stale_for = Some(Duration::ZERO);
+            m
+        }
+    }
+}
+
+/// Whether the client's conditional request is satisfied by an entry (so it gets a 304).
+/// `If-None-Match` uses weak comparison (RFC 9110 §13.1.2) and takes precedence over
+/// `If-Modified-Since`.
+pub(crate) fn client_not_modified(req_headers: &HeaderMap, meta: &Metadata) -> bool {
+    if meta.status != StatusCode::OK {
+        return false;
+    }
+    let inm: Vec<&HeaderValue> = req_headers.get_all(header::IF_NONE_MATCH).iter().collect();
+    if !inm.is_empty() {
+        let Some(etag) = meta.etag.as_deref() else {
+            return false;
+        };
+        let ours = etag.trim_start_matches("W/");
+        return inm
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|s| s.split(','))
+            .map(str::trim)
+            .any(|t| t == "*" || t.trim_start_matches("W/") == ours);
+    }
+    if let (Some(since), Some(lm)) = (
+        parse_date(req_headers, header::IF_MODIFIED_SINCE),
+        meta.last_modified,
+    ) {
+        return lm <= since;
+    }
+    false
+}
+
+/// Seconds left of freshness at `now` (negative once stale), for `Cache-Status: ttl`.
+pub(crate) fn ttl_seconds(meta: &Metadata, now: SystemTime) -> Option<i64> {
+    let until = meta.fresh_until?;
+    Some(match until.duration_since(now) {
+        Ok(d) => d.as_secs() as i64,
+        Err(e) => -(e.duration().as_secs() as i64),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn cache_control_parsing_tolerates_case_spaces_quotes_and_duplicates() {
+        let cc = CacheControl::parse(&headers(&[
+            ("cache-control", " Max-Age=\"60\" , PUBLIC,foo=\"a,b\""),
+            (
+                "cache-control",
+                "max-age=5, s-maxage=10, no-cache=\"set-cookie\"",
+            ),
+        ]));
+        assert_eq!(cc.max_age, Some(60));
+        assert_eq!(cc.s_maxage, Some(10));
+        assert!(cc.public && cc.no_cache && !cc.private);
+    }
+
+    #[test]
+    fn invalid_max_age_is_treated_as_stale() {
+        let cc = CacheControl::parse(&headers(&[("cache-control", "max-age=abc")]));
+        assert_eq!(cc.max_age, Some(0));
+    }
+
+    #[test]
+    fn shared_cache_refuses_private_set_cookie_and_authorized() {
+        let now = SystemTime::now();
+        let m = PolicyMode::Shared;
+        let none = HeaderMap::new();
+        let auth = headers(&[("authorization", "Bearer x")]);
+        let private = headers(&[("cache-control", "private, max-age=60")]);
+        let cookie = headers(&[("cache-control", "max-age=60"), ("set-cookie", "a=b")]);
+        let plain = headers(&[("cache-control", "max-age=60")]);
+        assert!(matches!(
+            storability(&m, &none, StatusCode::OK, &private, now, now),
+            Storability::Pass("private")
+        ));
+        assert!(matches!(
+            storability(&m, &none, StatusCode::OK, &cookie, now, now),
+            Storability::Pass("set-cookie")
+        ));
+        assert!(matches!(
+            storability(&m, &auth, StatusCode::OK, &plain, now, now),
+            Storability::Pass("authorization")
+        ));
+        let public = headers(&[("cache-control", "public, max-age=60")]);
+        assert!(matches!(
+            storability(&m, &auth, StatusCode::OK, &public, now, now),
+            Storability::Store(_)
+        ));
+        assert!(matches!(
+            storability(
+                &PolicyMode::Private,
+                &auth,
+                StatusCode::OK,
+                &private,
+                now,
+                now
+            ),
+            Storability::Store(_)
+        ));
+    }
+
+    #[test]
+    fn s_maxage_beats_max_age_in_shared_mode_only() {
+        let now = SystemTime::now();
+        let h = headers(&[("cache-control", "max-age=10, s-maxage=100")]);
+        let Storability::Store(m) = storability(
+            &PolicyMode::Shared,
+            &HeaderMap::new(),
+            StatusCode::OK,
+            &h,
+            now,
+            now,
+        ) else {
+            panic!()
+        };
+        assert_eq!(m.fresh_until, Some(now + Duration::from_secs(100)));
+        let Storability::Store(m) = storability(
+            &PolicyMode::Private,
+            &HeaderMap::new(),
+            StatusCode::OK,
+            &h,
+            now,
+            now,
+        ) else {
+            panic!()
+        };
+        assert_eq!(m.fresh_until, Some(now + Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn age_header_reduces_remaining_freshness() {
+        let now = SystemTime::now();
+        let h = headers(&[("cache-control", "max-age=100"), ("age", "40")]);
+        let Storability::Store(m) = storability(
+            &PolicyMode::Shared,
+            &HeaderMap::new(),
+            StatusCode::OK,
+            &h,
+            now,
+            now,
+        ) else {
+            panic!()
+        };
+        assert_eq!(m.fresh_until, Some(now + Duration::from_secs(60)));
+        assert!(!m.headers.contains_key("age"));
+    }
+
+    #[test]
+    fn uncacheable_status_without_explicit_freshness_is_not_stored() {
+        let now = SystemTime::now();
+        let h = HeaderMap::new();
+        assert!(matches!(
+            storability(
+                &PolicyMode::Shared,
+                &h,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &h,
+                now,
+                now
+            ),
+            Storability::Pass(_)
+        ));
+        assert!(matches!(
+            storability(
+                &PolicyMode::Shared,
+                &h,
+                StatusCode::PARTIAL_CONTENT,
+                &h,
+                now,
+                now
+            ),
+            Storability::Pass(_)
+        ));
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_listed_headers_are_not_stored() {
+        let h = headers(&[
+            ("connection", "x-secret"),
+            ("x-secret", "1"),
+            ("keep-alive", "5"),
+            ("x-ok", "1"),
+        ]);
+        let kept = storable_headers(&h);
+        assert!(kept.contains_key("x-ok"));
+        assert!(
+            !kept.contains_key("x-secret")
+                && !kept.contains_key("keep-alive")
+                && !kept.contains_key("connection")
+        );
+    }
+
+    #[test]
+    fn if_none_match_uses_weak_comparison_and_lists() {
+        let meta = Metadata::new(StatusCode::OK).with_etag("\"v2\"");
+        assert!(client_not_modified(
+            &headers(&[("if-none-match", "\"v1\", W/\"v2\"")]),
+            &meta
+        ));
+        assert!(!client_not_modified(
+            &headers(&[("if-none-match", "\"v1\"")]),
+            &meta
+        ));
+        assert!(client_not_modified(
+            &headers(&[("if-none-match", "*")]),
+            &meta
+        ));
+    }
+}

@@ -1,0 +1,404 @@
+//! The engine on its own, driven with hand-written fetchers (no HTTP).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use daramjwee::store::{MemStore, Store};
+use daramjwee::{Cache, EntryBody, Error, Fetched, Metadata, Outcome};
+use http::StatusCode;
+
+/// A fetcher that counts its calls and answers `body` with a declared length.
+fn origin(
+    calls: &Arc<AtomicUsize>,
+    body: &'static str,
+) -> impl FnOnce(Option<Arc<Metadata>>) -> std::future::Ready<Result<Fetched, daramjwee::BoxError>>
+       + Send
+       + 'static {
+    let calls = calls.clone();
+    move |_prev| {
+        calls.fetch_add(1, Ordering::SeqCst);
+        std::future::ready(Ok(Fetched::Entry {
+            meta: Metadata::new(StatusCode::OK).with_content_length(body.len() as u64),
+            body: EntryBody::from_bytes(body),
+        }))
+    }
+}
+
+fn never(
+) -> impl FnOnce(Option<Arc<Metadata>>) -> std::future::Ready<Result<Fetched, daramjwee::BoxError>>
+       + Send
+       + 'static {
+    |_| std::future::ready(Err("the origin must not be called".into()))
+}
+
+#[tokio::test]
+async fn miss_then_hot_hit_with_identical_bytes_and_one_origin_call() {
+    let cache = Cache::builder().build();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let first = cache.get("k", origin(&calls, "hello world")).await.unwrap();
+    assert_eq!(first.outcome, Outcome::Miss);
+    assert_eq!(first.body.collect().await.unwrap(), "hello world");
+    for _ in 0..10 {
+        let hit = cache.get("k", never()).await.unwrap();
+        assert_eq!(
+            hit.outcome,
+            Outcome::Hit {
+                tier: 0,
+                stale: false
+            }
+        );
+        assert_eq!(hit.body.collect().await.unwrap(), "hello world");
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn truncated_origin_body_is_an_error_and_leaves_no_entry() {
+    let cache = Cache::builder().build();
+    let lookup = cache
+        .get("k", |_| async {
+            Ok(Fetched::Entry {
+                meta: Metadata::new(StatusCode::OK).with_content_length(100),
+                body: EntryBody::from_bytes("short"),
+            })
+        })
+        .await
+        .unwrap();
+    assert!(
+        lookup.body.collect().await.is_err(),
+        "a truncated body must end in an error"
+    );
+    tokio::task::yield_now().await;
+    assert!(matches!(
+        cache
+            .get_with(
+                "k",
+                daramjwee::GetOptions::default().only_cached(true),
+                never()
+            )
+            .await,
+        Err(Error::NotCached)
+    ));
+}
+
+#[tokio::test]
+async fn origin_error_mid_body_leaves_no_entry() {
+    let cache = Cache::builder().build();
+    let lookup = cache
+        .get("k", |_| async {
+            let chunks: Vec<Result<Bytes, Error>> = vec![
+                Ok(Bytes::from_static(b"part")),
+                Err(Error::Fetch("connection reset".into())),
+            ];
+            Ok(Fetched::Entry {
+                meta: Metadata::new(StatusCode::OK),
+                body: EntryBody::from_stream(futures_util::stream::iter(chunks)),
+            })
+        })
+        .await
+        .unwrap();
+    assert!(lookup.body.collect().await.is_err());
+    let hot = cache.tier_store(0).unwrap();
+    assert!(hot.head("k").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn panicking_fetcher_is_an_error_not_a_hang() {
+    let cache = Cache::builder().build();
+    let res = cache
+        .get("k", |_| async {
+            if true {
+                panic!("boom");
+            }
+            Err("unreachable".into())
+        })
+        .await;
+    assert!(res.is_err());
+    // The key is not left locked.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let ok = cache.get("k", origin(&calls, "fine")).await.unwrap();
+    assert_eq!(ok.body.collect().await.unwrap(), "fine");
+}
+
+#[tokio::test]
+async fn cold_hit_promotes_into_hot() {
+    let cold = Arc::new(MemStore::new(1 << 20));
+    let cache = Cache::builder()
+        .hot(MemStore::new(1 << 20))
+        .tier(cold.clone(), None)
+        .build();
+    let mut w = cold.put("k", Metadata::new(StatusCode::OK)).await.unwrap();
+    w.write(Bytes::from_static(b"from cold")).await.unwrap();
+    w.commit().await.unwrap();
+
+    let hit = cache.get("k", never()).await.unwrap();
+    assert_eq!(
+        hit.outcome,
+        Outcome::Hit {
+            tier: 1,
+            stale: false
+        }
+    );
+    assert_eq!(hit.body.collect().await.unwrap(), "from cold");
+    // The promotion commits right after the body ends.
+    for _ in 0..100 {
+        if cache
+            .tier_store(0)
+            .unwrap()
+            .head("k")
+            .await
+            .unwrap()
+            .is_some()
+        {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    let again = cache.get("k", never()).await.unwrap();
+    assert_eq!(
+        again.outcome,
+        Outcome::Hit {
+            tier: 0,
+            stale: false
+        }
+    );
+    assert_eq!(again.body.collect().await.unwrap(), "from cold");
+}
+
+#[tokio::test]
+async fn delete_then_get_goes_to_origin() {
+    let cache = Cache::builder().build();
+    let calls = Arc::new(AtomicUsize::new(0));
+    cache
+        .get("k", origin(&calls, "v1"))
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap();
+    cache.delete("k").await.unwrap();
+    let again = cache.get("k", origin(&calls, "v2")).await.unwrap();
+    assert_eq!(again.outcome, Outcome::Miss);
+    assert_eq!(again.body.collect().await.unwrap(), "v2");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn set_racing_a_slow_fill_wins() {
+    let cache = Cache::builder().build();
+    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+    let c2 = cache.clone();
+    let fill = tokio::spawn(async move {
+        let lookup = c2
+            .get("k", move |_| async move {
+                let _ = release_rx.await;
+                Ok::<_, daramjwee::BoxError>(Fetched::Entry {
+                    meta: Metadata::new(StatusCode::OK),
+                    body: EntryBody::from_bytes("stale fill"),
+                })
+            })
+            .await
+            .unwrap();
+        lookup.body.collect().await.unwrap()
+    });
+    // Let the fill start and wait on its origin.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut w = cache.set("k", Metadata::new(StatusCode::OK)).await.unwrap();
+    w.write(Bytes::from_static(b"newer set")).await.unwrap();
+    w.commit().await.unwrap();
+    release_tx.send(()).unwrap();
+    assert_eq!(fill.await.unwrap(), "stale fill");
+    let hit = cache.get("k", never()).await.unwrap();
+    assert_eq!(hit.body.collect().await.unwrap(), "newer set");
+}
+
+#[tokio::test]
+async fn delete_racing_a_slow_fill_wins() {
+    let cache = Cache::builder().build();
+    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+    let c2 = cache.clone();
+    let fill = tokio::spawn(async move {
+        let lookup = c2
+            .get("k", move |_| async move {
+                let _ = release_rx.await;
+                Ok::<_, daramjwee::BoxError>(Fetched::Entry {
+                    meta: Metadata::new(StatusCode::OK),
+                    body: EntryBody::from_bytes("old"),
+                })
+            })
+            .await
+            .unwrap();
+        lookup.body.collect().await.unwrap()
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    cache.delete("k").await.unwrap();
+    release_tx.send(()).unwrap();
+    fill.await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(cache
+        .tier_store(0)
+        .unwrap()
+        .head("k")
+        .await
+        .unwrap()
+        .is_none());
+}
+
+#[tokio::test]
+async fn negative_entry_is_served_until_its_ttl() {
+    let cache = Cache::builder()
+        .negative_ttl(Duration::from_millis(200))
+        .serve_stale_for(Some(Duration::ZERO))
+        .build();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let not_found = move |_| {
+        c.fetch_add(1, Ordering::SeqCst);
+        async {
+            Ok(Fetched::Entry {
+                meta: Metadata::negative(StatusCode::NOT_FOUND),
+                body: EntryBody::from_bytes("nope"),
+            })
+        }
+    };
+    let first = cache.get("missing", not_found.clone()).await.unwrap();
+    assert_eq!(first.body.collect().await.unwrap(), "nope");
+    let second = cache.get("missing", not_found.clone()).await.unwrap();
+    assert!(second.outcome.is_hit());
+    assert!(second.meta.is_negative());
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let third = cache.get("missing", not_found).await.unwrap();
+    assert_eq!(third.outcome, Outcome::Miss);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn stale_entry_is_served_at_once_while_a_refresh_runs() {
+    let cache = Cache::builder()
+        .default_ttl(Duration::from_millis(50))
+        .build();
+    let calls = Arc::new(AtomicUsize::new(0));
+    cache
+        .get("k", origin(&calls, "v1"))
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    let stale = cache.get("k", origin(&calls, "v2")).await.unwrap();
+    assert_eq!(
+        stale.outcome,
+        Outcome::Hit {
+            tier: 0,
+            stale: true
+        }
+    );
+    assert_eq!(stale.body.collect().await.unwrap(), "v1");
+    for _ in 0..100 {
+        if calls.load(Ordering::SeqCst) == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let fresh = cache.get("k", never()).await.unwrap();
+    assert_eq!(
+        fresh.outcome,
+        Outcome::Hit {
+            tier: 0,
+            stale: false
+        }
+    );
+    assert_eq!(fresh.body.collect().await.unwrap(), "v2");
+}
+
+#[tokio::test]
+async fn not_modified_refresh_keeps_the_body_and_restamps() {
+    let cache = Cache::builder()
+        .default_ttl(Duration::from_millis(30))
+        .build();
+    let calls = Arc::new(AtomicUsize::new(0));
+    cache
+        .get("k", origin(&calls, "body"))
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let seen_prev = Arc::new(AtomicUsize::new(0));
+    let sp = seen_prev.clone();
+    let revalidated = cache
+        .get_with(
+            "k",
+            daramjwee::GetOptions::default().no_stale(true),
+            move |prev: Option<Arc<Metadata>>| {
+                if prev.is_some() {
+                    sp.fetch_add(1, Ordering::SeqCst);
+                }
+                async { Ok(Fetched::NotModified { meta: None }) }
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(revalidated.outcome, Outcome::Revalidated { tier: 0 });
+    assert_eq!(revalidated.body.collect().await.unwrap(), "body");
+    assert_eq!(seen_prev.load(Ordering::SeqCst), 1);
+    let hit = cache.get("k", never()).await.unwrap();
+    assert_eq!(
+        hit.outcome,
+        Outcome::Hit {
+            tier: 0,
+            stale: false
+        }
+    );
+}
+
+#[tokio::test]
+async fn concurrent_misses_share_one_fetch() {
+    let cache = Cache::builder().build();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (go_tx, _) = tokio::sync::broadcast::channel::<()>(1);
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let cache = cache.clone();
+        let calls = calls.clone();
+        tasks.push(tokio::spawn(async move {
+            let lookup = cache
+                .get("k", move |_| async move {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    let chunks: Vec<Result<Bytes, Error>> = (0..64)
+                        .map(|i| Ok(Bytes::from(vec![i as u8; 1024])))
+                        .collect();
+                    Ok::<_, daramjwee::BoxError>(Fetched::Entry {
+                        meta: Metadata::new(StatusCode::OK).with_content_length(64 * 1024),
+                        body: EntryBody::from_stream(futures_util::stream::iter(chunks)),
+                    })
+                })
+                .await
+                .unwrap();
+            lookup.body.collect().await.unwrap()
+        }));
+    }
+    drop(go_tx);
+    let expected: Vec<u8> = (0..64).flat_map(|i| vec![i as u8; 1024]).collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), expected);
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn close_drains_background_work_and_refuses_new_gets() {
+    let cache = Cache::builder().build();
+    cache.close(Duration::from_secs(1)).await.unwrap();
+    assert!(matches!(cache.get("k", never()).await, Err(Error::Closed)));
+}
