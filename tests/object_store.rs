@@ -13,12 +13,14 @@
 //! under its own prefix, so they run in parallel on one bucket.
 #![cfg(feature = "aws")]
 
+use std::io::Write as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use daramjwee::store::{BucketStore, Store, MIN_PART_SIZE};
-use daramjwee::{Metadata, StoreError};
+use daramjwee::store::{BucketStore, MemStore, Store, MIN_PART_SIZE};
+use daramjwee::{Cache, EntryBody, Fetched, Metadata, Outcome, StoreError};
 use futures_util::StreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, RetryConfig};
@@ -53,7 +55,9 @@ fn s3(test: &str) -> Option<S3> {
              run `eval \"$(bash scripts/s3-server.sh start)\"` first"
         ),
         _ => {
-            eprintln!(
+            // Written to stderr directly, past libtest's capture, so a skip is never silent.
+            let _ = writeln!(
+                std::io::stderr(),
                 "SKIPPED {test}: no S3 server (set AWS_ENDPOINT and DARAMJWEE_S3_BUCKET, e.g. \
                  `eval \"$(bash scripts/s3-server.sh start)\"`)"
             );
@@ -418,4 +422,155 @@ async fn stopped_server_makes_operations_fail_instead_of_hanging() {
     })
     .await;
     assert!(outcome.is_ok(), "an operation hung on the stopped server");
+}
+
+// ---- The engine with a shared cold tier ----
+
+/// An origin that counts its calls and answers `data` with a declared length.
+fn origin(
+    calls: &Arc<AtomicUsize>,
+    data: Bytes,
+) -> impl FnOnce(Option<Arc<Metadata>>) -> std::future::Ready<Result<Fetched, daramjwee::BoxError>>
+       + Send
+       + 'static {
+    let calls = calls.clone();
+    move |_prev| {
+        calls.fetch_add(1, Ordering::SeqCst);
+        std::future::ready(Ok(Fetched::Entry {
+            meta: Metadata::new(http::StatusCode::OK).with_content_length(data.len() as u64),
+            body: EntryBody::from_bytes(data),
+        }))
+    }
+}
+
+fn never(
+) -> impl FnOnce(Option<Arc<Metadata>>) -> std::future::Ready<Result<Fetched, daramjwee::BoxError>>
+       + Send
+       + 'static {
+    |_| std::future::ready(Err("the origin must not be called".into()))
+}
+
+fn engine(cold: BucketStore) -> Cache {
+    Cache::builder()
+        .hot(
+            MemStore::builder()
+                .capacity(64 << 20)
+                .max_object_size(16 << 20)
+                .build(),
+        )
+        .cold(cold)
+        .build()
+}
+
+/// Polls `store` until it holds `key`, a bounded number of times (background copies and
+/// promotions commit after the body has been served).
+async fn wait_for(store: &dyn Store, key: &str) -> bool {
+    for _ in 0..200 {
+        if matches!(store.head(key).await, Ok(Some(_))) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    false
+}
+
+/// Two engines with their own hot tiers over one cold tier: the second serves what the first
+/// fetched from the cold tier, without calling the origin, and promotes it into its hot tier.
+async fn second_engine_serves_cold_hit(cold_a: BucketStore, cold_b: BucketStore, len: usize) {
+    let data = body(len);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let a = engine(cold_a.clone());
+    let first = a.get("k", origin(&calls, data.clone())).await.unwrap();
+    assert_eq!(first.outcome, Outcome::Miss);
+    assert!(first.body.collect().await.unwrap() == data);
+    assert!(
+        wait_for(&cold_a, "k").await,
+        "engine A copied the entry to the cold tier"
+    );
+
+    let b = engine(cold_b);
+    let cold_hit = b.get("k", never()).await.unwrap();
+    assert_eq!(
+        cold_hit.outcome,
+        Outcome::Hit {
+            tier: 1,
+            stale: false
+        }
+    );
+    assert!(cold_hit.body.collect().await.unwrap() == data);
+    let b_hot = b.tier_store(0).unwrap().clone();
+    assert!(
+        wait_for(b_hot.as_ref(), "k").await,
+        "cold hit promoted into B's hot tier"
+    );
+    let hot_hit = b.get("k", never()).await.unwrap();
+    assert_eq!(
+        hot_hit.outcome,
+        Outcome::Hit {
+            tier: 0,
+            stale: false
+        }
+    );
+    assert!(hot_hit.body.collect().await.unwrap() == data);
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "one origin call for both engines"
+    );
+}
+
+#[tokio::test]
+async fn second_engine_serves_a_cold_hit_from_a_shared_in_memory_bucket() {
+    let bucket: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    second_engine_serves_cold_hit(
+        BucketStore::new(bucket.clone(), "shared"),
+        BucketStore::new(bucket, "shared"),
+        6 * MIB,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn second_engine_serves_a_cold_hit_from_a_shared_s3_bucket() {
+    let s3 = require_s3!("engines");
+    second_engine_serves_cold_hit(s3.store(), s3.store(), 6 * MIB).await;
+}
+
+#[tokio::test]
+async fn stopped_server_requests_are_answered_by_the_origin() {
+    let _ = require_s3!("failopen");
+    let server = OwnServer::start();
+    let cold = BucketStore::from_url(&format!("s3://{}/failopen", server.bucket))
+        .unwrap()
+        .option("aws_endpoint", &server.endpoint)
+        .retry(RetryConfig {
+            max_retries: 1,
+            retry_timeout: Duration::from_millis(500),
+            ..RetryConfig::default()
+        })
+        .op_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let cache = engine(cold.clone());
+    let warm = cache.get("warm", origin(&calls, body(100))).await.unwrap();
+    assert_eq!(warm.body.collect().await.unwrap(), body(100));
+    assert!(
+        wait_for(&cold, "warm").await,
+        "the cold tier worked before the stop"
+    );
+
+    server.stop();
+
+    let guarded = tokio::time::timeout(Duration::from_secs(60), async {
+        for key in ["a", "b"] {
+            let got = cache.get(key, origin(&calls, body(1000))).await.unwrap();
+            assert_eq!(got.outcome, Outcome::Miss);
+            assert_eq!(got.body.collect().await.unwrap(), body(1000));
+        }
+    })
+    .await;
+    assert!(guarded.is_ok(), "a request hung on the stopped cold tier");
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert!(cache.stats().store_errors >= 2, "{:?}", cache.stats());
 }
