@@ -28,7 +28,7 @@ mod null;
 #[cfg(feature = "object-store")]
 mod object;
 
-pub use file::{FileStore, FileStoreBuilder};
+pub use file::{CommitMode, FileStore, FileStoreBuilder};
 pub use mem::{MemStore, MemStoreBuilder};
 pub use null::NullStore;
 #[cfg(feature = "object-store")]
