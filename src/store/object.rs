@@ -12,8 +12,10 @@ use std::collections::hash_map::RandomState;
 use std::fmt::Write as _;
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -589,54 +591,103 @@ impl Inner {
     }
 }
 
-/// Streams a body object, failing (never ending cleanly) when it stalls longer than `idle`, breaks,
-/// or turns out longer or shorter than `expected`.
-fn body_stream(
+/// A body object's stream that fails (never ends cleanly) when it stalls longer than `idle`,
+/// breaks, or turns out longer or shorter than `expected`.
+///
+/// The stall clock runs only while the consumer waits for a chunk, so a slow client is not taken
+/// for a stalled backend. One timer is re-armed rather than a new `timeout` per chunk: backends
+/// such as the local filesystem yield many small chunks.
+struct BodyStream {
     inner: BoxStream<'static, object_store::Result<Bytes>>,
     key: String,
     expected: u64,
+    received: u64,
     idle: Duration,
-) -> impl Stream<Item = Result<Bytes, Error>> + Send + 'static {
-    struct St {
+    stall: Pin<Box<tokio::time::Sleep>>,
+    /// Whether `stall` is armed for the chunk being waited for.
+    waiting: bool,
+    done: bool,
+}
+
+impl BodyStream {
+    fn new(
         inner: BoxStream<'static, object_store::Result<Bytes>>,
         key: String,
         expected: u64,
-        received: u64,
         idle: Duration,
+    ) -> Self {
+        BodyStream {
+            inner,
+            key,
+            expected,
+            received: 0,
+            idle,
+            stall: Box::pin(tokio::time::sleep(idle)),
+            waiting: false,
+            done: false,
+        }
     }
-    let st = St {
-        inner,
-        key,
-        expected,
-        received: 0,
-        idle,
-    };
-    futures_util::stream::unfold(Some(st), |st| async move {
-        let mut st = st?;
-        let item = match tokio::time::timeout(st.idle, st.inner.next()).await {
-            Err(_) => Err(Error::Store(StoreError::Timeout {
-                key: st.key.clone(),
-                after: st.idle,
-            })),
-            Ok(Some(Ok(chunk))) => {
-                st.received += chunk.len() as u64;
-                if st.received > st.expected {
-                    Err(Error::TooLong {
-                        expected: st.expected,
-                    })
-                } else {
-                    return Some((Ok(chunk), Some(st)));
+
+    fn fail(&mut self, e: Error) -> Poll<Option<Result<Bytes, Error>>> {
+        self.done = true;
+        Poll::Ready(Some(Err(e)))
+    }
+}
+
+impl Stream for BodyStream {
+    type Item = Result<Bytes, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        if !this.waiting {
+            let deadline = tokio::time::Instant::now() + this.idle;
+            this.stall.as_mut().reset(deadline);
+            this.waiting = true;
+        }
+        let polled = this.inner.as_mut().poll_next(cx);
+        if polled.is_ready() {
+            this.waiting = false;
+        }
+        match polled {
+            Poll::Ready(Some(Ok(chunk))) => {
+                this.received += chunk.len() as u64;
+                if this.received > this.expected {
+                    return this.fail(Error::TooLong {
+                        expected: this.expected,
+                    });
                 }
+                Poll::Ready(Some(Ok(chunk)))
             }
-            Ok(Some(Err(e))) => Err(Error::Store(backend(&st.key, e))),
-            Ok(None) if st.received == st.expected => return None,
-            Ok(None) => Err(Error::Truncated {
-                received: st.received,
-                expected: st.expected,
-            }),
-        };
-        Some((item, None))
-    })
+            Poll::Ready(Some(Err(e))) => {
+                let e = Error::Store(backend(&this.key, e));
+                this.fail(e)
+            }
+            Poll::Ready(None) if this.received == this.expected => {
+                this.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Ready(None) => {
+                let e = Error::Truncated {
+                    received: this.received,
+                    expected: this.expected,
+                };
+                this.fail(e)
+            }
+            Poll::Pending => match this.stall.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    let e = Error::Store(StoreError::Timeout {
+                        key: this.key.clone(),
+                        after: this.idle,
+                    });
+                    this.fail(e)
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
 }
 
 #[async_trait]
@@ -667,7 +718,7 @@ impl Store for BucketStore {
                 tracing::warn!(key, body = %p.body, size = res.meta.size, ?expected, "object store: body size differs from its metadata, treated as a miss");
                 return Ok(None);
             }
-            let stream = body_stream(res.into_stream(), key.to_owned(), size, inner.op_timeout);
+            let stream = BodyStream::new(res.into_stream(), key.to_owned(), size, inner.op_timeout);
             Ok(Some(StoredEntry::new(
                 Arc::new(p.meta),
                 EntryBody::from_stream(stream),
@@ -1417,6 +1468,52 @@ mod tests {
         let mut w = store.put("k", ok_meta()).await.unwrap();
         w.write(body(10)).await.unwrap();
         assert!(timed_out(w.commit().await));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stalled_body_ends_with_a_timeout_error() {
+        let first = futures_util::stream::iter([Ok(Bytes::from_static(b"abc"))]);
+        let inner = first.chain(futures_util::stream::pending()).boxed();
+        let mut s = BodyStream::new(inner, "k".into(), 6, Duration::from_secs(1));
+        assert_eq!(s.next().await.unwrap().unwrap(), "abc");
+        assert!(matches!(
+            s.next().await,
+            Some(Err(Error::Store(StoreError::Timeout { .. })))
+        ));
+        assert!(s.next().await.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slow_consumer_is_not_taken_for_a_stalled_body() {
+        // Each chunk takes half the idle limit to arrive once asked for.
+        let inner = futures_util::stream::unfold(0u8, |i| async move {
+            if i == 3 {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            Some((Ok(Bytes::from(vec![i; 2])), i + 1))
+        })
+        .boxed();
+        let mut s = BodyStream::new(inner, "k".into(), 6, Duration::from_secs(1));
+        let mut got = Vec::new();
+        while let Some(chunk) = s.next().await {
+            got.extend_from_slice(&chunk.expect("no stall"));
+            // The client takes far longer than the idle limit between reads.
+            tokio::time::sleep(Duration::from_secs(10)).await;
+        }
+        assert_eq!(got, [0, 0, 1, 1, 2, 2]);
+    }
+
+    #[tokio::test]
+    async fn body_shorter_or_longer_than_expected_ends_with_an_error() {
+        let short = futures_util::stream::iter([Ok(Bytes::from_static(b"abc"))]).boxed();
+        let mut s = BodyStream::new(short, "k".into(), 4, Duration::from_secs(1));
+        assert!(s.next().await.unwrap().is_ok());
+        assert!(matches!(s.next().await, Some(Err(Error::Truncated { .. }))));
+        let long = futures_util::stream::iter([Ok(Bytes::from_static(b"abcde"))]).boxed();
+        let mut s = BodyStream::new(long, "k".into(), 4, Duration::from_secs(1));
+        assert!(matches!(s.next().await, Some(Err(Error::TooLong { .. }))));
+        assert!(s.next().await.is_none());
     }
 
     #[tokio::test]
