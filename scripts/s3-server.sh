@@ -37,8 +37,16 @@ install() {
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$MOTO_SPEC" >&2
 }
 
+# Whether the PID in the file is alive and still our moto server (a stale file's PID may have
+# been reused by an unrelated process, which must never be killed).
 running() {
-    [ -f "$PID_FILE" ] && kill -0 "$(cat "$PID_FILE")" 2>/dev/null
+    [ -f "$PID_FILE" ] || return 1
+    local pid
+    pid="$(cat "$PID_FILE")"
+    kill -0 "$pid" 2>/dev/null || return 1
+    if [ -r "/proc/$pid/cmdline" ]; then
+        tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q 'moto.server'
+    fi
 }
 
 start() {
@@ -100,7 +108,7 @@ stop() {
     fi
     local pid
     pid="$(cat "$PID_FILE")"
-    if kill -0 "$pid" 2>/dev/null; then
+    if running; then
         kill "$pid"
         for _ in $(seq 50); do
             kill -0 "$pid" 2>/dev/null || break
