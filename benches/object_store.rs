@@ -114,10 +114,14 @@ async fn hot_tier(dir: &std::path::Path) -> FileStore {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this binary without it, and
+    // then it only smoke-tests the phases on a small object.
+    let benching = std::env::args().any(|a| a == "--bench");
+    let default_mib = if benching { 256 } else { 2 };
     let size = std::env::var("DARAMJWEE_BENCH_MIB")
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(256)
+        .unwrap_or(default_mib)
         << 20;
     let url = std::env::var("DARAMJWEE_BENCH_URL").unwrap_or_else(|_| {
         match std::env::var("DARAMJWEE_S3_BUCKET") {
@@ -183,7 +187,7 @@ async fn main() {
     let rounds = std::env::var("DARAMJWEE_BENCH_ROUNDS")
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(3)
+        .unwrap_or(if benching { 3 } else { 1 })
         .max(1);
     let (mut cold_rates, mut plain_rates) = (Vec::new(), Vec::new());
     for round in 1..=rounds {
