@@ -923,7 +923,9 @@ impl Cache {
             Ok(hot_committed) => {
                 flight.finish(Ok(()));
                 drop(guard);
-                if hot_committed && cfg.cold_fill == ColdFill::Background {
+                // Only origin bytes go down: a promotion came from a lower tier, which holds
+                // the entry already.
+                if from_origin && hot_committed && cfg.cold_fill == ColdFill::Background {
                     self.spawn_cold_copy(key, usage.ticket);
                 }
             }
