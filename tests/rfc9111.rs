@@ -1517,19 +1517,96 @@ async fn cache_status_reports_stored_miss_then_hit() {
 // Policy modes: shared (default), private, origin-trusting
 // ---------------------------------------------------------------------------------------------
 
-// Shared mode (our choice, safer than RFC 9111 requires): a response setting a cookie is not
-// stored, so one client's cookie is never replayed to another.
+// RFC 9111 §3 (no rule against Set-Cookie), §5.2.2.4: a shared cache stores a cookie-setting
+// response unless told otherwise; `no-cache="Set-Cookie"` stores it without the cookie.
 #[tokio::test]
-async fn shared_cache_does_not_store_set_cookie_responses() {
+async fn shared_cache_stores_set_cookie_unless_the_field_is_excluded() {
     let h = H::shared().await;
     h.fixed(
         "/a",
         &[("cache-control", "max-age=60"), ("set-cookie", "id=1")],
         "x",
     );
+    h.fixed(
+        "/b",
+        &[
+            ("cache-control", "max-age=60, no-cache=\"Set-Cookie\""),
+            ("set-cookie", "id=1"),
+        ],
+        "x",
+    );
+    for p in ["/a", "/b"] {
+        h.get(p).await;
+        assert!(is_hit(&h.get(p).await), "{p}");
+    }
+    assert_eq!(h.get("/a").await.header("set-cookie"), "id=1");
+    assert!(!h.get("/b").await.headers.contains_key("set-cookie"));
+}
+
+// RFC 9111 §5.2.2.4: fields named by a qualified no-cache are not served from the cache; the
+// rest of the response is.
+#[tokio::test]
+async fn qualified_no_cache_omits_the_listed_fields() {
+    let h = H::shared().await;
+    h.fixed(
+        "/a",
+        &[
+            ("cache-control", "no-cache=\"a, b\""),
+            ("cache-control", "max-age=3600"),
+            ("a", "1"),
+            ("b", "2"),
+            ("c", "3"),
+        ],
+        "x",
+    );
     h.get("/a").await;
+    let g = h.get("/a").await;
+    assert!(is_hit(&g), "{}", g.cache_status());
+    assert_eq!(g.header("c"), "3");
+    assert!(!g.headers.contains_key("a") && !g.headers.contains_key("b"));
+}
+
+// RFC 9111 §5.2.2.7: a shared cache stores a response with qualified private, minus the
+// listed fields.
+#[tokio::test]
+async fn qualified_private_omits_the_listed_fields_in_shared_cache() {
+    let h = H::shared().await;
+    h.fixed(
+        "/a",
+        &[
+            ("cache-control", "max-age=60, private=\"x-user\""),
+            ("x-user", "alice"),
+        ],
+        "x",
+    );
     h.get("/a").await;
+    let g = h.get("/a").await;
+    assert!(is_hit(&g));
+    assert!(!g.headers.contains_key("x-user"));
+}
+
+// RFC 9111 §5.2: `max-age =N` / `max-age= N` are not max-age: ignored, so not reused.
+#[tokio::test]
+async fn max_age_with_whitespace_around_equals_is_ignored() {
+    let h = H::shared().await;
+    h.fixed("/a", &[("cache-control", "max-age =100")], "x");
+    h.fixed("/b", &[("cache-control", "max-age= 100")], "x");
+    for p in ["/a", "/b"] {
+        h.get(p).await;
+        h.get(p).await;
+        assert_eq!(h.calls(p), 2, "{p}");
+    }
+}
+
+// RFC 9111 §5.2.1.1: request max-age=0 validates even a just-stored entry.
+#[tokio::test]
+async fn request_max_age_zero_forces_validation() {
+    let h = H::shared().await;
+    aged_route(&h, "/a", "max-age=100", "0");
+    h.get("/a").await;
+    h.get_with("/a", &[("cache-control", "max-age=0")]).await;
     assert_eq!(h.calls("/a"), 2);
+    assert_eq!(h.seen("/a", 1).headers["if-none-match"], "\"v\"");
 }
 
 // RFC 9111 §5.2.2.7: a private cache may store private responses.

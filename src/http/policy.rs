@@ -37,9 +37,14 @@ use crate::entry::Metadata;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum PolicyMode {
-    /// A shared cache (proxy, CDN): honours `s-maxage`, never stores `private` responses, stores
-    /// responses to requests with `Authorization` only when the response allows it
-    /// (RFC 9111 §3.5), never stores responses that set cookies. The default.
+    /// A shared cache (proxy, CDN): honours `s-maxage` and `proxy-revalidate`, never stores
+    /// `private` responses, stores responses to requests with `Authorization` only when the
+    /// response allows it (RFC 9111 §3.5). The default.
+    ///
+    /// As RFC 9111 allows, a response that sets a cookie is stored (and the cookie replayed)
+    /// unless the origin marks it `private`, `no-store`, `no-cache="Set-Cookie"` or
+    /// `private="Set-Cookie"` (the last two store the response without the field). An origin
+    /// that sets per-user cookies on otherwise cacheable responses must say so.
     #[default]
     Shared,
     /// A private (single-user) cache, e.g. around an HTTP client: stores `private` responses and
@@ -65,10 +70,14 @@ pub enum PolicyMode {
 pub struct CacheControl {
     /// `no-store`
     pub no_store: bool,
-    /// `no-cache` (with or without a field list: a list is treated as unqualified, the safe side)
+    /// `no-cache` without a field list.
     pub no_cache: bool,
-    /// `private` (with or without a field list, likewise)
+    /// The fields named by `no-cache="..."` (lowercase): stored responses omit them.
+    pub no_cache_fields: Vec<String>,
+    /// `private` without a field list.
     pub private: bool,
+    /// The fields named by `private="..."` (lowercase): a shared cache omits them.
+    pub private_fields: Vec<String>,
     /// `public`
     pub public: bool,
     /// `must-revalidate`
@@ -100,14 +109,28 @@ impl CacheControl {
         for value in headers.get_all(header::CACHE_CONTROL) {
             let Ok(s) = value.to_str() else { continue };
             for directive in split_directives(s) {
+                let directive = directive.trim();
                 let (name, arg) = match directive.split_once('=') {
-                    Some((n, a)) => (n.trim(), Some(a.trim().trim_matches('"'))),
-                    None => (directive.trim(), None),
+                    // `max-age =5` and `max-age= 5` are not the directive (§5.2: no
+                    // whitespace around `=`): ignore them rather than guess.
+                    Some((n, a)) if n.ends_with([' ', '\t']) || a.starts_with([' ', '\t']) => {
+                        continue
+                    }
+                    Some((n, a)) => (n, Some(unquote(a))),
+                    None => (directive, None),
                 };
                 let seconds = || arg.and_then(parse_delta_seconds);
+                let fields = || {
+                    arg.into_iter()
+                        .flat_map(|a| a.split(','))
+                        .map(|f| f.trim().to_ascii_lowercase())
+                        .filter(|f| !f.is_empty())
+                };
                 match name.to_ascii_lowercase().as_str() {
                     "no-store" => cc.no_store = true,
+                    "no-cache" if arg.is_some() => cc.no_cache_fields.extend(fields()),
                     "no-cache" => cc.no_cache = true,
+                    "private" if arg.is_some() => cc.private_fields.extend(fields()),
                     "private" => cc.private = true,
                     "public" => cc.public = true,
                     "must-revalidate" => cc.must_revalidate = true,
@@ -130,6 +153,13 @@ impl CacheControl {
         }
         cc
     }
+}
+
+/// A directive argument: a quoted-string loses its quotes (a token is taken as is).
+fn unquote(a: &str) -> &str {
+    a.strip_prefix('"')
+        .and_then(|a| a.strip_suffix('"'))
+        .unwrap_or(a)
 }
 
 /// Keeps the first valid value; an invalid `max-age` value counts as 0 (stale), the safe
@@ -360,7 +390,9 @@ pub(crate) fn storability(
     if shared && cc.private {
         return Storability::Pass("private");
     }
-    if shared && headers.contains_key(header::SET_COOKIE) {
+    // The Go daramjwee's rule, kept for its mode: a cookie is never replayed.
+    if matches!(mode, PolicyMode::OriginTrusting { .. }) && headers.contains_key(header::SET_COOKIE)
+    {
         return Storability::Pass("set-cookie");
     }
     if shared
@@ -468,7 +500,14 @@ pub(crate) fn storability(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|s| s.parse().ok());
-    meta.headers = storable_headers(headers);
+    let mut kept = storable_headers(headers);
+    // §5.2.2.4, §5.2.2.7: fields named by no-cache (any cache) or private (shared caches)
+    // are not sent from the cache without validation: simplest is not to keep them.
+    let private_fields = if shared { &cc.private_fields[..] } else { &[] };
+    for name in cc.no_cache_fields.iter().chain(private_fields) {
+        kept.remove(name.as_str());
+    }
+    meta.headers = kept;
     Storability::Store(meta)
 }
 
@@ -631,7 +670,49 @@ mod tests {
         ]));
         assert_eq!(cc.max_age, Some(60));
         assert_eq!(cc.s_maxage, Some(10));
-        assert!(cc.public && cc.no_cache && !cc.private);
+        assert!(cc.public && !cc.no_cache && !cc.private);
+        assert_eq!(cc.no_cache_fields, vec!["set-cookie".to_owned()]);
+    }
+
+    #[test]
+    fn whitespace_around_equals_voids_the_directive() {
+        let cc = CacheControl::parse(&headers(&[("cache-control", "max-age =100, s-maxage= 5")]));
+        assert_eq!((cc.max_age, cc.s_maxage), (None, None));
+        let cc = CacheControl::parse(&headers(&[("cache-control", "max-age='5'")]));
+        assert_eq!(cc.max_age, Some(0));
+    }
+
+    #[test]
+    fn qualified_no_cache_and_private_strip_their_fields_only() {
+        let now = SystemTime::now();
+        let h = headers(&[
+            (
+                "cache-control",
+                "max-age=60, no-cache=\"a, B\", private=\"c\"",
+            ),
+            ("a", "1"),
+            ("b", "2"),
+            ("c", "3"),
+            ("d", "4"),
+        ]);
+        let none = HeaderMap::new();
+        let Storability::Store(m) =
+            storability(&PolicyMode::Shared, &none, StatusCode::OK, &h, now, now)
+        else {
+            panic!("a qualified no-cache/private response is storable")
+        };
+        assert!(m.headers.contains_key("d"));
+        assert!(!m.headers.contains_key("a") && !m.headers.contains_key("b"));
+        assert!(!m.headers.contains_key("c"));
+        let Storability::Store(m) =
+            storability(&PolicyMode::Private, &none, StatusCode::OK, &h, now, now)
+        else {
+            panic!()
+        };
+        assert!(
+            m.headers.contains_key("c"),
+            "a private cache keeps private fields"
+        );
     }
 
     #[test]
@@ -641,7 +722,7 @@ mod tests {
     }
 
     #[test]
-    fn shared_cache_refuses_private_set_cookie_and_authorized() {
+    fn shared_cache_refuses_private_and_authorized_but_origin_trusting_refuses_cookies() {
         let now = SystemTime::now();
         let m = PolicyMode::Shared;
         let none = HeaderMap::new();
@@ -655,6 +736,14 @@ mod tests {
         ));
         assert!(matches!(
             storability(&m, &none, StatusCode::OK, &cookie, now, now),
+            Storability::Store(_)
+        ));
+        let trusting = PolicyMode::OriginTrusting {
+            ttl: Duration::from_secs(1),
+            negative_ttl: Duration::from_secs(1),
+        };
+        assert!(matches!(
+            storability(&trusting, &none, StatusCode::OK, &cookie, now, now),
             Storability::Pass("set-cookie")
         ));
         assert!(matches!(
