@@ -716,6 +716,35 @@ mod tests {
     }
 
     #[test]
+    fn malformed_expires_dates_mean_already_expired() {
+        // RFC 9111 §5.3: invalid dates are in the past.
+        let now = SystemTime::now();
+        for bad in [
+            "0",
+            "Thu, 18 Aug 2050 02:01:18 UTC",
+            "Thu, 18 Aug 50 02:01:18 GMT",
+            "Thu 18 Aug 2050 02:01:18 GMT",
+            "Thu, 18  Aug  2050 02:01:18 GMT",
+            "Thu, 18-Aug-2050 02:01:18 GMT",
+            "Thu, 18 Aug 2050 02.01.18 GMT",
+            "Thu, 18 Aug 2050 2:01:18 GMT",
+        ] {
+            let h = headers(&[("expires", bad)]);
+            let Storability::Store(m) = storability(
+                &PolicyMode::Shared,
+                &HeaderMap::new(),
+                StatusCode::OK,
+                &h,
+                now,
+                now,
+            ) else {
+                panic!("{bad}: a 200 with Expires is storable")
+            };
+            assert_eq!(m.fresh_until, Some(now), "{bad}");
+        }
+    }
+
+    #[test]
     fn invalid_max_age_is_treated_as_stale() {
         let cc = CacheControl::parse(&headers(&[("cache-control", "max-age=abc")]));
         assert_eq!(cc.max_age, Some(0));
