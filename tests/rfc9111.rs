@@ -1720,3 +1720,111 @@ async fn origin_trusting_mode_respects_no_store_private_and_set_cookie() {
         assert_eq!(h.calls(p), 2, "{p}");
     }
 }
+
+// RFC 9111 §5.1, §4: the cache must not rewrite the stored Date.
+#[tokio::test]
+async fn stored_date_header_is_replayed_unchanged() {
+    let h = H::shared().await;
+    let date = http_date(Duration::from_secs(100));
+    let sent = date.clone();
+    h.route("/a", move |_| {
+        resp(
+            200,
+            &[("cache-control", "max-age=600"), ("date", sent.as_str())],
+            "x",
+        )
+    });
+    h.get("/a").await;
+    let hit = h.get("/a").await;
+    assert!(is_hit(&hit));
+    assert_eq!(hit.header("date"), date);
+    let age: u64 = hit.header("age").parse().unwrap();
+    assert!(age >= 100, "age {age}");
+}
+
+/// Serves the layer over a plain tower service whose call fails (a transport error, not a
+/// status) from its second request on, through hyper directly: axum only serves infallible
+/// services.
+async fn serve_failing_origin(
+    cc: &'static str,
+) -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::service::TowerToHyperService;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tower::ServiceBuilder;
+
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let cc = http::HeaderValue::from_static(cc);
+    let origin = tower::service_fn(move |_req: http::Request<Body>| {
+        let n = counter.fetch_add(1, Ordering::SeqCst);
+        let cc = cc.clone();
+        async move {
+            if n == 0 {
+                let res = http::Response::builder()
+                    .header("cache-control", cc)
+                    .header("age", "10")
+                    .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                        b"good",
+                    )))
+                    .unwrap();
+                Ok(res)
+            } else {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionRefused,
+                    "origin down",
+                ))
+            }
+        }
+    });
+    let layer = CacheLayer::new(Cache::builder().build());
+    let svc = ServiceBuilder::new()
+        .map_request(|r: http::Request<hyper::body::Incoming>| r.map(Body::new))
+        .layer(layer)
+        .service(origin);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let svc = TowerToHyperService::new(svc.clone());
+            tokio::spawn(async move {
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, calls)
+}
+
+// RFC 5861 §4: an origin that cannot be reached at all (the inner service fails) is an error
+// too: the stale entry is served within stale-if-error.
+#[tokio::test]
+async fn stale_if_error_serves_stale_entry_when_origin_service_fails() {
+    let (addr, calls) = serve_failing_origin("max-age=1, stale-if-error=100").await;
+    let c = client();
+    assert_eq!(common::get(&c, addr, "/a").await.body(), "good");
+    let g = common::get(&c, addr, "/a").await;
+    assert_eq!(g.status, StatusCode::OK);
+    assert_eq!(g.body(), "good");
+    assert!(
+        g.cache_status().contains("stale-if-error"),
+        "{}",
+        g.cache_status()
+    );
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
+// Without stale-if-error, the inner service's own error is returned (the cache never turns
+// it into a response of its own).
+#[tokio::test]
+async fn origin_service_error_without_stale_if_error_is_returned() {
+    let (addr, _) = serve_failing_origin("max-age=1").await;
+    let c = client();
+    assert_eq!(common::get(&c, addr, "/a").await.body(), "good");
+    let g = common::get(&c, addr, "/a").await;
+    assert!(g.body.is_err(), "the connection fails: {:?}", g.status);
+}
