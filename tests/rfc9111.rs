@@ -1395,6 +1395,23 @@ async fn same_origin_location_and_content_location_are_invalidated() {
     assert_eq!(h.calls("/cl"), 2);
 }
 
+// RFC 9111 §4.4, RFC 3986 §5.2: a relative Location is resolved against the target URI.
+#[tokio::test]
+async fn relative_location_is_resolved_and_invalidated() {
+    let h = H::shared().await;
+    item_route(
+        &h,
+        "/dir/item",
+        201,
+        vec![("location", "sibling".to_owned())],
+    );
+    h.fixed("/dir/sibling", &[("cache-control", "max-age=60")], "s");
+    h.get("/dir/sibling").await;
+    h.send("POST", "/dir/item", &[]).await;
+    assert!(!is_hit(&h.get("/dir/sibling").await));
+    assert_eq!(h.calls("/dir/sibling"), 2);
+}
+
 // RFC 9111 §4.4: a Location on another origin is not invalidated (it could be used to purge
 // someone else's entries).
 #[tokio::test]
