@@ -416,10 +416,12 @@ where
 }
 
 /// The request head sent to the origin on a fill: always a GET (a HEAD is answered from it),
-/// without the client's own conditionals and ranges, which a shared fill must not carry.
+/// without the client's own conditionals and ranges, which a shared fill must not carry, and
+/// without the client connection's hop-by-hop fields.
 fn origin_parts(parts: &Parts) -> Parts {
     let mut out = copy_head(&Method::GET, &parts.uri, parts.version, &parts.headers)
         .unwrap_or_else(|| Request::new(()).into_parts().0);
+    policy::strip_hop_by_hop(&mut out.headers);
     for name in [
         header::IF_NONE_MATCH,
         header::IF_MODIFIED_SINCE,
