@@ -179,6 +179,25 @@ impl GetOptions {
     }
     /// Lets `judge` decide, for each stored entry, whether it is served, served stale or
     /// validated first.
+    ///
+    /// ```
+    /// use daramjwee::{Cache, EntryBody, Fetched, GetOptions, Metadata, Verdict};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), daramjwee::Error> {
+    /// let cache = Cache::builder().build();
+    /// let v1 = |_prev| async {
+    ///     Ok(Fetched::Entry { meta: Metadata::new(http::StatusCode::OK), body: EntryBody::from_bytes("v1") })
+    /// };
+    /// cache.get("k", v1).await?.body.collect().await?;
+    /// // This caller accepts nothing stored: the entry is validated (here: replaced).
+    /// let always_validate = GetOptions::default().judge(|_meta, _now| Verdict::Validate);
+    /// let v2 = |_prev| async {
+    ///     Ok(Fetched::Entry { meta: Metadata::new(http::StatusCode::OK), body: EntryBody::from_bytes("v2") })
+    /// };
+    /// let got = cache.get_with("k", always_validate, v2).await?;
+    /// assert_eq!(got.body.collect().await?, "v2");
+    /// # Ok(()) }
+    /// ```
     pub fn judge(
         mut self,
         judge: impl Fn(&Metadata, SystemTime) -> Verdict + Send + Sync + 'static,
