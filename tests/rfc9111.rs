@@ -885,6 +885,33 @@ async fn if_modified_since_is_ignored_with_if_none_match() {
     assert_eq!(g.status, StatusCode::OK);
 }
 
+// RFC 9111 §4.3.2: If-Match and If-Unmodified-Since are not evaluated by a cache: such a
+// request goes to the origin even when a fresh entry is stored.
+#[tokio::test]
+async fn if_match_and_if_unmodified_since_are_left_to_the_origin() {
+    let h = H::shared().await;
+    h.route("/a", |s| {
+        if s.headers.contains_key("if-match") || s.headers.contains_key("if-unmodified-since") {
+            return resp(412, &[], "");
+        }
+        resp(
+            200,
+            &[("cache-control", "max-age=60"), ("etag", "\"v\"")],
+            "x",
+        )
+    });
+    h.get("/a").await;
+    let g = h.get_with("/a", &[("if-match", "\"other\"")]).await;
+    assert_eq!(g.status, StatusCode::PRECONDITION_FAILED);
+    let since = http_date(Duration::from_secs(3600));
+    let g = h
+        .get_with("/a", &[("if-unmodified-since", since.as_str())])
+        .await;
+    assert_eq!(g.status, StatusCode::PRECONDITION_FAILED);
+    assert!(is_hit(&h.get("/a").await));
+    assert_eq!(h.calls("/a"), 3);
+}
+
 // RFC 9111 §4.3.2: a client's conditional on a miss: the cache fetches the full response
 // (without the client's validators), stores it, and answers the client 304.
 #[tokio::test]

@@ -238,6 +238,11 @@ pub(crate) fn request_rule(method: &Method, headers: &HeaderMap) -> RequestRule 
     if cc.no_store {
         return RequestRule::Bypass("request");
     }
+    // RFC 9111 §4.3.2: If-Match and If-Unmodified-Since are not for a cache to evaluate;
+    // the origin answers them (and such a response is not stored).
+    if headers.contains_key(header::IF_MATCH) || headers.contains_key(header::IF_UNMODIFIED_SINCE) {
+        return RequestRule::Bypass("precondition");
+    }
     let pragma_no_cache = !headers.contains_key(header::CACHE_CONTROL)
         && headers.get_all(header::PRAGMA).iter().any(|v| {
             v.to_str()
@@ -886,6 +891,80 @@ mod tests {
                 && !kept.contains_key("keep-alive")
                 && !kept.contains_key("connection")
         );
+    }
+
+    #[test]
+    fn verdict_follows_request_and_response_directives() {
+        let now = SystemTime::now();
+        let entry = |cc: &str, age: u64, lifetime: u64| {
+            let mut m =
+                Metadata::new(StatusCode::OK).with_headers(headers(&[("cache-control", cc)]));
+            m.stored_at = now - Duration::from_secs(age);
+            m.fresh_until = Some(m.stored_at + Duration::from_secs(lifetime));
+            m.stale_for = Some(Duration::from_secs(
+                CacheControl::parse(&m.headers)
+                    .stale_while_revalidate
+                    .unwrap_or(0),
+            ));
+            m
+        };
+        let req = |cc: &str| match request_rule(&Method::GET, &headers(&[("cache-control", cc)])) {
+            RequestRule::Lookup { directives, .. } => directives,
+            RequestRule::Bypass(_) => panic!("{cc}"),
+        };
+        let shared = PolicyMode::Shared;
+        let cases = [
+            // (response cc, age, lifetime, request cc, expected)
+            ("", 10, 100, "", Verdict::Fresh),
+            ("", 10, 100, "no-cache", Verdict::Validate),
+            ("", 10, 100, "max-age=5", Verdict::Validate),
+            ("", 10, 100, "max-age=0", Verdict::Validate),
+            ("", 10, 100, "min-fresh=95", Verdict::Validate),
+            ("", 10, 100, "min-fresh=50", Verdict::Fresh),
+            ("", 110, 100, "", Verdict::Validate),
+            (
+                "",
+                110,
+                100,
+                "max-stale=20",
+                Verdict::Stale { refresh: false },
+            ),
+            ("", 110, 100, "max-stale=5", Verdict::Validate),
+            ("", 110, 100, "max-stale", Verdict::Stale { refresh: false }),
+            ("must-revalidate", 110, 100, "max-stale", Verdict::Validate),
+            ("proxy-revalidate", 110, 100, "max-stale", Verdict::Validate),
+            ("s-maxage=100", 110, 100, "max-stale", Verdict::Validate),
+            (
+                "stale-while-revalidate=60",
+                110,
+                100,
+                "",
+                Verdict::Stale { refresh: true },
+            ),
+            ("stale-while-revalidate=5", 110, 100, "", Verdict::Validate),
+            (
+                "stale-while-revalidate=60",
+                110,
+                100,
+                "min-fresh=1",
+                Verdict::Validate,
+            ),
+        ];
+        for (rcc, age, life, qcc, want) in cases {
+            let got = verdict(&shared, &req(qcc), &entry(rcc, age, life), now);
+            assert_eq!(
+                got, want,
+                "response {rcc:?} age {age}/{life}, request {qcc:?}"
+            );
+        }
+        // A private cache is not bound by proxy-revalidate.
+        let got = verdict(
+            &PolicyMode::Private,
+            &req("max-stale"),
+            &entry("proxy-revalidate", 110, 100),
+            now,
+        );
+        assert_eq!(got, Verdict::Stale { refresh: false });
     }
 
     #[test]
