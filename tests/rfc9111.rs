@@ -82,8 +82,11 @@ struct H {
 
 impl H {
     async fn new(mode: PolicyMode) -> H {
+        H::with_cache(mode, Cache::builder().build()).await
+    }
+
+    async fn with_cache(mode: PolicyMode, cache: Cache) -> H {
         let origin = Arc::new(Origin::default());
-        let cache = Cache::builder().build();
         let layer = CacheLayer::builder(cache.clone()).policy(mode).build();
         let app = Router::new()
             .fallback(handle)
@@ -1749,6 +1752,19 @@ async fn origin_trusting_mode_serves_stale_and_refreshes_in_background() {
     assert_eq!(stale.body(), "v0");
     assert!(is_hit(&stale));
     assert_eq!(h.wait_calls("/a", 2).await, 2);
+}
+
+// Origin-trusting mode: how stale an entry may be served is the engine's stale window
+// (`serve_stale_for`); past it, the entry is fetched again before serving.
+#[tokio::test]
+async fn origin_trusting_mode_respects_the_engine_stale_window() {
+    let cache = Cache::builder()
+        .serve_stale_for(Some(Duration::ZERO))
+        .build();
+    let h = H::with_cache(trusting(0, 0), cache).await;
+    h.route("/a", |s| resp(200, &[], format!("v{}", s.n)));
+    assert_eq!(h.get("/a").await.body(), "v0");
+    assert_eq!(h.get("/a").await.body(), "v1");
 }
 
 // Origin-trusting mode: 404/410 use the negative TTL.

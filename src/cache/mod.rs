@@ -134,6 +134,8 @@ pub enum Verdict {
     /// Validate it with the origin before serving (or [`Error::NotCached`] with
     /// `only_cached`).
     Validate,
+    /// No opinion: decide as without a judge (TTLs, stale windows, the other options).
+    Default,
 }
 
 /// A caller-supplied freshness decision over a stored entry's metadata at `now`, so that a
@@ -451,6 +453,7 @@ impl Cache {
                         previous = Some(entry.meta);
                         break;
                     }
+                    Verdict::Default => {}
                 }
             }
             let ttl = tier.ttl_for(&entry.meta);

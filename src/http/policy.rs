@@ -313,8 +313,9 @@ pub(crate) fn verdict(
         return Verdict::Validate;
     }
     match (mode, meta.stale_for) {
-        // The Go daramjwee's model: serve what we have and refresh it behind the client.
-        (PolicyMode::OriginTrusting { .. }, None) => Verdict::Stale { refresh: true },
+        // The Go daramjwee's model: serve what we have and refresh it behind the client,
+        // within the engine's own stale window (`CacheBuilder::serve_stale_for`).
+        (PolicyMode::OriginTrusting { .. }, None) => Verdict::Default,
         // RFC 5861 §3: within stale-while-revalidate, serve and refresh in the background.
         (_, Some(w)) if staleness < w.as_secs() => Verdict::Stale { refresh: true },
         _ => Verdict::Validate,
