@@ -745,6 +745,43 @@ async fn not_modified_updates_stored_headers_and_freshness() {
     assert_eq!(h.calls("/a"), 2);
 }
 
+// RFC 9111 §4.3.4: a 304 naming a strong validator the cache does not hold must not update
+// the stored entry; the cache fetches the current representation in full.
+#[tokio::test]
+async fn not_modified_for_another_representation_is_not_used_to_update() {
+    let h = H::shared().await;
+    h.route("/a", |s| {
+        if s.n == 0 {
+            return resp(
+                200,
+                &[("cache-control", "max-age=0"), ("etag", "\"v1\"")],
+                "old",
+            );
+        }
+        if s.headers.contains_key("if-none-match") {
+            return resp(
+                304,
+                &[("cache-control", "max-age=60"), ("etag", "\"v2\"")],
+                "",
+            );
+        }
+        resp(
+            200,
+            &[("cache-control", "max-age=60"), ("etag", "\"v2\"")],
+            "new",
+        )
+    });
+    h.get("/a").await;
+    let g = h.get("/a").await;
+    assert_eq!(g.body(), "new");
+    assert_eq!(g.header("etag"), "\"v2\"");
+    assert!(!h.seen("/a", 2).headers.contains_key("if-none-match"));
+    let hit = h.get("/a").await;
+    assert!(is_hit(&hit));
+    assert_eq!(hit.body(), "new");
+    assert_eq!(h.calls("/a"), 3);
+}
+
 // RFC 9111 §5.2.2.4: response no-cache: every reuse is validated first.
 #[tokio::test]
 async fn response_no_cache_forces_validation_on_every_use() {

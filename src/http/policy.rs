@@ -566,6 +566,22 @@ pub(crate) fn storable_headers(headers: &HeaderMap) -> HeaderMap {
     h
 }
 
+/// Whether a `304` selects the stored entry for update (RFC 9111 §4.3.4): a strong validator
+/// in the 304 must be the entry's; a weak one must match it weakly; none selects it.
+pub(crate) fn not_modified_selects(stored: &Metadata, headers_304: &HeaderMap) -> bool {
+    let Some(theirs) = headers_304.get(header::ETAG).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let theirs = theirs.trim();
+    match stored.etag.as_deref() {
+        Some(ours) if theirs.starts_with("W/") || ours.starts_with("W/") => {
+            ours.trim_start_matches("W/") == theirs.trim_start_matches("W/")
+        }
+        Some(ours) => ours == theirs,
+        None => false,
+    }
+}
+
 /// The metadata after a `304 Not Modified` (RFC 9111 §4.3.4): stored headers updated with the
 /// 304's, except the framing ones; freshness recomputed from the merged headers.
 pub(crate) fn merge_not_modified(

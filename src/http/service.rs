@@ -264,7 +264,7 @@ where
     S: Service<Request<B>, Response = Response<ResB>> + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
-    B: Send + 'static,
+    B: Default + Send + 'static,
     ResB: Body<Data = Bytes> + Send + 'static,
     ResB::Error: Into<BoxError>,
 {
@@ -285,6 +285,8 @@ where
                 variant_of,
                 side,
             } = self;
+            // Kept to ask again without validators if a 304 names another representation.
+            let unconditional = previous.as_ref().map(|_| head_copy(&parts));
             if let Some(prev) = &previous {
                 if let Some(etag) = prev
                     .etag
@@ -329,6 +331,27 @@ where
                 if let Some(keep) = stale_ok(&previous) {
                     let _ = side.send(Side::StaleIfError(Some(res.status().as_u16())));
                     return Ok(keep);
+                }
+            }
+            let mut res = res;
+            if res.status() == StatusCode::NOT_MODIFIED {
+                if let (Some(prev), Some(plain)) = (&previous, unconditional) {
+                    if !policy::not_modified_selects(prev, res.headers()) {
+                        // §4.3.4: a 304 whose strong validator we do not hold must not update
+                        // our entry; the representation it names is fetched in full.
+                        tracing::debug!("304 for another representation; fetching it in full");
+                        let again = match poll_fn(|cx| svc.poll_ready(cx)).await {
+                            Ok(()) => svc.call(Request::from_parts(plain, B::default())).await,
+                            Err(e) => Err(e),
+                        };
+                        res = match again {
+                            Ok(r) => r,
+                            Err(e) => {
+                                let _ = side.send(Side::Error(e));
+                                return Err("the origin service failed".into());
+                            }
+                        };
+                    }
                 }
             }
             let now = SystemTime::now();
