@@ -37,6 +37,7 @@ pub mod entry;
 pub mod error;
 pub mod eviction;
 pub mod http;
+pub mod metrics;
 pub mod store;
 pub mod worker;
 

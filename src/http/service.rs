@@ -104,6 +104,9 @@ where
                 ..Default::default()
             })
         };
+        if let RequestRule::Bypass(_) = rule {
+            self.cache.record_bypass();
+        }
         match rule {
             RequestRule::Bypass(reason) if is_unsafe(req.method()) => {
                 let mut target = head_of(&req);
