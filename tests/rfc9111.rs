@@ -17,7 +17,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::Response;
 use axum::Router;
 use common::{client, send, serve, Got, TestClient};
-use daramjwee::http::{CacheLayer, PolicyMode};
+use daramjwee::http::{CacheHandle, CacheLayer, PolicyMode};
 use daramjwee::Cache;
 use parking_lot::Mutex;
 
@@ -77,6 +77,7 @@ struct H {
     addr: std::net::SocketAddr,
     origin: Arc<Origin>,
     cache: Cache,
+    handle: CacheHandle,
     c: TestClient,
 }
 
@@ -88,6 +89,7 @@ impl H {
     async fn with_cache(mode: PolicyMode, cache: Cache) -> H {
         let origin = Arc::new(Origin::default());
         let layer = CacheLayer::builder(cache.clone()).policy(mode).build();
+        let control = layer.handle();
         let app = Router::new()
             .fallback(handle)
             .with_state(origin.clone())
@@ -97,6 +99,7 @@ impl H {
             addr,
             origin,
             cache,
+            handle: control,
             c: client(),
         }
     }
@@ -1209,6 +1212,28 @@ async fn purging_a_url_removes_all_its_variants() {
         assert!(!is_hit(&g), "{lang}: {}", g.cache_status());
     }
     assert_eq!(h.calls("/a"), 4);
+}
+
+// Purging through the layer's handle (by URL, or by prefix) removes every variant too.
+#[tokio::test]
+async fn handle_purges_remove_all_variants() {
+    let h = H::shared().await;
+    language_route(&h, "/a", Duration::ZERO);
+    language_route(&h, "/p/b", Duration::ZERO);
+    for path in ["/a", "/p/b"] {
+        for lang in ["en", "fr"] {
+            h.get_with(path, &[("accept-language", lang)]).await;
+        }
+    }
+    h.handle.purge_url(&h.key("/a")).await.unwrap();
+    let removed = h.handle.purge_prefix(&h.key("/p/")).await.unwrap();
+    assert!(removed >= 3, "marker and two variants: {removed}");
+    for path in ["/a", "/p/b"] {
+        for lang in ["en", "fr"] {
+            let g = h.get_with(path, &[("accept-language", lang)]).await;
+            assert!(!is_hit(&g), "{path} {lang}: {}", g.cache_status());
+        }
+    }
 }
 
 // RFC 9111 §4.4: an unsafe request invalidates every variant of its target URI.
