@@ -1,9 +1,17 @@
 //! The one place where the HTTP face decides what may be served from and stored in the cache
 //! (RFC 9111, RFC 5861).
 //!
-//! Request side: bypass, revalidate, only-if-cached. Response side: whether a response may be
-//! stored, and the freshness the stored [`Metadata`] carries. The engine never parses
-//! headers; everything HTTP is decided here. This module must never do I/O or touch a store.
+//! - Request side (`request_rule`): bypass (method, `no-store`, `If-Match`), or a lookup with
+//!   the request's directives.
+//! - Stored entry + request (`verdict`, run by the engine as its judge on every lookup that
+//!   finds an entry): fresh, serve stale (with or without a background refresh), or validate.
+//! - Response side (`storability`): whether a response may be stored, with which headers, and
+//!   the freshness and stale allowances its [`Metadata`] carries; `merge_not_modified` for 304s;
+//!   `stale_if_error` when a validation fails.
+//! - Client conditionals answered from the cache (`client_not_modified`).
+//!
+//! The engine never parses headers; everything HTTP is decided here. This module must never do
+//! I/O or touch a store.
 //!
 //! # Why not `http-cache-semantics`
 //!
