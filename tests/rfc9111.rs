@@ -17,7 +17,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::Response;
 use axum::Router;
 use common::{client, send, serve, Got, TestClient};
-use daramjwee::http::{CacheLayer, PolicyMode};
+use daramjwee::http::{CacheHandle, CacheLayer, PolicyMode};
 use daramjwee::Cache;
 use parking_lot::Mutex;
 
@@ -77,14 +77,19 @@ struct H {
     addr: std::net::SocketAddr,
     origin: Arc<Origin>,
     cache: Cache,
+    handle: CacheHandle,
     c: TestClient,
 }
 
 impl H {
     async fn new(mode: PolicyMode) -> H {
+        H::with_cache(mode, Cache::builder().build()).await
+    }
+
+    async fn with_cache(mode: PolicyMode, cache: Cache) -> H {
         let origin = Arc::new(Origin::default());
-        let cache = Cache::builder().build();
         let layer = CacheLayer::builder(cache.clone()).policy(mode).build();
+        let control = layer.handle();
         let app = Router::new()
             .fallback(handle)
             .with_state(origin.clone())
@@ -94,6 +99,7 @@ impl H {
             addr,
             origin,
             cache,
+            handle: control,
             c: client(),
         }
     }
@@ -162,9 +168,45 @@ impl H {
         self.calls(path)
     }
 
+    /// Waits (bounded, polling) until the hot tier holds `path`'s entry.
+    async fn stored_eventually(&self, path: &str) -> bool {
+        let key = self.key(path);
+        let Some(store) = self.cache.tier_store(0) else {
+            return false;
+        };
+        for _ in 0..200 {
+            if matches!(store.head(&key).await, Ok(Some(_))) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+
     fn key(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
+}
+
+/// A 200 whose body (`chunks` x 1000 bytes of b'a'+i) trickles out, so a fill is still
+/// streaming when a client that needs only part of it has gone.
+fn trickle(headers: &'static [(&'static str, &'static str)], chunks: u8) -> Response {
+    let stream = futures_util::stream::unfold(0u8, move |i| async move {
+        if i == chunks {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        Some((
+            Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'a' + i; 1000])),
+            i + 1,
+        ))
+    });
+    let mut r = resp(200, headers, Body::from_stream(stream));
+    r.headers_mut().insert(
+        "content-length",
+        (chunks as usize * 1000).to_string().parse().unwrap(),
+    );
+    r
 }
 
 fn is_hit(g: &Got) -> bool {
@@ -706,6 +748,43 @@ async fn not_modified_updates_stored_headers_and_freshness() {
     assert_eq!(h.calls("/a"), 2);
 }
 
+// RFC 9111 §4.3.4: a 304 naming a strong validator the cache does not hold must not update
+// the stored entry; the cache fetches the current representation in full.
+#[tokio::test]
+async fn not_modified_for_another_representation_is_not_used_to_update() {
+    let h = H::shared().await;
+    h.route("/a", |s| {
+        if s.n == 0 {
+            return resp(
+                200,
+                &[("cache-control", "max-age=0"), ("etag", "\"v1\"")],
+                "old",
+            );
+        }
+        if s.headers.contains_key("if-none-match") {
+            return resp(
+                304,
+                &[("cache-control", "max-age=60"), ("etag", "\"v2\"")],
+                "",
+            );
+        }
+        resp(
+            200,
+            &[("cache-control", "max-age=60"), ("etag", "\"v2\"")],
+            "new",
+        )
+    });
+    h.get("/a").await;
+    let g = h.get("/a").await;
+    assert_eq!(g.body(), "new");
+    assert_eq!(g.header("etag"), "\"v2\"");
+    assert!(!h.seen("/a", 2).headers.contains_key("if-none-match"));
+    let hit = h.get("/a").await;
+    assert!(is_hit(&hit));
+    assert_eq!(hit.body(), "new");
+    assert_eq!(h.calls("/a"), 3);
+}
+
 // RFC 9111 §5.2.2.4: response no-cache: every reuse is validated first.
 #[tokio::test]
 async fn response_no_cache_forces_validation_on_every_use() {
@@ -849,29 +928,49 @@ async fn if_modified_since_is_ignored_with_if_none_match() {
     assert_eq!(g.status, StatusCode::OK);
 }
 
+// RFC 9111 §4.3.2: If-Match and If-Unmodified-Since are not evaluated by a cache: such a
+// request goes to the origin even when a fresh entry is stored.
+#[tokio::test]
+async fn if_match_and_if_unmodified_since_are_left_to_the_origin() {
+    let h = H::shared().await;
+    h.route("/a", |s| {
+        if s.headers.contains_key("if-match") || s.headers.contains_key("if-unmodified-since") {
+            return resp(412, &[], "");
+        }
+        resp(
+            200,
+            &[("cache-control", "max-age=60"), ("etag", "\"v\"")],
+            "x",
+        )
+    });
+    h.get("/a").await;
+    let g = h.get_with("/a", &[("if-match", "\"other\"")]).await;
+    assert_eq!(g.status, StatusCode::PRECONDITION_FAILED);
+    let since = http_date(Duration::from_secs(3600));
+    let g = h
+        .get_with("/a", &[("if-unmodified-since", since.as_str())])
+        .await;
+    assert_eq!(g.status, StatusCode::PRECONDITION_FAILED);
+    assert!(is_hit(&h.get("/a").await));
+    assert_eq!(h.calls("/a"), 3);
+}
+
 // RFC 9111 §4.3.2: a client's conditional on a miss: the cache fetches the full response
 // (without the client's validators), stores it, and answers the client 304.
 #[tokio::test]
 async fn client_conditional_on_miss_fills_the_cache_and_answers_304() {
     let h = H::shared().await;
-    h.fixed(
-        "/a",
-        &[("cache-control", "max-age=60"), ("etag", "\"v\"")],
-        "body",
-    );
+    h.route("/a", |_| {
+        trickle(&[("cache-control", "max-age=60"), ("etag", "\"v\"")], 5)
+    });
     let g = h.get_with("/a", &[("if-none-match", "\"v\"")]).await;
     assert_eq!(g.status, StatusCode::NOT_MODIFIED);
     assert!(!h.seen("/a", 0).headers.contains_key("if-none-match"));
-    let mut full = h.get("/a").await;
-    for _ in 0..50 {
-        if is_hit(&full) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        full = h.get("/a").await;
-    }
+    // Nothing else asks for the URL meanwhile: the fill must finish on its own.
+    assert!(h.stored_eventually("/a").await, "the fill was abandoned");
+    let full = h.get("/a").await;
     assert!(is_hit(&full), "{}", full.cache_status());
-    assert_eq!(full.body(), "body");
+    assert_eq!(full.body().len(), 5000);
     assert_eq!(h.calls("/a"), 1);
 }
 
@@ -1115,6 +1214,28 @@ async fn purging_a_url_removes_all_its_variants() {
     assert_eq!(h.calls("/a"), 4);
 }
 
+// Purging through the layer's handle (by URL, or by prefix) removes every variant too.
+#[tokio::test]
+async fn handle_purges_remove_all_variants() {
+    let h = H::shared().await;
+    language_route(&h, "/a", Duration::ZERO);
+    language_route(&h, "/p/b", Duration::ZERO);
+    for path in ["/a", "/p/b"] {
+        for lang in ["en", "fr"] {
+            h.get_with(path, &[("accept-language", lang)]).await;
+        }
+    }
+    h.handle.purge_url(&h.key("/a")).await.unwrap();
+    let removed = h.handle.purge_prefix(&h.key("/p/")).await.unwrap();
+    assert!(removed >= 3, "marker and two variants: {removed}");
+    for path in ["/a", "/p/b"] {
+        for lang in ["en", "fr"] {
+            let g = h.get_with(path, &[("accept-language", lang)]).await;
+            assert!(!is_hit(&g), "{path} {lang}: {}", g.cache_status());
+        }
+    }
+}
+
 // RFC 9111 §4.4: an unsafe request invalidates every variant of its target URI.
 #[tokio::test]
 async fn unsafe_request_invalidates_all_variants() {
@@ -1284,21 +1405,17 @@ async fn if_range_mismatch_gets_the_full_200() {
 #[tokio::test]
 async fn range_on_miss_fills_the_full_object_and_answers_the_range() {
     let h = H::shared().await;
-    h.fixed("/a", &[("cache-control", "max-age=60")], "0123456789");
-    let g = h.get_with("/a", &[("range", "bytes=0-2")]).await;
+    h.route("/a", |_| trickle(&[("cache-control", "max-age=60")], 5));
+    let g = h.get_with("/a", &[("range", "bytes=999-1001")]).await;
     assert_eq!(g.status, StatusCode::PARTIAL_CONTENT);
-    assert_eq!(g.body(), "012");
+    assert_eq!(g.body(), "abb");
+    assert_eq!(g.header("content-range"), "bytes 999-1001/5000");
     assert!(!h.seen("/a", 0).headers.contains_key("range"));
-    let mut full = h.get("/a").await;
-    for _ in 0..50 {
-        if is_hit(&full) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        full = h.get("/a").await;
-    }
+    // Nothing else asks for the URL meanwhile: the fill must finish on its own.
+    assert!(h.stored_eventually("/a").await, "the fill was abandoned");
+    let full = h.get("/a").await;
     assert!(is_hit(&full), "{}", full.cache_status());
-    assert_eq!(full.body(), "0123456789");
+    assert_eq!(full.body().len(), 5000);
     assert_eq!(h.calls("/a"), 1);
 }
 
@@ -1393,6 +1510,23 @@ async fn same_origin_location_and_content_location_are_invalidated() {
     assert!(!is_hit(&h.get("/cl").await));
     assert_eq!(h.calls("/loc"), 2);
     assert_eq!(h.calls("/cl"), 2);
+}
+
+// RFC 9111 §4.4, RFC 3986 §5.2: a relative Location is resolved against the target URI.
+#[tokio::test]
+async fn relative_location_is_resolved_and_invalidated() {
+    let h = H::shared().await;
+    item_route(
+        &h,
+        "/dir/item",
+        201,
+        vec![("location", "sibling".to_owned())],
+    );
+    h.fixed("/dir/sibling", &[("cache-control", "max-age=60")], "s");
+    h.get("/dir/sibling").await;
+    h.send("POST", "/dir/item", &[]).await;
+    assert!(!is_hit(&h.get("/dir/sibling").await));
+    assert_eq!(h.calls("/dir/sibling"), 2);
 }
 
 // RFC 9111 §4.4: a Location on another origin is not invalidated (it could be used to purge
@@ -1517,19 +1651,96 @@ async fn cache_status_reports_stored_miss_then_hit() {
 // Policy modes: shared (default), private, origin-trusting
 // ---------------------------------------------------------------------------------------------
 
-// Shared mode (our choice, safer than RFC 9111 requires): a response setting a cookie is not
-// stored, so one client's cookie is never replayed to another.
+// RFC 9111 §3 (no rule against Set-Cookie), §5.2.2.4: a shared cache stores a cookie-setting
+// response unless told otherwise; `no-cache="Set-Cookie"` stores it without the cookie.
 #[tokio::test]
-async fn shared_cache_does_not_store_set_cookie_responses() {
+async fn shared_cache_stores_set_cookie_unless_the_field_is_excluded() {
     let h = H::shared().await;
     h.fixed(
         "/a",
         &[("cache-control", "max-age=60"), ("set-cookie", "id=1")],
         "x",
     );
+    h.fixed(
+        "/b",
+        &[
+            ("cache-control", "max-age=60, no-cache=\"Set-Cookie\""),
+            ("set-cookie", "id=1"),
+        ],
+        "x",
+    );
+    for p in ["/a", "/b"] {
+        h.get(p).await;
+        assert!(is_hit(&h.get(p).await), "{p}");
+    }
+    assert_eq!(h.get("/a").await.header("set-cookie"), "id=1");
+    assert!(!h.get("/b").await.headers.contains_key("set-cookie"));
+}
+
+// RFC 9111 §5.2.2.4: fields named by a qualified no-cache are not served from the cache; the
+// rest of the response is.
+#[tokio::test]
+async fn qualified_no_cache_omits_the_listed_fields() {
+    let h = H::shared().await;
+    h.fixed(
+        "/a",
+        &[
+            ("cache-control", "no-cache=\"a, b\""),
+            ("cache-control", "max-age=3600"),
+            ("a", "1"),
+            ("b", "2"),
+            ("c", "3"),
+        ],
+        "x",
+    );
     h.get("/a").await;
+    let g = h.get("/a").await;
+    assert!(is_hit(&g), "{}", g.cache_status());
+    assert_eq!(g.header("c"), "3");
+    assert!(!g.headers.contains_key("a") && !g.headers.contains_key("b"));
+}
+
+// RFC 9111 §5.2.2.7: a shared cache stores a response with qualified private, minus the
+// listed fields.
+#[tokio::test]
+async fn qualified_private_omits_the_listed_fields_in_shared_cache() {
+    let h = H::shared().await;
+    h.fixed(
+        "/a",
+        &[
+            ("cache-control", "max-age=60, private=\"x-user\""),
+            ("x-user", "alice"),
+        ],
+        "x",
+    );
     h.get("/a").await;
+    let g = h.get("/a").await;
+    assert!(is_hit(&g));
+    assert!(!g.headers.contains_key("x-user"));
+}
+
+// RFC 9111 §5.2: `max-age =N` / `max-age= N` are not max-age: ignored, so not reused.
+#[tokio::test]
+async fn max_age_with_whitespace_around_equals_is_ignored() {
+    let h = H::shared().await;
+    h.fixed("/a", &[("cache-control", "max-age =100")], "x");
+    h.fixed("/b", &[("cache-control", "max-age= 100")], "x");
+    for p in ["/a", "/b"] {
+        h.get(p).await;
+        h.get(p).await;
+        assert_eq!(h.calls(p), 2, "{p}");
+    }
+}
+
+// RFC 9111 §5.2.1.1: request max-age=0 validates even a just-stored entry.
+#[tokio::test]
+async fn request_max_age_zero_forces_validation() {
+    let h = H::shared().await;
+    aged_route(&h, "/a", "max-age=100", "0");
+    h.get("/a").await;
+    h.get_with("/a", &[("cache-control", "max-age=0")]).await;
     assert_eq!(h.calls("/a"), 2);
+    assert_eq!(h.seen("/a", 1).headers["if-none-match"], "\"v\"");
 }
 
 // RFC 9111 §5.2.2.7: a private cache may store private responses.
@@ -1605,6 +1816,19 @@ async fn origin_trusting_mode_serves_stale_and_refreshes_in_background() {
     assert_eq!(h.wait_calls("/a", 2).await, 2);
 }
 
+// Origin-trusting mode: how stale an entry may be served is the engine's stale window
+// (`serve_stale_for`); past it, the entry is fetched again before serving.
+#[tokio::test]
+async fn origin_trusting_mode_respects_the_engine_stale_window() {
+    let cache = Cache::builder()
+        .serve_stale_for(Some(Duration::ZERO))
+        .build();
+    let h = H::with_cache(trusting(0, 0), cache).await;
+    h.route("/a", |s| resp(200, &[], format!("v{}", s.n)));
+    assert_eq!(h.get("/a").await.body(), "v0");
+    assert_eq!(h.get("/a").await.body(), "v1");
+}
+
 // Origin-trusting mode: 404/410 use the negative TTL.
 #[tokio::test]
 async fn origin_trusting_mode_uses_the_negative_ttl_for_not_found() {
@@ -1642,4 +1866,112 @@ async fn origin_trusting_mode_respects_no_store_private_and_set_cookie() {
         h.get(p).await;
         assert_eq!(h.calls(p), 2, "{p}");
     }
+}
+
+// RFC 9111 §5.1, §4: the cache must not rewrite the stored Date.
+#[tokio::test]
+async fn stored_date_header_is_replayed_unchanged() {
+    let h = H::shared().await;
+    let date = http_date(Duration::from_secs(100));
+    let sent = date.clone();
+    h.route("/a", move |_| {
+        resp(
+            200,
+            &[("cache-control", "max-age=600"), ("date", sent.as_str())],
+            "x",
+        )
+    });
+    h.get("/a").await;
+    let hit = h.get("/a").await;
+    assert!(is_hit(&hit));
+    assert_eq!(hit.header("date"), date);
+    let age: u64 = hit.header("age").parse().unwrap();
+    assert!(age >= 100, "age {age}");
+}
+
+/// Serves the layer over a plain tower service whose call fails (a transport error, not a
+/// status) from its second request on, through hyper directly: axum only serves infallible
+/// services.
+async fn serve_failing_origin(
+    cc: &'static str,
+) -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::service::TowerToHyperService;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tower::ServiceBuilder;
+
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let cc = http::HeaderValue::from_static(cc);
+    let origin = tower::service_fn(move |_req: http::Request<Body>| {
+        let n = counter.fetch_add(1, Ordering::SeqCst);
+        let cc = cc.clone();
+        async move {
+            if n == 0 {
+                let res = http::Response::builder()
+                    .header("cache-control", cc)
+                    .header("age", "10")
+                    .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                        b"good",
+                    )))
+                    .unwrap();
+                Ok(res)
+            } else {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionRefused,
+                    "origin down",
+                ))
+            }
+        }
+    });
+    let layer = CacheLayer::new(Cache::builder().build());
+    let svc = ServiceBuilder::new()
+        .map_request(|r: http::Request<hyper::body::Incoming>| r.map(Body::new))
+        .layer(layer)
+        .service(origin);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let svc = TowerToHyperService::new(svc.clone());
+            tokio::spawn(async move {
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, calls)
+}
+
+// RFC 5861 §4: an origin that cannot be reached at all (the inner service fails) is an error
+// too: the stale entry is served within stale-if-error.
+#[tokio::test]
+async fn stale_if_error_serves_stale_entry_when_origin_service_fails() {
+    let (addr, calls) = serve_failing_origin("max-age=1, stale-if-error=100").await;
+    let c = client();
+    assert_eq!(common::get(&c, addr, "/a").await.body(), "good");
+    let g = common::get(&c, addr, "/a").await;
+    assert_eq!(g.status, StatusCode::OK);
+    assert_eq!(g.body(), "good");
+    assert!(
+        g.cache_status().contains("stale-if-error"),
+        "{}",
+        g.cache_status()
+    );
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
+// Without stale-if-error, the inner service's own error is returned (the cache never turns
+// it into a response of its own).
+#[tokio::test]
+async fn origin_service_error_without_stale_if_error_is_returned() {
+    let (addr, _) = serve_failing_origin("max-age=1").await;
+    let c = client();
+    assert_eq!(common::get(&c, addr, "/a").await.body(), "good");
+    let g = common::get(&c, addr, "/a").await;
+    assert!(g.body.is_err(), "the connection fails: {:?}", g.status);
 }

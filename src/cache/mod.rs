@@ -135,6 +135,8 @@ pub enum Verdict {
     /// Validate it with the origin before serving (or [`Error::NotCached`] with
     /// `only_cached`).
     Validate,
+    /// No opinion: decide as without a judge (TTLs, stale windows, the other options).
+    Default,
 }
 
 /// A caller-supplied freshness decision over a stored entry's metadata at `now`, so that a
@@ -180,6 +182,25 @@ impl GetOptions {
     }
     /// Lets `judge` decide, for each stored entry, whether it is served, served stale or
     /// validated first.
+    ///
+    /// ```
+    /// use daramjwee::{Cache, EntryBody, Fetched, GetOptions, Metadata, Verdict};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), daramjwee::Error> {
+    /// let cache = Cache::builder().build();
+    /// let v1 = |_prev| async {
+    ///     Ok(Fetched::Entry { meta: Metadata::new(http::StatusCode::OK), body: EntryBody::from_bytes("v1") })
+    /// };
+    /// cache.get("k", v1).await?.body.collect().await?;
+    /// // This caller accepts nothing stored: the entry is validated (here: replaced).
+    /// let always_validate = GetOptions::default().judge(|_meta, _now| Verdict::Validate);
+    /// let v2 = |_prev| async {
+    ///     Ok(Fetched::Entry { meta: Metadata::new(http::StatusCode::OK), body: EntryBody::from_bytes("v2") })
+    /// };
+    /// let got = cache.get_with("k", always_validate, v2).await?;
+    /// assert_eq!(got.body.collect().await?, "v2");
+    /// # Ok(()) }
+    /// ```
     pub fn judge(
         mut self,
         judge: impl Fn(&Metadata, SystemTime) -> Verdict + Send + Sync + 'static,
@@ -476,6 +497,7 @@ impl Cache {
                         previous = Some(entry.meta);
                         break;
                     }
+                    Verdict::Default => {}
                 }
             }
             let ttl = tier.ttl_for(&entry.meta);

@@ -148,6 +148,13 @@ where
                         let to = (*skip + *take).min(n) as usize;
                         *skip = 0;
                         *take -= (to - from) as u64;
+                        // Done: let go of the stream now, since a server stops polling (and
+                        // may keep the body around) once `is_end_stream` says so.
+                        if *take == 0 {
+                            if let (Some(rest), true) = (body.take(), *drain) {
+                                drain_detached(rest);
+                            }
+                        }
                         return Poll::Ready(Some(Ok(Frame::data(chunk.slice(from..to)))));
                     }
                     Poll::Ready(Some(Err(e))) => {

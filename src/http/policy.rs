@@ -1,9 +1,17 @@
 //! The one place where the HTTP face decides what may be served from and stored in the cache
 //! (RFC 9111, RFC 5861).
 //!
-//! Request side: bypass, revalidate, only-if-cached. Response side: whether a response may be
-//! stored, and the freshness the stored [`Metadata`] carries. The engine never parses
-//! headers; everything HTTP is decided here. This module must never do I/O or touch a store.
+//! - Request side (`request_rule`): bypass (method, `no-store`, `If-Match`), or a lookup with
+//!   the request's directives.
+//! - Stored entry + request (`verdict`, run by the engine as its judge on every lookup that
+//!   finds an entry): fresh, serve stale (with or without a background refresh), or validate.
+//! - Response side (`storability`): whether a response may be stored, with which headers, and
+//!   the freshness and stale allowances its [`Metadata`] carries; `merge_not_modified` for 304s;
+//!   `stale_if_error` when a validation fails.
+//! - Client conditionals answered from the cache (`client_not_modified`).
+//!
+//! The engine never parses headers; everything HTTP is decided here. This module must never do
+//! I/O or touch a store.
 //!
 //! # Why not `http-cache-semantics`
 //!
@@ -37,9 +45,14 @@ use crate::entry::Metadata;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum PolicyMode {
-    /// A shared cache (proxy, CDN): honours `s-maxage`, never stores `private` responses, stores
-    /// responses to requests with `Authorization` only when the response allows it
-    /// (RFC 9111 §3.5), never stores responses that set cookies. The default.
+    /// A shared cache (proxy, CDN): honours `s-maxage` and `proxy-revalidate`, never stores
+    /// `private` responses, stores responses to requests with `Authorization` only when the
+    /// response allows it (RFC 9111 §3.5). The default.
+    ///
+    /// As RFC 9111 allows, a response that sets a cookie is stored (and the cookie replayed)
+    /// unless the origin marks it `private`, `no-store`, `no-cache="Set-Cookie"` or
+    /// `private="Set-Cookie"` (the last two store the response without the field). An origin
+    /// that sets per-user cookies on otherwise cacheable responses must say so.
     #[default]
     Shared,
     /// A private (single-user) cache, e.g. around an HTTP client: stores `private` responses and
@@ -65,10 +78,14 @@ pub enum PolicyMode {
 pub struct CacheControl {
     /// `no-store`
     pub no_store: bool,
-    /// `no-cache` (with or without a field list: a list is treated as unqualified, the safe side)
+    /// `no-cache` without a field list.
     pub no_cache: bool,
-    /// `private` (with or without a field list, likewise)
+    /// The fields named by `no-cache="..."` (lowercase): stored responses omit them.
+    pub no_cache_fields: Vec<String>,
+    /// `private` without a field list.
     pub private: bool,
+    /// The fields named by `private="..."` (lowercase): a shared cache omits them.
+    pub private_fields: Vec<String>,
     /// `public`
     pub public: bool,
     /// `must-revalidate`
@@ -100,14 +117,28 @@ impl CacheControl {
         for value in headers.get_all(header::CACHE_CONTROL) {
             let Ok(s) = value.to_str() else { continue };
             for directive in split_directives(s) {
+                let directive = directive.trim();
                 let (name, arg) = match directive.split_once('=') {
-                    Some((n, a)) => (n.trim(), Some(a.trim().trim_matches('"'))),
-                    None => (directive.trim(), None),
+                    // `max-age =5` and `max-age= 5` are not the directive (§5.2: no
+                    // whitespace around `=`): ignore them rather than guess.
+                    Some((n, a)) if n.ends_with([' ', '\t']) || a.starts_with([' ', '\t']) => {
+                        continue
+                    }
+                    Some((n, a)) => (n, Some(unquote(a))),
+                    None => (directive, None),
                 };
                 let seconds = || arg.and_then(parse_delta_seconds);
+                let fields = || {
+                    arg.into_iter()
+                        .flat_map(|a| a.split(','))
+                        .map(|f| f.trim().to_ascii_lowercase())
+                        .filter(|f| !f.is_empty())
+                };
                 match name.to_ascii_lowercase().as_str() {
                     "no-store" => cc.no_store = true,
+                    "no-cache" if arg.is_some() => cc.no_cache_fields.extend(fields()),
                     "no-cache" => cc.no_cache = true,
+                    "private" if arg.is_some() => cc.private_fields.extend(fields()),
                     "private" => cc.private = true,
                     "public" => cc.public = true,
                     "must-revalidate" => cc.must_revalidate = true,
@@ -130,6 +161,13 @@ impl CacheControl {
         }
         cc
     }
+}
+
+/// A directive argument: a quoted-string loses its quotes (a token is taken as is).
+fn unquote(a: &str) -> &str {
+    a.strip_prefix('"')
+        .and_then(|a| a.strip_suffix('"'))
+        .unwrap_or(a)
 }
 
 /// Keeps the first valid value; an invalid `max-age` value counts as 0 (stale), the safe
@@ -208,6 +246,11 @@ pub(crate) fn request_rule(method: &Method, headers: &HeaderMap) -> RequestRule 
     if cc.no_store {
         return RequestRule::Bypass("request");
     }
+    // RFC 9111 §4.3.2: If-Match and If-Unmodified-Since are not for a cache to evaluate;
+    // the origin answers them (and such a response is not stored).
+    if headers.contains_key(header::IF_MATCH) || headers.contains_key(header::IF_UNMODIFIED_SINCE) {
+        return RequestRule::Bypass("precondition");
+    }
     let pragma_no_cache = !headers.contains_key(header::CACHE_CONTROL)
         && headers.get_all(header::PRAGMA).iter().any(|v| {
             v.to_str()
@@ -278,8 +321,9 @@ pub(crate) fn verdict(
         return Verdict::Validate;
     }
     match (mode, meta.stale_for) {
-        // The Go daramjwee's model: serve what we have and refresh it behind the client.
-        (PolicyMode::OriginTrusting { .. }, None) => Verdict::Stale { refresh: true },
+        // The Go daramjwee's model: serve what we have and refresh it behind the client,
+        // within the engine's own stale window (`CacheBuilder::serve_stale_for`).
+        (PolicyMode::OriginTrusting { .. }, None) => Verdict::Default,
         // RFC 5861 §3: within stale-while-revalidate, serve and refresh in the background.
         (_, Some(w)) if staleness < w.as_secs() => Verdict::Stale { refresh: true },
         _ => Verdict::Validate,
@@ -360,7 +404,9 @@ pub(crate) fn storability(
     if shared && cc.private {
         return Storability::Pass("private");
     }
-    if shared && headers.contains_key(header::SET_COOKIE) {
+    // The Go daramjwee's rule, kept for its mode: a cookie is never replayed.
+    if matches!(mode, PolicyMode::OriginTrusting { .. }) && headers.contains_key(header::SET_COOKIE)
+    {
         return Storability::Pass("set-cookie");
     }
     if shared
@@ -468,7 +514,14 @@ pub(crate) fn storability(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|s| s.parse().ok());
-    meta.headers = storable_headers(headers);
+    let mut kept = storable_headers(headers);
+    // §5.2.2.4, §5.2.2.7: fields named by no-cache (any cache) or private (shared caches)
+    // are not sent from the cache without validation: simplest is not to keep them.
+    let private_fields = if shared { &cc.private_fields[..] } else { &[] };
+    for name in cc.no_cache_fields.iter().chain(private_fields) {
+        kept.remove(name.as_str());
+    }
+    meta.headers = kept;
     Storability::Store(meta)
 }
 
@@ -519,6 +572,22 @@ pub(crate) fn storable_headers(headers: &HeaderMap) -> HeaderMap {
     strip_hop_by_hop(&mut h);
     h.remove(header::AGE);
     h
+}
+
+/// Whether a `304` selects the stored entry for update (RFC 9111 §4.3.4): a strong validator
+/// in the 304 must be the entry's; a weak one must match it weakly; none selects it.
+pub(crate) fn not_modified_selects(stored: &Metadata, headers_304: &HeaderMap) -> bool {
+    let Some(theirs) = headers_304.get(header::ETAG).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let theirs = theirs.trim();
+    match stored.etag.as_deref() {
+        Some(ours) if theirs.starts_with("W/") || ours.starts_with("W/") => {
+            ours.trim_start_matches("W/") == theirs.trim_start_matches("W/")
+        }
+        Some(ours) => ours == theirs,
+        None => false,
+    }
 }
 
 /// The metadata after a `304 Not Modified` (RFC 9111 §4.3.4): stored headers updated with the
@@ -631,7 +700,78 @@ mod tests {
         ]));
         assert_eq!(cc.max_age, Some(60));
         assert_eq!(cc.s_maxage, Some(10));
-        assert!(cc.public && cc.no_cache && !cc.private);
+        assert!(cc.public && !cc.no_cache && !cc.private);
+        assert_eq!(cc.no_cache_fields, vec!["set-cookie".to_owned()]);
+    }
+
+    #[test]
+    fn whitespace_around_equals_voids_the_directive() {
+        let cc = CacheControl::parse(&headers(&[("cache-control", "max-age =100, s-maxage= 5")]));
+        assert_eq!((cc.max_age, cc.s_maxage), (None, None));
+        let cc = CacheControl::parse(&headers(&[("cache-control", "max-age='5'")]));
+        assert_eq!(cc.max_age, Some(0));
+    }
+
+    #[test]
+    fn qualified_no_cache_and_private_strip_their_fields_only() {
+        let now = SystemTime::now();
+        let h = headers(&[
+            (
+                "cache-control",
+                "max-age=60, no-cache=\"a, B\", private=\"c\"",
+            ),
+            ("a", "1"),
+            ("b", "2"),
+            ("c", "3"),
+            ("d", "4"),
+        ]);
+        let none = HeaderMap::new();
+        let Storability::Store(m) =
+            storability(&PolicyMode::Shared, &none, StatusCode::OK, &h, now, now)
+        else {
+            panic!("a qualified no-cache/private response is storable")
+        };
+        assert!(m.headers.contains_key("d"));
+        assert!(!m.headers.contains_key("a") && !m.headers.contains_key("b"));
+        assert!(!m.headers.contains_key("c"));
+        let Storability::Store(m) =
+            storability(&PolicyMode::Private, &none, StatusCode::OK, &h, now, now)
+        else {
+            panic!()
+        };
+        assert!(
+            m.headers.contains_key("c"),
+            "a private cache keeps private fields"
+        );
+    }
+
+    #[test]
+    fn malformed_expires_dates_mean_already_expired() {
+        // RFC 9111 §5.3: invalid dates are in the past.
+        let now = SystemTime::now();
+        for bad in [
+            "0",
+            "Thu, 18 Aug 2050 02:01:18 UTC",
+            "Thu, 18 Aug 50 02:01:18 GMT",
+            "Thu 18 Aug 2050 02:01:18 GMT",
+            "Thu, 18  Aug  2050 02:01:18 GMT",
+            "Thu, 18-Aug-2050 02:01:18 GMT",
+            "Thu, 18 Aug 2050 02.01.18 GMT",
+            "Thu, 18 Aug 2050 2:01:18 GMT",
+        ] {
+            let h = headers(&[("expires", bad)]);
+            let Storability::Store(m) = storability(
+                &PolicyMode::Shared,
+                &HeaderMap::new(),
+                StatusCode::OK,
+                &h,
+                now,
+                now,
+            ) else {
+                panic!("{bad}: a 200 with Expires is storable")
+            };
+            assert_eq!(m.fresh_until, Some(now), "{bad}");
+        }
     }
 
     #[test]
@@ -641,7 +781,7 @@ mod tests {
     }
 
     #[test]
-    fn shared_cache_refuses_private_set_cookie_and_authorized() {
+    fn shared_cache_refuses_private_and_authorized_but_origin_trusting_refuses_cookies() {
         let now = SystemTime::now();
         let m = PolicyMode::Shared;
         let none = HeaderMap::new();
@@ -655,6 +795,14 @@ mod tests {
         ));
         assert!(matches!(
             storability(&m, &none, StatusCode::OK, &cookie, now, now),
+            Storability::Store(_)
+        ));
+        let trusting = PolicyMode::OriginTrusting {
+            ttl: Duration::from_secs(1),
+            negative_ttl: Duration::from_secs(1),
+        };
+        assert!(matches!(
+            storability(&trusting, &none, StatusCode::OK, &cookie, now, now),
             Storability::Pass("set-cookie")
         ));
         assert!(matches!(
@@ -768,6 +916,80 @@ mod tests {
                 && !kept.contains_key("keep-alive")
                 && !kept.contains_key("connection")
         );
+    }
+
+    #[test]
+    fn verdict_follows_request_and_response_directives() {
+        let now = SystemTime::now();
+        let entry = |cc: &str, age: u64, lifetime: u64| {
+            let mut m =
+                Metadata::new(StatusCode::OK).with_headers(headers(&[("cache-control", cc)]));
+            m.stored_at = now - Duration::from_secs(age);
+            m.fresh_until = Some(m.stored_at + Duration::from_secs(lifetime));
+            m.stale_for = Some(Duration::from_secs(
+                CacheControl::parse(&m.headers)
+                    .stale_while_revalidate
+                    .unwrap_or(0),
+            ));
+            m
+        };
+        let req = |cc: &str| match request_rule(&Method::GET, &headers(&[("cache-control", cc)])) {
+            RequestRule::Lookup { directives, .. } => directives,
+            RequestRule::Bypass(_) => panic!("{cc}"),
+        };
+        let shared = PolicyMode::Shared;
+        let cases = [
+            // (response cc, age, lifetime, request cc, expected)
+            ("", 10, 100, "", Verdict::Fresh),
+            ("", 10, 100, "no-cache", Verdict::Validate),
+            ("", 10, 100, "max-age=5", Verdict::Validate),
+            ("", 10, 100, "max-age=0", Verdict::Validate),
+            ("", 10, 100, "min-fresh=95", Verdict::Validate),
+            ("", 10, 100, "min-fresh=50", Verdict::Fresh),
+            ("", 110, 100, "", Verdict::Validate),
+            (
+                "",
+                110,
+                100,
+                "max-stale=20",
+                Verdict::Stale { refresh: false },
+            ),
+            ("", 110, 100, "max-stale=5", Verdict::Validate),
+            ("", 110, 100, "max-stale", Verdict::Stale { refresh: false }),
+            ("must-revalidate", 110, 100, "max-stale", Verdict::Validate),
+            ("proxy-revalidate", 110, 100, "max-stale", Verdict::Validate),
+            ("s-maxage=100", 110, 100, "max-stale", Verdict::Validate),
+            (
+                "stale-while-revalidate=60",
+                110,
+                100,
+                "",
+                Verdict::Stale { refresh: true },
+            ),
+            ("stale-while-revalidate=5", 110, 100, "", Verdict::Validate),
+            (
+                "stale-while-revalidate=60",
+                110,
+                100,
+                "min-fresh=1",
+                Verdict::Validate,
+            ),
+        ];
+        for (rcc, age, life, qcc, want) in cases {
+            let got = verdict(&shared, &req(qcc), &entry(rcc, age, life), now);
+            assert_eq!(
+                got, want,
+                "response {rcc:?} age {age}/{life}, request {qcc:?}"
+            );
+        }
+        // A private cache is not bound by proxy-revalidate.
+        let got = verdict(
+            &PolicyMode::Private,
+            &req("max-stale"),
+            &entry("proxy-revalidate", 110, 100),
+            now,
+        );
+        assert_eq!(got, Verdict::Stale { refresh: false });
     }
 
     #[test]

@@ -109,7 +109,9 @@ where
         }
         match rule {
             RequestRule::Bypass(reason) if is_unsafe(req.method()) => {
-                let keys = invalidation_keys(&self.config, &req);
+                let mut target = head_of(&req);
+                target.method = Method::GET;
+                let config = self.config.clone();
                 let cache = self.cache.clone();
                 let status = status(reason);
                 let fut = svc.call(req);
@@ -119,9 +121,7 @@ where
                     // (and same-origin Location / Content-Location), before the response is
                     // handed on, so the client's next GET cannot see the old entry.
                     if res.status().is_success() || res.status().is_redirection() {
-                        let mut keys = keys;
-                        keys.extend(location_keys(&res, &keys));
-                        for key in keys {
+                        for key in invalidation_keys(&config, &target, res.headers()) {
                             if let Err(e) = cache.delete(&key).await {
                                 tracing::warn!(error = %e, "invalidation after unsafe request failed");
                             }
@@ -157,44 +157,72 @@ fn is_unsafe(m: &Method) -> bool {
     )
 }
 
-/// The keys an unsafe request to this URI invalidates: the URI as GET would key it.
-fn invalidation_keys<B>(config: &HttpConfig, req: &Request<B>) -> Vec<String> {
-    let mut parts = head_of(req);
-    parts.method = Method::GET;
-    vec![(config.key_fn)(&parts)]
-}
-
-/// Keys of `Location` and `Content-Location` when they are on the same origin as `keys[0]`.
-fn location_keys<ResB>(res: &Response<ResB>, keys: &[String]) -> Vec<String> {
-    let Some(base) = keys.first() else {
-        return Vec::new();
-    };
-    let Ok(base_uri) = base.parse::<Uri>() else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
+/// The keys an unsafe request invalidates (RFC 9111 §4.4): its target URI, and the
+/// `Location` / `Content-Location` URIs of its response when they are on the same origin, each
+/// keyed as a GET for it would be (so a custom key function is respected).
+fn invalidation_keys(config: &HttpConfig, target: &Parts, res: &http::HeaderMap) -> Vec<String> {
+    let mut keys = vec![(config.key_fn)(target)];
     for name in [header::LOCATION, header::CONTENT_LOCATION] {
-        let Some(v) = res.headers().get(&name).and_then(|v| v.to_str().ok()) else {
+        let Some(v) = res.get(&name).and_then(|v| v.to_str().ok()) else {
             continue;
         };
-        let Ok(uri) = v.parse::<Uri>() else { continue };
-        let same_origin = match uri.authority() {
-            None => true,
-            Some(a) => Some(a) == base_uri.authority() && uri.scheme() == base_uri.scheme(),
-        };
-        if !same_origin {
-            continue;
-        }
-        let (Some(scheme), Some(auth)) = (base_uri.scheme_str(), base_uri.authority()) else {
+        let Some(uri) = same_origin_uri(target, v) else {
+            tracing::debug!(
+                location = v,
+                "cross-origin or unparsable location not invalidated"
+            );
             continue;
         };
-        let pq = uri.path_and_query().map_or("/", |p| p.as_str());
-        let key = format!("{scheme}://{auth}{pq}");
-        if !out.contains(&key) && !keys.contains(&key) {
-            out.push(key);
+        let mut parts = head_copy(target);
+        parts.uri = uri;
+        let key = (config.key_fn)(&parts);
+        if !keys.contains(&key) {
+            keys.push(key);
         }
     }
-    out
+    keys
+}
+
+/// `reference` resolved against the request target, if it is on the same origin: a relative
+/// reference always is; an absolute one when its authority is the target's (from the URI, or
+/// `Host` for origin-form requests) and its scheme the target's (either of http/https when the
+/// request did not say, as behind a TLS terminator).
+fn same_origin_uri(target: &Parts, reference: &str) -> Option<Uri> {
+    let base = &target.uri;
+    let reference = reference.trim();
+    let path = if reference.starts_with('/') && !reference.starts_with("//") {
+        reference.to_owned()
+    } else if reference.contains("://") {
+        let abs: Uri = reference.parse().ok()?;
+        let authority = base
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| target.headers.get(header::HOST)?.to_str().ok())?;
+        let same_host = abs
+            .authority()
+            .is_some_and(|a| a.as_str().eq_ignore_ascii_case(authority));
+        let same_scheme = match (base.scheme_str(), abs.scheme_str()) {
+            (Some(ours), Some(theirs)) => ours.eq_ignore_ascii_case(theirs),
+            (None, Some(theirs)) => matches!(theirs, "http" | "https"),
+            _ => false,
+        };
+        if !(same_host && same_scheme) {
+            return None;
+        }
+        abs.path_and_query()
+            .map_or("/".to_owned(), |p| p.as_str().to_owned())
+    } else if reference.starts_with("//") || reference.contains(':') {
+        // Network-path or other-scheme references: not provably the same origin.
+        return None;
+    } else {
+        // A relative path: resolve against the base path's directory (RFC 3986 §5.2.3).
+        let base_path = base.path();
+        let dir = &base_path[..base_path.rfind('/').map_or(0, |i| i + 1)];
+        format!("{dir}{reference}")
+    };
+    let mut parts = base.clone().into_parts();
+    parts.path_and_query = Some(path.parse().ok()?);
+    Uri::from_parts(parts).ok()
 }
 
 /// A copy of a request's head.
@@ -239,7 +267,7 @@ where
     S: Service<Request<B>, Response = Response<ResB>> + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
-    B: Send + 'static,
+    B: Default + Send + 'static,
     ResB: Body<Data = Bytes> + Send + 'static,
     ResB::Error: Into<BoxError>,
 {
@@ -260,6 +288,8 @@ where
                 variant_of,
                 side,
             } = self;
+            // Kept to ask again without validators if a 304 names another representation.
+            let unconditional = previous.as_ref().map(|_| head_copy(&parts));
             if let Some(prev) = &previous {
                 if let Some(etag) = prev
                     .etag
@@ -304,6 +334,27 @@ where
                 if let Some(keep) = stale_ok(&previous) {
                     let _ = side.send(Side::StaleIfError(Some(res.status().as_u16())));
                     return Ok(keep);
+                }
+            }
+            let mut res = res;
+            if res.status() == StatusCode::NOT_MODIFIED {
+                if let (Some(prev), Some(plain)) = (&previous, unconditional) {
+                    if !policy::not_modified_selects(prev, res.headers()) {
+                        // §4.3.4: a 304 whose strong validator we do not hold must not update
+                        // our entry; the representation it names is fetched in full.
+                        tracing::debug!("304 for another representation; fetching it in full");
+                        let again = match poll_fn(|cx| svc.poll_ready(cx)).await {
+                            Ok(()) => svc.call(Request::from_parts(plain, B::default())).await,
+                            Err(e) => Err(e),
+                        };
+                        res = match again {
+                            Ok(r) => r,
+                            Err(e) => {
+                                let _ = side.send(Side::Error(e));
+                                return Err("the origin service failed".into());
+                            }
+                        };
+                    }
                 }
             }
             let now = SystemTime::now();
@@ -391,10 +442,12 @@ where
 }
 
 /// The request head sent to the origin on a fill: always a GET (a HEAD is answered from it),
-/// without the client's own conditionals and ranges, which a shared fill must not carry.
+/// without the client's own conditionals and ranges, which a shared fill must not carry, and
+/// without the client connection's hop-by-hop fields.
 fn origin_parts(parts: &Parts) -> Parts {
     let mut out = copy_head(&Method::GET, &parts.uri, parts.version, &parts.headers)
         .unwrap_or_else(|| Request::new(()).into_parts().0);
+    policy::strip_hop_by_hop(&mut out.headers);
     for name in [
         header::IF_NONE_MATCH,
         header::IF_MODIFIED_SINCE,
