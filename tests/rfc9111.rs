@@ -87,8 +87,15 @@ impl H {
     }
 
     async fn with_cache(mode: PolicyMode, cache: Cache) -> H {
+        H::with_layer(mode, cache, false).await
+    }
+
+    async fn with_layer(mode: PolicyMode, cache: Cache, share_set_cookie: bool) -> H {
         let origin = Arc::new(Origin::default());
-        let layer = CacheLayer::builder(cache.clone()).policy(mode).build();
+        let layer = CacheLayer::builder(cache.clone())
+            .policy(mode)
+            .share_set_cookie(share_set_cookie)
+            .build();
         let control = layer.handle();
         let app = Router::new()
             .fallback(handle)
@@ -1651,11 +1658,12 @@ async fn cache_status_reports_stored_miss_then_hit() {
 // Policy modes: shared (default), private, origin-trusting
 // ---------------------------------------------------------------------------------------------
 
-// RFC 9111 §3 (no rule against Set-Cookie), §5.2.2.4: a shared cache stores a cookie-setting
-// response unless told otherwise; `no-cache="Set-Cookie"` stores it without the cookie.
+// RFC 9111 §3 (no rule against Set-Cookie), §5.2.2.4: a shared cache may store a
+// cookie-setting response; `no-cache="Set-Cookie"` stores it without the cookie. daramjwee
+// does so only when told to (`share_set_cookie`), see the next test.
 #[tokio::test]
-async fn shared_cache_stores_set_cookie_unless_the_field_is_excluded() {
-    let h = H::shared().await;
+async fn shared_cache_told_to_share_cookies_stores_set_cookie_unless_the_field_is_excluded() {
+    let h = H::with_layer(PolicyMode::Shared, Cache::builder().build(), true).await;
     h.fixed(
         "/a",
         &[("cache-control", "max-age=60"), ("set-cookie", "id=1")],
@@ -1675,6 +1683,26 @@ async fn shared_cache_stores_set_cookie_unless_the_field_is_excluded() {
     }
     assert_eq!(h.get("/a").await.header("set-cookie"), "id=1");
     assert!(!h.get("/b").await.headers.contains_key("set-cookie"));
+}
+
+// daramjwee's default on top of RFC 9111: a shared cache never stores a response that sets a
+// cookie, so one client's session cookie is never replayed to another.
+#[tokio::test]
+async fn shared_cache_by_default_never_replays_a_set_cookie_response() {
+    let h = H::shared().await;
+    h.fixed(
+        "/a",
+        &[
+            ("cache-control", "max-age=60"),
+            ("set-cookie", "session=alice"),
+        ],
+        "x",
+    );
+    let first = h.get("/a").await;
+    assert_eq!(first.header("set-cookie"), "session=alice");
+    let second = h.get("/a").await;
+    assert!(!is_hit(&second), "{}", second.cache_status());
+    assert_eq!(h.calls("/a"), 2);
 }
 
 // RFC 9111 §5.2.2.4: fields named by a qualified no-cache are not served from the cache; the

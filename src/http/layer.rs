@@ -15,6 +15,7 @@ pub(crate) struct HttpConfig {
     pub key_fn: KeyFn,
     pub mode: PolicyMode,
     pub cache_status: bool,
+    pub share_set_cookie: bool,
 }
 
 /// A tower [`Layer`] that caches the responses of the service it wraps.
@@ -61,6 +62,7 @@ impl CacheLayer {
             key_fn: Arc::new(default_key),
             mode: PolicyMode::default(),
             cache_status: true,
+            share_set_cookie: false,
         }
     }
 
@@ -95,6 +97,7 @@ pub struct CacheLayerBuilder {
     key_fn: KeyFn,
     mode: PolicyMode,
     cache_status: bool,
+    share_set_cookie: bool,
 }
 
 impl std::fmt::Debug for CacheLayerBuilder {
@@ -125,6 +128,15 @@ impl CacheLayerBuilder {
         self
     }
 
+    /// Whether a shared cache may store responses that carry `Set-Cookie` and replay the
+    /// cookie to other clients, as RFC 9111 allows (default **false**: such responses are
+    /// passed through unstored). Turn it on only for origins that mark per-user responses
+    /// `private` or `no-cache="Set-Cookie"`. Private mode always stores them.
+    pub fn share_set_cookie(mut self, on: bool) -> Self {
+        self.share_set_cookie = on;
+        self
+    }
+
     /// Builds the layer.
     pub fn build(self) -> CacheLayer {
         CacheLayer {
@@ -133,6 +145,7 @@ impl CacheLayerBuilder {
                 key_fn: self.key_fn,
                 mode: self.mode,
                 cache_status: self.cache_status,
+                share_set_cookie: self.share_set_cookie,
             }),
         }
     }

@@ -590,6 +590,25 @@ pub(crate) fn not_modified_selects(stored: &Metadata, headers_304: &HeaderMap) -
     }
 }
 
+/// daramjwee's rule on top of RFC 9111: a shared cache does not store a response that sets a
+/// cookie, unless the layer was told to ([`CacheLayerBuilder::share_set_cookie`]).
+///
+/// RFC 9111 lets a shared cache store and replay `Set-Cookie`; an origin that sets a per-user
+/// cookie on a cacheable response without `private` would then hand one user's session to the
+/// next. We refuse by default and say so in `Cache-Status` (`detail=set-cookie`); the RFC
+/// behaviour is one builder call away for origins known to mark their private responses.
+///
+/// [`CacheLayerBuilder::share_set_cookie`]: super::CacheLayerBuilder::share_set_cookie
+pub(crate) fn refuses_set_cookie(
+    mode: &PolicyMode,
+    share_set_cookie: bool,
+    headers: &HeaderMap,
+) -> bool {
+    !share_set_cookie
+        && !matches!(mode, PolicyMode::Private)
+        && headers.contains_key(header::SET_COOKIE)
+}
+
 /// The metadata after a `304 Not Modified` (RFC 9111 §4.3.4): stored headers updated with the
 /// 304's, except the framing ones; freshness recomputed from the merged headers.
 pub(crate) fn merge_not_modified(

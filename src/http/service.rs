@@ -360,7 +360,7 @@ where
             let now = SystemTime::now();
             if res.status() == StatusCode::NOT_MODIFIED {
                 if let Some(prev) = &previous {
-                    let meta = policy::merge_not_modified(
+                    let mut meta = policy::merge_not_modified(
                         &config.mode,
                         &req_headers,
                         prev,
@@ -368,6 +368,14 @@ where
                         requested_at,
                         now,
                     );
+                    // A cookie a 304 sets is for this client alone: never stored.
+                    if policy::refuses_set_cookie(
+                        &config.mode,
+                        config.share_set_cookie,
+                        &meta.headers,
+                    ) {
+                        meta.headers.remove(header::SET_COOKIE);
+                    }
                     return Ok(Fetched::NotModified { meta: Some(meta) });
                 }
             }
@@ -386,14 +394,21 @@ where
                     });
                 }
             }
-            match policy::storability(
-                &config.mode,
-                &req_headers,
-                res.status(),
-                res.headers(),
-                requested_at,
-                now,
-            ) {
+            let decision =
+                if policy::refuses_set_cookie(&config.mode, config.share_set_cookie, res.headers())
+                {
+                    Storability::Pass("set-cookie")
+                } else {
+                    policy::storability(
+                        &config.mode,
+                        &req_headers,
+                        res.status(),
+                        res.headers(),
+                        requested_at,
+                        now,
+                    )
+                };
+            match decision {
                 Storability::Store(mut meta) => {
                     // Framing-only lengths (the origin body knows its size, no header yet)
                     // still let the engine verify the body and Range/HEAD answer on a miss.
