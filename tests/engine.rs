@@ -1,5 +1,8 @@
 //! The engine on its own, driven with hand-written fetchers (no HTTP).
 
+mod common;
+
+use common::{counting_origin, never};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,35 +12,14 @@ use daramjwee::store::{MemStore, Store};
 use daramjwee::{Cache, EntryBody, Error, Fetched, Metadata, Outcome};
 use http::StatusCode;
 
-/// A fetcher that counts its calls and answers `body` with a declared length.
-fn origin(
-    calls: &Arc<AtomicUsize>,
-    body: &'static str,
-) -> impl FnOnce(Option<Arc<Metadata>>) -> std::future::Ready<Result<Fetched, daramjwee::BoxError>>
-       + Send
-       + 'static {
-    let calls = calls.clone();
-    move |_prev| {
-        calls.fetch_add(1, Ordering::SeqCst);
-        std::future::ready(Ok(Fetched::Entry {
-            meta: Metadata::new(StatusCode::OK).with_content_length(body.len() as u64),
-            body: EntryBody::from_bytes(body),
-        }))
-    }
-}
-
-fn never(
-) -> impl FnOnce(Option<Arc<Metadata>>) -> std::future::Ready<Result<Fetched, daramjwee::BoxError>>
-       + Send
-       + 'static {
-    |_| std::future::ready(Err("the origin must not be called".into()))
-}
-
 #[tokio::test]
 async fn miss_then_hot_hit_with_identical_bytes_and_one_origin_call() {
     let cache = Cache::builder().build();
     let calls = Arc::new(AtomicUsize::new(0));
-    let first = cache.get("k", origin(&calls, "hello world")).await.unwrap();
+    let first = cache
+        .get("k", counting_origin(&calls, "hello world"))
+        .await
+        .unwrap();
     assert_eq!(first.outcome, Outcome::Miss);
     assert_eq!(first.body.collect().await.unwrap(), "hello world");
     for _ in 0..10 {
@@ -118,7 +100,10 @@ async fn panicking_fetcher_is_an_error_not_a_hang() {
     assert!(res.is_err());
     // The key is not left locked.
     let calls = Arc::new(AtomicUsize::new(0));
-    let ok = cache.get("k", origin(&calls, "fine")).await.unwrap();
+    let ok = cache
+        .get("k", counting_origin(&calls, "fine"))
+        .await
+        .unwrap();
     assert_eq!(ok.body.collect().await.unwrap(), "fine");
 }
 
@@ -172,7 +157,7 @@ async fn delete_then_get_goes_to_origin() {
     let cache = Cache::builder().build();
     let calls = Arc::new(AtomicUsize::new(0));
     cache
-        .get("k", origin(&calls, "v1"))
+        .get("k", counting_origin(&calls, "v1"))
         .await
         .unwrap()
         .body
@@ -180,7 +165,7 @@ async fn delete_then_get_goes_to_origin() {
         .await
         .unwrap();
     cache.delete("k").await.unwrap();
-    let again = cache.get("k", origin(&calls, "v2")).await.unwrap();
+    let again = cache.get("k", counting_origin(&calls, "v2")).await.unwrap();
     assert_eq!(again.outcome, Outcome::Miss);
     assert_eq!(again.body.collect().await.unwrap(), "v2");
     assert_eq!(calls.load(Ordering::SeqCst), 2);
@@ -283,7 +268,7 @@ async fn stale_entry_is_served_at_once_while_a_refresh_runs() {
         .build();
     let calls = Arc::new(AtomicUsize::new(0));
     cache
-        .get("k", origin(&calls, "v1"))
+        .get("k", counting_origin(&calls, "v1"))
         .await
         .unwrap()
         .body
@@ -291,7 +276,7 @@ async fn stale_entry_is_served_at_once_while_a_refresh_runs() {
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(80)).await;
-    let stale = cache.get("k", origin(&calls, "v2")).await.unwrap();
+    let stale = cache.get("k", counting_origin(&calls, "v2")).await.unwrap();
     assert_eq!(
         stale.outcome,
         Outcome::Hit {
@@ -325,7 +310,7 @@ async fn not_modified_refresh_keeps_the_body_and_restamps() {
         .build();
     let calls = Arc::new(AtomicUsize::new(0));
     cache
-        .get("k", origin(&calls, "body"))
+        .get("k", counting_origin(&calls, "body"))
         .await
         .unwrap()
         .body
@@ -486,4 +471,18 @@ async fn callers_validator_is_answered_not_modified() {
         .unwrap();
     assert_eq!(l.outcome, Outcome::NotModified);
     assert!(l.body.collect().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_refresh_can_be_scheduled_as_soon_as_the_fill_was_read() {
+    let cache = Cache::builder().build();
+    let calls = Arc::new(AtomicUsize::new(0));
+    for _ in 0..50 {
+        cache.delete("k").await.unwrap();
+        let l = cache.get("k", counting_origin(&calls, "v")).await.unwrap();
+        l.body.collect().await.unwrap();
+        assert!(cache.schedule_refresh("k", counting_origin(&calls, "v")));
+        cache.close(Duration::ZERO).await.ok();
+        break;
+    }
 }

@@ -11,34 +11,11 @@ use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use common::{client, get as fetch, serve};
+use common::{client, counting_origin, get as fetch, never, serve};
 use daramjwee::http::CacheLayer;
 use daramjwee::store::{FileStore, MemStore, Store};
 use daramjwee::{Cache, ColdFill, EntryBody, Fetched, Metadata, Outcome};
 use http::StatusCode;
-
-fn origin(
-    calls: &Arc<AtomicUsize>,
-    body: Vec<u8>,
-) -> impl FnOnce(Option<Arc<Metadata>>) -> std::future::Ready<Result<Fetched, daramjwee::BoxError>>
-       + Send
-       + 'static {
-    let calls = calls.clone();
-    move |_| {
-        calls.fetch_add(1, Ordering::SeqCst);
-        std::future::ready(Ok(Fetched::Entry {
-            meta: Metadata::new(StatusCode::OK).with_content_length(body.len() as u64),
-            body: EntryBody::from_bytes(body),
-        }))
-    }
-}
-
-fn never(
-) -> impl FnOnce(Option<Arc<Metadata>>) -> std::future::Ready<Result<Fetched, daramjwee::BoxError>>
-       + Send
-       + 'static {
-    |_| std::future::ready(Err("the origin must not be called".into()))
-}
 
 async fn open(dir: &Path) -> FileStore {
     FileStore::builder(dir)
@@ -81,7 +58,10 @@ async fn restart_of_a_file_store_keeps_entries() {
     let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     {
         let cache = Cache::builder().hot(open(dir.path()).await).build();
-        let miss = cache.get("k", origin(&calls, body.clone())).await.unwrap();
+        let miss = cache
+            .get("k", counting_origin(&calls, body.clone()))
+            .await
+            .unwrap();
         assert_eq!(miss.body.collect().await.unwrap(), body);
         cache.close(Duration::from_secs(1)).await.unwrap();
     }
@@ -111,7 +91,7 @@ async fn two_persistent_tiers_restarted_keep_their_entries() {
             .cold_fill(ColdFill::WriteThrough)
             .build();
         let miss = cache
-            .get("k", origin(&calls, b"both tiers".to_vec()))
+            .get("k", counting_origin(&calls, b"both tiers".to_vec()))
             .await
             .unwrap();
         assert_eq!(miss.body.collect().await.unwrap(), "both tiers");
@@ -155,7 +135,7 @@ async fn background_cold_fill_copies_the_committed_hot_entry() {
     let calls = Arc::new(AtomicUsize::new(0));
     let body = vec![7u8; 100_000];
     cache
-        .get("k", origin(&calls, body.clone()))
+        .get("k", counting_origin(&calls, body.clone()))
         .await
         .unwrap()
         .body

@@ -89,3 +89,29 @@ pub async fn send(
         body,
     }
 }
+
+/// A fetcher answered by the engine's test origin: counts its calls, answers `body` with its
+/// declared length.
+pub fn counting_origin(
+    calls: &std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    body: impl Into<Bytes>,
+) -> impl daramjwee::Fetcher {
+    let calls = calls.clone();
+    let body: Bytes = body.into();
+    move |_prev: Option<std::sync::Arc<daramjwee::Metadata>>| {
+        calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        std::future::ready(Ok::<_, daramjwee::BoxError>(daramjwee::Fetched::Entry {
+            meta: daramjwee::Metadata::new(StatusCode::OK).with_content_length(body.len() as u64),
+            body: daramjwee::EntryBody::from_bytes(body),
+        }))
+    }
+}
+
+/// A fetcher that must not be called: it fails the lookup if it is.
+pub fn never() -> impl daramjwee::Fetcher {
+    |_prev: Option<std::sync::Arc<daramjwee::Metadata>>| {
+        std::future::ready(Err::<daramjwee::Fetched, daramjwee::BoxError>(
+            "the origin must not be called".into(),
+        ))
+    }
+}
