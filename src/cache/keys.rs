@@ -28,8 +28,10 @@ struct Slot {
     users: usize,
 }
 
+type Shard = Mutex<HashMap<Box<str>, Slot>>;
+
 pub(crate) struct KeyTable {
-    shards: Box<[Mutex<HashMap<Box<str>, Slot>>]>,
+    shards: Box<[Shard]>,
     hasher: RandomState,
     tickets: AtomicU64,
 }
@@ -58,7 +60,7 @@ impl KeyTable {
         })
     }
 
-    fn shard(&self, key: &str) -> &Mutex<HashMap<Box<str>, Slot>> {
+    fn shard(&self, key: &str) -> &Shard {
         &self.shards[self.hasher.hash_one(key) as usize % SHARDS]
     }
 
@@ -139,6 +141,11 @@ impl KeyTable {
 }
 
 impl Usage {
+    /// The key this usage holds.
+    pub(crate) fn key(&self) -> &str {
+        &self.key
+    }
+
     /// Takes the key's commit lock, and returns it only if this write is still the newest.
     pub(crate) async fn lock_if_current(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
         let lock = {

@@ -24,6 +24,7 @@
 
 mod body;
 mod future;
+mod handle;
 mod key;
 mod layer;
 pub mod policy;
@@ -32,6 +33,7 @@ mod status;
 
 pub use body::CacheBody;
 pub use future::ResponseFuture;
+pub use handle::CacheHandle;
 pub use key::{default_key, KeyFn};
 pub use layer::{CacheLayer, CacheLayerBuilder};
 pub use policy::{CacheControl, PolicyMode};

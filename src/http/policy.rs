@@ -1,8 +1,8 @@
 //! The one place where the HTTP face decides what may be served from and stored in the cache
 //! (RFC 9111, RFC 5861).
 //!
-//! Request side: [`RequestRules`] (bypass, revalidate, only-if-cached). Response side:
-//! [`Storability`] and the freshness the stored [`Metadata`] carries. The engine never parses
+//! Request side: bypass, revalidate, only-if-cached. Response side: whether a response may be
+//! stored, and the freshness the stored [`Metadata`] carries. The engine never parses
 //! headers; everything HTTP is decided here.
 
 use std::time::{Duration, SystemTime};
@@ -13,12 +13,13 @@ use http::{Method, StatusCode};
 use crate::entry::Metadata;
 
 /// Which caching rules the layer follows.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum PolicyMode {
     /// A shared cache (proxy, CDN): honours `s-maxage`, never stores `private` responses, stores
     /// responses to requests with `Authorization` only when the response allows it
-    /// (RFC 9111 §3.5), never stores responses that set cookies.
+    /// (RFC 9111 §3.5), never stores responses that set cookies. The default.
+    #[default]
     Shared,
     /// A private (single-user) cache, e.g. around an HTTP client: stores `private` responses and
     /// responses to authorized requests; ignores `s-maxage`.
@@ -32,12 +33,6 @@ pub enum PolicyMode {
         /// Freshness of stored 404/410 responses.
         negative_ttl: Duration,
     },
-}
-
-impl Default for PolicyMode {
-    fn default() -> Self {
-        PolicyMode::Shared
-    }
 }
 
 /// Parsed `Cache-Control` directives (request or response).
@@ -100,10 +95,8 @@ impl CacheControl {
                     "only-if-cached" => cc.only_if_cached = true,
                     "max-age" => set_first(&mut cc.max_age, seconds(), arg.is_some()),
                     "s-maxage" => set_first(&mut cc.s_maxage, seconds(), arg.is_some()),
-                    "max-stale" => {
-                        if cc.max_stale.is_none() {
-                            cc.max_stale = Some(seconds().unwrap_or(u64::MAX));
-                        }
+                    "max-stale" if cc.max_stale.is_none() => {
+                        cc.max_stale = Some(seconds().unwrap_or(u64::MAX));
                     }
                     "min-fresh" => set_first(&mut cc.min_fresh, seconds(), arg.is_some()),
                     "stale-while-revalidate" => {
@@ -446,7 +439,7 @@ pub(crate) fn merge_not_modified(
 /// `If-None-Match` uses weak comparison (RFC 9110 §13.1.2) and takes precedence over
 /// `If-Modified-Since`.
 pub(crate) fn client_not_modified(req_headers: &HeaderMap, meta: &Metadata) -> bool {
-    if !(meta.status == StatusCode::OK) {
+    if meta.status != StatusCode::OK {
         return false;
     }
     let inm: Vec<&HeaderValue> = req_headers.get_all(header::IF_NONE_MATCH).iter().collect();

@@ -102,6 +102,9 @@ where
                 ..Default::default()
             })
         };
+        if let RequestRule::Bypass(_) = rule {
+            self.cache.record_bypass();
+        }
         match rule {
             RequestRule::Bypass(reason) if is_unsafe(req.method()) => {
                 let keys = invalidation_keys(&self.config, &req);
@@ -520,13 +523,22 @@ impl CachedCall {
             self.stamp(&mut res, status);
             return res;
         }
+        let len = meta.content_length.or_else(|| body.remaining_len());
         let mut res = Response::new(if self.head {
             CacheBody::empty()
         } else {
-            CacheBody::cached(body, meta.content_length)
+            CacheBody::cached(body, len)
         });
         *res.status_mut() = meta.status;
         *res.headers_mut() = meta.headers.clone();
+        // The origin's length may have come from its framing alone; a HEAD answer must still
+        // say how long the GET body is.
+        if let (Some(len), false) = (len, res.headers().contains_key(header::CONTENT_LENGTH)) {
+            if !self.head || meta.status != StatusCode::NO_CONTENT {
+                res.headers_mut()
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+            }
+        }
         if from_store {
             let age = meta.age(now).as_secs();
             res.headers_mut()
