@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use daramjwee::store::MemStore;
+use daramjwee::store::{FileStore, MemStore};
 use daramjwee::{BoxError, Cache, EntryBody, Fetched, Metadata, Outcome};
 use futures_util::stream;
 use http::StatusCode;
@@ -87,10 +87,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         )
         .init();
 
-    // Hot tier: 16 MiB of memory. Cold tier: a second MemStore stands in for a disk tier here;
-    // swap in `FileStore::builder(dir).capacity(bytes).open().await?` for one that survives
-    // restarts, or an object-store tier (feature `object-store`).
-    let cold = MemStore::new(256 << 20);
+    // Hot tier: 16 MiB of memory. Cold tier: 256 MiB on disk, in a temp dir for this example
+    // (a real deployment points it at a persistent directory: the index is rebuilt on open,
+    // so entries survive restarts). An object-store tier (feature `object-store`) fits here too.
+    let dir = tempfile::tempdir()?;
+    let cold = FileStore::builder(dir.path())
+        .capacity(256 << 20)
+        .open()
+        .await?;
     let cache = Cache::builder()
         .hot(MemStore::new(16 << 20))
         .cold(cold)
@@ -115,9 +119,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         second.body.collect().await?
     );
 
-    // 3. The cold tier was filled in the background from the committed hot entry. Drop the hot
-    //    copy to see a cold hit, which is promoted back into the hot tier while it streams.
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // 3. The cold tier is filled in the background from the committed hot entry. Once it is on
+    //    disk, drop the hot copy to see a cold hit, promoted back into hot while it streams.
+    for _ in 0..100 {
+        if cache
+            .tier_store(1)
+            .expect("cold tier")
+            .head("user:42")
+            .await?
+            .is_some()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     if let Some(hot) = cache.tier_store(0) {
         hot.delete("user:42").await?;
     }
@@ -146,10 +161,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     );
 
     // 5. schedule_refresh: revalidates in the background; the fetcher sees the stored ETag and
-    //    answers not-modified, so the body is not moved.
-    let queued = cache.schedule_refresh("user:42", origin.fetcher("user:42"));
-    println!("schedule_refresh user:42 -> queued: {queued}");
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    //    answers not-modified, so the body is not moved. It returns false (and does nothing)
+    //    while a fill of the key is still in flight or when the worker pool is full.
+    let mut queued = false;
+    for _ in 0..100 {
+        queued = cache.schedule_refresh("user:42", origin.fetcher("user:42"));
+        if queued {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for _ in 0..100 {
+        if cache.stats().revalidated > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    println!(
+        "schedule_refresh user:42 -> queued: {queued}, revalidated: {}",
+        cache.stats().revalidated
+    );
 
     // 6. delete: every tier; the next get goes to the origin.
     cache.delete("user:42").await?;
