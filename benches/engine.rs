@@ -155,10 +155,15 @@ async fn timed(
     };
     let a0 = ALLOCS.load(Ordering::Relaxed);
     let start = Instant::now();
-    for i in 0..iters as usize {
+    let mut fresh = keys.iter();
+    for _ in 0..iters {
         let lookup = match key {
             Some(k) => cache.get(k, never).await,
-            None => cache.get(&keys[i], origin).await,
+            None => {
+                cache
+                    .get(fresh.next().expect("one key per iteration"), origin)
+                    .await
+            }
         };
         let lookup = lookup.expect("lookup");
         black_box(drain(lookup.body).await);

@@ -8,6 +8,8 @@
 //! refresh), gets the stored entry's metadata so it can answer not-modified, and hands back a
 //! stream of body chunks that is served and stored at once.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +19,9 @@ use daramjwee::store::{FileStore, MemStore};
 use daramjwee::{BoxError, Cache, EntryBody, Fetched, Metadata, Outcome};
 use futures_util::stream;
 use http::StatusCode;
+
+/// What the pretend origin's fetchers return.
+type OriginFuture = Pin<Box<dyn Future<Output = Result<Fetched, BoxError>> + Send>>;
 
 /// A pretend origin: an object storage bucket or a slow service. Counts its fetches.
 #[derive(Clone, Default)]
@@ -30,12 +35,7 @@ impl Origin {
     fn fetcher(
         &self,
         key: &str,
-    ) -> impl FnOnce(
-        Option<Arc<Metadata>>,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Fetched, BoxError>> + Send>,
-    > + Send
-           + 'static {
+    ) -> impl FnOnce(Option<Arc<Metadata>>) -> OriginFuture + Send + 'static {
         let fetches = self.fetches.clone();
         let key = key.to_owned();
         move |previous| {
