@@ -43,7 +43,7 @@ pub mod worker;
 
 pub use cache::{
     Cache, CacheBuilder, CacheStats, CacheWriter, ColdFill, Fetched, Fetcher, Freshness,
-    GetOptions, Lookup, Outcome, Promotion,
+    GetOptions, Judge, Lookup, Outcome, Promotion, Verdict,
 };
 pub use entry::{EntryBody, EntryKind, Metadata, StoredEntry};
 pub use error::{BoxError, CloseError, Error, StoreError};

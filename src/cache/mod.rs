@@ -116,6 +116,45 @@ pub struct GetOptions {
     pub no_stale: bool,
     /// Answer only from the tiers ([`Error::NotCached`] on a miss).
     pub only_cached: bool,
+    /// The caller's own freshness decision for a stored entry; when set, it replaces the
+    /// engine's (`revalidate`, `no_stale`, TTLs and stale windows are then not consulted).
+    pub judge: Option<Judge>,
+}
+
+/// What to do with a stored entry, as decided by a [`Judge`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Verdict {
+    /// Serve it as fresh.
+    Fresh,
+    /// Serve it stale; `refresh` schedules a background refresh.
+    Stale {
+        /// Whether to refresh it in the background.
+        refresh: bool,
+    },
+    /// Validate it with the origin before serving (or [`Error::NotCached`] with
+    /// `only_cached`).
+    Validate,
+}
+
+/// A caller-supplied freshness decision over a stored entry's metadata at `now`, so that a
+/// protocol layer (the HTTP face) can apply its own rules without the engine parsing them.
+#[derive(Clone)]
+pub struct Judge(Arc<JudgeFn>);
+
+type JudgeFn = dyn Fn(&Metadata, SystemTime) -> Verdict + Send + Sync;
+
+impl Judge {
+    /// Wraps a decision function.
+    pub fn new(f: impl Fn(&Metadata, SystemTime) -> Verdict + Send + Sync + 'static) -> Self {
+        Judge(Arc::new(f))
+    }
+}
+
+impl std::fmt::Debug for Judge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Judge(..)")
+    }
 }
 
 impl GetOptions {
@@ -137,6 +176,15 @@ impl GetOptions {
     /// Answers only from the tiers.
     pub fn only_cached(mut self, yes: bool) -> Self {
         self.only_cached = yes;
+        self
+    }
+    /// Lets `judge` decide, for each stored entry, whether it is served, served stale or
+    /// validated first.
+    pub fn judge(
+        mut self,
+        judge: impl Fn(&Metadata, SystemTime) -> Verdict + Send + Sync + 'static,
+    ) -> Self {
+        self.judge = Some(Judge::new(judge));
         self
     }
 }
@@ -415,6 +463,21 @@ impl Cache {
             let Some(entry) = self.read_tier(i, key).await else {
                 continue;
             };
+            if let Some(judge) = &opts.judge {
+                match (judge.0)(&entry.meta, now) {
+                    Verdict::Fresh => return Ok(self.serve_hit(i, key, entry, false, &opts)),
+                    Verdict::Stale { refresh } => {
+                        if refresh {
+                            self.spawn_refresh(key, fetcher, Some(entry.meta.clone()));
+                        }
+                        return Ok(self.serve_hit(i, key, entry, true, &opts));
+                    }
+                    Verdict::Validate => {
+                        previous = Some(entry.meta);
+                        break;
+                    }
+                }
+            }
             let ttl = tier.ttl_for(&entry.meta);
             if !opts.revalidate && entry.meta.is_fresh(now, ttl) {
                 return Ok(self.serve_hit(i, key, entry, false, &opts));

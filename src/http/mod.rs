@@ -28,8 +28,10 @@ mod handle;
 mod key;
 mod layer;
 pub mod policy;
+mod range;
 mod service;
 mod status;
+mod vary;
 
 pub use body::CacheBody;
 pub use future::ResponseFuture;

@@ -3,13 +3,34 @@
 //!
 //! Request side: bypass, revalidate, only-if-cached. Response side: whether a response may be
 //! stored, and the freshness the stored [`Metadata`] carries. The engine never parses
-//! headers; everything HTTP is decided here.
+//! headers; everything HTTP is decided here. This module must never do I/O or touch a store.
+//!
+//! # Why not `http-cache-semantics`
+//!
+//! We evaluated the `http-cache-semantics` crate (2.1, latest 3.0) and kept our own rules:
+//!
+//! - Its `CachePolicy` is built from, and must be persisted with, the *original request and
+//!   response* (it serialises both through serde). Our entries store status + headers in
+//!   [`Metadata`], which is a shared type whose layout (and on-disk codec) we must not change;
+//!   keeping a second serialised policy beside it would double the header storage and need a
+//!   codec change.
+//! - It implements RFC 7234, not RFC 9111 (`must-understand`, the 9111 `Age`/`no-cache`
+//!   clarifications), and its Rust port does not parse `stale-while-revalidate` /
+//!   `stale-if-error`; we would have to re-parse `Cache-Control` anyway.
+//! - Its `Vary` handling matches one stored request per policy; we key variants (see
+//!   `vary.rs`), which needs the normalised field values at key time, not a yes/no afterwards.
+//! - Its decisions are made once per request-response pair; ours must also be made on the
+//!   engine's hit path (a callback run against stored [`Metadata`] on every lookup) without
+//!   allocation-heavy request reconstruction.
+//!
+//! Streaming itself would not have been a problem (it never touches bodies); the data model is.
 
 use std::time::{Duration, SystemTime};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
 
+use crate::cache::Verdict;
 use crate::entry::Metadata;
 
 /// Which caching rules the layer follows.
@@ -146,6 +167,24 @@ fn parse_delta_seconds(s: &str) -> Option<u64> {
     Some(s.parse::<u64>().unwrap_or(u64::MAX).min(i32::MAX as u64))
 }
 
+/// The request's own caching directives (RFC 9111 §5.2.1), as the freshness decision needs
+/// them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct RequestDirectives {
+    /// `no-cache`, or `Pragma: no-cache` without `Cache-Control` (§5.4): validate first.
+    pub no_cache: bool,
+    /// `max-age`: the oldest response the client accepts.
+    pub max_age: Option<u64>,
+    /// `max-stale`: how stale a response the client accepts (`u64::MAX`: any).
+    pub max_stale: Option<u64>,
+    /// `min-fresh`: how much freshness the response must have left.
+    pub min_fresh: Option<u64>,
+    /// `stale-if-error` on the request (RFC 5861 §4).
+    pub stale_if_error: Option<u64>,
+    /// `only-if-cached`: answer 504 rather than contact the origin.
+    pub only_if_cached: bool,
+}
+
 /// What the cache may do for a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum RequestRule {
@@ -153,12 +192,8 @@ pub(crate) enum RequestRule {
     Bypass(&'static str),
     /// Looked up.
     Lookup {
-        /// Validate with the origin even if fresh (`no-cache`, `max-age=0`, `Pragma: no-cache`).
-        revalidate: bool,
-        /// Never serve a stale entry.
-        no_stale: bool,
-        /// Answer 504 on a miss.
-        only_if_cached: bool,
+        /// The request's directives.
+        directives: RequestDirectives,
         /// A HEAD request.
         head: bool,
     },
@@ -179,11 +214,96 @@ pub(crate) fn request_rule(method: &Method, headers: &HeaderMap) -> RequestRule 
                 .is_ok_and(|s| s.to_ascii_lowercase().contains("no-cache"))
         });
     RequestRule::Lookup {
-        revalidate: cc.no_cache || pragma_no_cache || cc.max_age == Some(0),
-        no_stale: cc.max_stale.is_none() && (cc.min_fresh.is_some() || cc.max_age.is_some()),
-        only_if_cached: cc.only_if_cached,
+        directives: RequestDirectives {
+            no_cache: cc.no_cache || pragma_no_cache,
+            max_age: cc.max_age,
+            max_stale: cc.max_stale,
+            min_fresh: cc.min_fresh,
+            stale_if_error: cc.stale_if_error,
+            only_if_cached: cc.only_if_cached,
+        },
         head,
     }
+}
+
+/// The freshness decision for a stored entry and a request (RFC 9111 §4.2, §4.2.4, §5.2.1,
+/// §5.2.2; RFC 5861 §3). Run by the engine on every lookup that finds an entry.
+pub(crate) fn verdict(
+    mode: &PolicyMode,
+    req: &RequestDirectives,
+    meta: &Metadata,
+    now: SystemTime,
+) -> Verdict {
+    if req.no_cache {
+        return Verdict::Validate;
+    }
+    let age = meta.age(now).as_secs();
+    let lifetime = meta.fresh_until.map_or(u64::MAX, |u| {
+        u.duration_since(meta.stored_at)
+            .unwrap_or_default()
+            .as_secs()
+    });
+    // §5.2.1.1: the client will not take a response older than max-age, fresh or not.
+    // `max-age=0` is how clients ask for an end-to-end check: a whole-second age of 0 does
+    // not prove the entry is younger than that, so it is validated too.
+    if req.max_age.is_some_and(|max| max == 0 || age > max) {
+        return Verdict::Validate;
+    }
+    // §5.2.1.3: the response must stay fresh for at least min-fresh more seconds.
+    if let Some(min) = req.min_fresh {
+        if lifetime.saturating_sub(age) < min {
+            return Verdict::Validate;
+        }
+    }
+    let fresh = meta.fresh_until.map_or(true, |u| now < u);
+    if fresh {
+        return Verdict::Fresh;
+    }
+    let cc = CacheControl::parse(&meta.headers);
+    let shared = !matches!(mode, PolicyMode::Private);
+    // §5.2.2.2, §5.2.2.8, §5.2.2.10 (s-maxage implies proxy-revalidate), §5.2.2.4: a stale
+    // entry is never used without validation, whatever the client tolerates.
+    if cc.must_revalidate
+        || cc.no_cache
+        || (shared && (cc.proxy_revalidate || cc.s_maxage.is_some()))
+    {
+        return Verdict::Validate;
+    }
+    let staleness = age.saturating_sub(lifetime);
+    // §5.2.1.2: the client accepts this much staleness; served as is.
+    if req.max_stale.is_some_and(|max| staleness <= max) {
+        return Verdict::Stale { refresh: false };
+    }
+    if req.max_age.is_some() || req.min_fresh.is_some() {
+        return Verdict::Validate;
+    }
+    match (mode, meta.stale_for) {
+        // The Go daramjwee's model: serve what we have and refresh it behind the client.
+        (PolicyMode::OriginTrusting { .. }, None) => Verdict::Stale { refresh: true },
+        // RFC 5861 §3: within stale-while-revalidate, serve and refresh in the background.
+        (_, Some(w)) if staleness < w.as_secs() => Verdict::Stale { refresh: true },
+        _ => Verdict::Validate,
+    }
+}
+
+/// Whether a stale entry may stand in for a failed validation (RFC 5861 §4): the origin
+/// failed or answered 500, 502, 503 or 504, and the entry is within the response's or the
+/// request's `stale-if-error` window.
+pub(crate) fn stale_if_error(req: &RequestDirectives, meta: &Metadata, now: SystemTime) -> bool {
+    let cc = CacheControl::parse(&meta.headers);
+    let Some(window) = req.stale_if_error.or(cc.stale_if_error) else {
+        return false;
+    };
+    let Some(until) = meta.fresh_until else {
+        return true;
+    };
+    let staleness = now.duration_since(until).unwrap_or_default().as_secs();
+    staleness <= window
+}
+
+/// The origin statuses RFC 5861 §4 counts as errors.
+pub(crate) fn is_error_status(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 500 | 502 | 503 | 504)
 }
 
 /// Whether a response may be stored, and with what metadata.
@@ -193,6 +313,14 @@ pub(crate) enum Storability {
     Store(Metadata),
     /// Do not store it; the reason, for `Cache-Status`.
     Pass(&'static str),
+}
+
+/// Status codes whose caching semantics this cache implements (for `must-understand`).
+fn understood_status(status: StatusCode) -> bool {
+    matches!(
+        status.as_u16(),
+        200 | 203 | 204 | 300 | 301 | 302 | 303 | 307 | 308 | 404 | 405 | 410 | 414 | 501
+    )
 }
 
 /// Status codes cacheable by default (RFC 9110 §15.1, "heuristically cacheable").
@@ -215,11 +343,16 @@ pub(crate) fn storability(
     now: SystemTime,
 ) -> Storability {
     let cc = CacheControl::parse(headers);
-    if cc.no_store {
+    // §5.2.2.3: with must-understand, a status code we implement overrides no-store, and one
+    // we do not forbids storing.
+    if cc.must_understand {
+        if !understood_status(status) {
+            return Storability::Pass("must-understand");
+        }
+    } else if cc.no_store {
         return Storability::Pass("no-store");
     }
-    // A response we do not fully understand must not be stored (RFC 9111 §5.2.2.3); we only
-    // store the status codes below, whose semantics we implement.
+    // §3.3, §3.4: a partial response is never stored as if it were the whole.
     if status == StatusCode::PARTIAL_CONTENT || status == StatusCode::NOT_MODIFIED {
         return Storability::Pass("partial");
     }
@@ -339,13 +472,10 @@ pub(crate) fn storability(
     Storability::Store(meta)
 }
 
-/// `Vary` support is per-variant keys (to come); until then a response that varies on request
-/// headers is not stored, so one client's variant is never served to another.
+/// §4.1: `Vary: *` can never be matched by a later request, so it is not stored. Other
+/// `Vary` values are stored per variant (see `vary.rs`).
 fn vary_blocks_storing(headers: &HeaderMap) -> bool {
-    headers.get_all(header::VARY).iter().any(|v| {
-        v.to_str()
-            .map_or(true, |s| s.split(',').any(|f| !f.trim().is_empty()))
-    })
+    super::vary::parse(headers) == super::vary::Vary::Star
 }
 
 fn parse_date(headers: &HeaderMap, name: HeaderName) -> Option<SystemTime> {
@@ -455,10 +585,12 @@ pub(crate) fn client_not_modified(req_headers: &HeaderMap, meta: &Metadata) -> b
             .map(str::trim)
             .any(|t| t == "*" || t.trim_start_matches("W/") == ours);
     }
-    if let (Some(since), Some(lm)) = (
-        parse_date(req_headers, header::IF_MODIFIED_SINCE),
-        meta.last_modified,
-    ) {
+    // §4.3.2: without Last-Modified, the stored Date stands in for it.
+    let modified = meta
+        .last_modified
+        .or_else(|| parse_date(&meta.headers, header::DATE));
+    if let (Some(since), Some(lm)) = (parse_date(req_headers, header::IF_MODIFIED_SINCE), modified)
+    {
         return lm <= since;
     }
     false

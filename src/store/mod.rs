@@ -25,10 +25,14 @@ pub mod codec;
 mod file;
 mod mem;
 mod null;
+#[cfg(feature = "object-store")]
+mod object;
 
 pub use file::{CommitMode, FileStore, FileStoreBuilder};
 pub use mem::{MemStore, MemStoreBuilder};
 pub use null::NullStore;
+#[cfg(feature = "object-store")]
+pub use object::{BucketStore, BucketStoreBuilder, MIN_PART_SIZE};
 
 /// A storage tier.
 ///

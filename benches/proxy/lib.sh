@@ -1,0 +1,143 @@
+# Shared helpers of benches/proxy/run.sh and benches/stampede/run.sh (sourced, not run).
+#
+# Everything listens on 127.0.0.1 only. Every process started here is recorded in PIDS and
+# stopped by PID on exit (TERM, then KILL after a bound); nothing is stopped by name.
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+REL="$ROOT/target/release"
+WORK=$(mktemp -d /tmp/daramjwee-bench.XXXXXX)
+PIDS=()
+
+log() { printf '%s\n' "$*" >&2; }
+
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        for _ in $(seq 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    PIDS=()
+    rm -rf "$WORK"
+}
+
+# Installs the peers and wrk from Debian packages when missing (apt-get update once).
+install_peers() {
+    if ! command -v nginx >/dev/null || ! command -v varnishd >/dev/null || ! command -v wrk >/dev/null; then
+        log "installing nginx, varnish and wrk from Debian packages"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx varnish wrk >/dev/null
+    fi
+}
+
+build_rust() {
+    log "building daramjwee, the origin and the stampede client (release)"
+    (cd "$ROOT" && cargo build --release --quiet --features proxy \
+        --bin daramjwee --example origin --example stampede_client)
+}
+
+# start NAME CMD...: runs CMD in the background, logs to $WORK/NAME.log, records its PID.
+start() {
+    local name=$1
+    shift
+    "$@" >"$WORK/$name.log" 2>&1 &
+    PIDS+=($!)
+    LAST_PID=$!
+}
+
+# wait_port PORT: waits (at most 10 s) until 127.0.0.1:PORT accepts connections.
+wait_port() {
+    for _ in $(seq 200); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+        sleep 0.05
+    done
+    log "port $1 did not open; logs:"
+    tail -n 20 "$WORK"/*.log >&2 || true
+    return 1
+}
+
+start_origin() { # PORT MAX_AGE
+    start origin "$REL/examples/origin" "127.0.0.1:$1" "$2"
+    wait_port "$1"
+}
+
+start_daramjwee() { # NAME PORT ORIGIN_PORT HOT [taskset prefix...]
+    local name=$1 port=$2 origin=$3 hot=$4
+    shift 4
+    start "$name" "$@" "$REL/daramjwee" --listen "127.0.0.1:$port" --admin off \
+        --upstream "http://127.0.0.1:$origin" --hot "$hot" --cold none \
+        --data-dir "$WORK/$name-data"
+    wait_port "$port"
+}
+
+start_nginx() { # PORT ORIGIN_PORT [taskset prefix...]
+    local port=$1 origin=$2
+    shift 2
+    local dir="$WORK/nginx-$port"
+    mkdir -p "$dir/cache" "$dir/tmp"
+    cat >"$dir/nginx.conf" <<CONF
+user root;
+worker_processes ${NGINX_WORKERS:-auto};
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 8192; }
+http {
+    access_log off;
+    # At their best on loopback: sendfile on stalls ~64 KiB hits (see issue 8).
+    sendfile off;
+    tcp_nodelay on;
+    keepalive_requests 1000000;
+    keepalive_timeout 65;
+    client_body_temp_path $dir/tmp/body;
+    proxy_temp_path $dir/tmp/proxy;
+    fastcgi_temp_path $dir/tmp/fcgi;
+    uwsgi_temp_path $dir/tmp/uwsgi;
+    scgi_temp_path $dir/tmp/scgi;
+    proxy_cache_path $dir/cache levels=1:2 keys_zone=c:64m max_size=8g inactive=1h use_temp_path=off;
+    upstream origin { server 127.0.0.1:$origin; keepalive 64; }
+    server {
+        listen 127.0.0.1:$port backlog=4096;
+        location / {
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_cache c;
+            proxy_cache_lock on;
+            proxy_cache_lock_timeout 60s;
+            proxy_cache_lock_age 60s;
+            proxy_buffering on;
+            proxy_buffers 64 64k;
+            output_buffers 2 256k;
+            add_header X-Cache-Status \$upstream_cache_status;
+        }
+    }
+}
+CONF
+    start "nginx-$port" "$@" nginx -e "$dir/error.log" -p "$dir" -c "$dir/nginx.conf" -g 'daemon off;'
+    wait_port "$port"
+}
+
+start_varnish() { # PORT ORIGIN_PORT [taskset prefix...]
+    local port=$1 origin=$2
+    shift 2
+    local dir="$WORK/varnish-$port"
+    mkdir -p "$dir"
+    cat >"$dir/default.vcl" <<VCL
+vcl 4.1;
+backend default { .host = "127.0.0.1"; .port = "$origin"; }
+VCL
+    start "varnish-$port" "$@" varnishd -F -j none -n "$dir/n" -a "127.0.0.1:$port" \
+        -f "$dir/default.vcl" -s malloc,4G -p thread_pool_min=200 -p thread_pool_max=5000 \
+        -p thread_pools=2
+    wait_port "$port"
+}
+
+origin_calls() { # ORIGIN_PORT
+    curl -s "http://127.0.0.1:$1/calls"
+}

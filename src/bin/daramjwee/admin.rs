@@ -1,0 +1,329 @@
+//! The admin listener: `/healthz`, `/stats`, `/metrics` and `POST /purge`.
+//!
+//! It runs on its own address (loopback by default) so operators can reach it while the proxy
+//! port is public. It reads cache counters and deletes keys; it must never proxy a request or
+//! expose anything but counters and the keys it is given.
+//!
+//! `/metrics` is a plain Prometheus text rendering of [`Cache::stats`](daramjwee::Cache::stats)
+//! per site, an interim until the crate's `metrics` feature lands.
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+
+use crate::server::Router;
+
+/// What the admin endpoints see.
+#[derive(Clone, Debug)]
+pub struct AdminState {
+    /// The proxy's router (its sites and their caches).
+    pub router: Router,
+    /// Set once shutdown began: `/healthz` then answers 503 so balancers stop sending.
+    pub draining: Arc<AtomicBool>,
+}
+
+/// Serves the admin endpoints on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, state: AdminState) {
+    let builder = auto::Builder::new(TokioExecutor::new());
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "admin accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let state = state.clone();
+        let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let state = state.clone();
+            async move { Ok::<_, Infallible>(handle(&state, req).await) }
+        });
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), svc)
+            .into_owned();
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "admin connection ended with an error");
+            }
+        });
+    }
+}
+
+async fn handle<B>(state: &AdminState, req: Request<B>) -> Response<Full<Bytes>> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/healthz") => {
+            if state.draining.load(Ordering::Acquire) {
+                text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+            } else {
+                text(StatusCode::OK, "ok\n")
+            }
+        }
+        (&Method::GET, "/stats") => json_response(StatusCode::OK, &stats_json(&state.router)),
+        (&Method::GET, "/metrics") => {
+            let mut res = text(StatusCode::OK, metrics_text(&state.router));
+            res.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            res
+        }
+        (&Method::POST, "/purge") => purge(state, req.uri().query().unwrap_or("")).await,
+        (_, "/healthz" | "/stats" | "/metrics" | "/purge") => {
+            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "endpoints: GET /healthz, GET /stats, GET /metrics, POST /purge?key=K[&site=S] or ?path=P[&host=H]\n",
+        ),
+    }
+}
+
+/// `POST /purge?key=K[&site=S]` deletes key `K` from site `S` (or from every site);
+/// `POST /purge?path=P[&host=H]` deletes the key of a GET for `P` (with `Host: H`) from the
+/// site that request would be routed to.
+async fn purge(state: &AdminState, query: &str) -> Response<Full<Bytes>> {
+    let params = match parse_query(query) {
+        Ok(p) => p,
+        Err(e) => return text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+    };
+    let get = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let targets: Vec<(Arc<crate::server::Site>, String)> = if let Some(key) = get("key") {
+        let sites: Vec<_> = match get("site") {
+            Some(name) => match state
+                .router
+                .sites()
+                .iter()
+                .find(|s| s.settings.name == name)
+            {
+                Some(s) => vec![s.clone()],
+                None => return text(StatusCode::NOT_FOUND, format!("no site named `{name}`\n")),
+            },
+            None => state.router.sites().to_vec(),
+        };
+        sites.into_iter().map(|s| (s, key.to_string())).collect()
+    } else if let Some(path) = get("path") {
+        let mut b = Request::get(path);
+        if let Some(h) = get("host") {
+            b = b.header(header::HOST, h);
+        }
+        let Ok(req) = b.body(()) else {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("`{path}` is not a request path\n"),
+            );
+        };
+        let (parts, ()) = req.into_parts();
+        match state.router.pick(&parts) {
+            Some(site) => {
+                let key = site.key_for(&parts);
+                vec![(site.clone(), key)]
+            }
+            None => return text(StatusCode::NOT_FOUND, "no site takes this host and path\n"),
+        }
+    } else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "purge needs ?key=KEY[&site=NAME] or ?path=/PATH[&host=HOST] (percent-encoded)\n",
+        );
+    };
+    let mut purged = Vec::new();
+    for (site, key) in targets {
+        if let Err(e) = site.cache.delete(&key).await {
+            tracing::warn!(site = %site.settings.name, error = %e, "purge failed");
+            return json_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &json!({ "error": e.to_string(), "site": site.settings.name, "key": key }),
+            );
+        }
+        tracing::info!(site = %site.settings.name, %key, "purged");
+        purged.push(json!({ "site": site.settings.name, "key": key }));
+    }
+    json_response(StatusCode::OK, &json!({ "purged": purged }))
+}
+
+fn stats_json(router: &Router) -> Value {
+    let mut sites = serde_json::Map::new();
+    for site in router.sites() {
+        let s = site.cache.stats();
+        let tiers: Vec<Value> = s
+            .hits
+            .iter()
+            .enumerate()
+            .map(|(i, hits)| json!({ "store": site.cache.tier_name(i), "hits": hits }))
+            .collect();
+        sites.insert(
+            site.settings.name.clone(),
+            json!({
+                "upstream": site.settings.upstream.to_string(),
+                "tiers": tiers,
+                "hits": s.hits.iter().sum::<u64>(),
+                "stale_hits": s.stale_hits,
+                "misses": s.misses,
+                "coalesced": s.coalesced,
+                "revalidated": s.revalidated,
+                "fills_committed": s.fills_committed,
+                "fills_failed": s.fills_failed,
+                "promotions": s.promotions,
+                "refreshes": s.refreshes,
+                "store_errors": s.store_errors,
+                "dropped_tasks": s.dropped_tasks,
+            }),
+        );
+    }
+    json!({ "sites": sites })
+}
+
+fn metrics_text(router: &Router) -> String {
+    let mut out = String::new();
+    let stats: Vec<_> = router
+        .sites()
+        .iter()
+        .map(|s| (s, s.cache.stats()))
+        .collect();
+    let _ = writeln!(
+        out,
+        "# HELP daramjwee_hits_total Lookups answered from a tier.\n# TYPE daramjwee_hits_total counter"
+    );
+    for (site, s) in &stats {
+        for (i, h) in s.hits.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "daramjwee_hits_total{{site=\"{}\",tier=\"{i}\",store=\"{}\"}} {h}",
+                site.settings.name,
+                site.cache.tier_name(i)
+            );
+        }
+    }
+    type Getter = fn(&daramjwee::CacheStats) -> u64;
+    let counters: [(&str, &str, Getter); 10] = [
+        (
+            "stale_hits",
+            "Stale entries served while refreshing.",
+            |s| s.stale_hits,
+        ),
+        ("misses", "Origin fills led by lookups.", |s| s.misses),
+        ("coalesced", "Lookups that followed another fill.", |s| {
+            s.coalesced
+        }),
+        ("revalidated", "Origin answers of not-modified.", |s| {
+            s.revalidated
+        }),
+        ("fills_committed", "Entries committed to a tier.", |s| {
+            s.fills_committed
+        }),
+        (
+            "fills_failed",
+            "Fills that failed and stored nothing.",
+            |s| s.fills_failed,
+        ),
+        ("promotions", "Promotions from lower tiers.", |s| {
+            s.promotions
+        }),
+        ("refreshes", "Background refreshes started.", |s| {
+            s.refreshes
+        }),
+        ("store_errors", "Store operations that failed.", |s| {
+            s.store_errors
+        }),
+        (
+            "dropped_tasks",
+            "Background tasks dropped on a full queue.",
+            |s| s.dropped_tasks,
+        ),
+    ];
+    for (name, help, get) in counters {
+        let _ = writeln!(
+            out,
+            "# HELP daramjwee_{name}_total {help}\n# TYPE daramjwee_{name}_total counter"
+        );
+        for (site, s) in &stats {
+            let _ = writeln!(
+                out,
+                "daramjwee_{name}_total{{site=\"{}\"}} {}",
+                site.settings.name,
+                get(s)
+            );
+        }
+    }
+    out
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut res = Response::new(Full::new(body.into()));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    res
+}
+
+fn json_response(status: StatusCode, v: &Value) -> Response<Full<Bytes>> {
+    let mut res = text(status, format!("{v}\n"));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    res
+}
+
+/// `a=b&c=d`, percent-decoded. `+` is kept as is: keys are URLs, where `+` is a literal.
+fn parse_query(q: &str) -> Result<Vec<(String, String)>, String> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            Ok((percent_decode(k)?, percent_decode(v)?))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> Result<String, String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| format!("bad percent-encoding in `{s}`"))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| format!("`{s}` does not decode to UTF-8"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_is_percent_decoded_and_plus_is_literal() {
+        let q = parse_query("key=http%3A%2F%2Fh%2Fa%3Fb%3D1&site=a+b").unwrap();
+        assert_eq!(q[0], ("key".into(), "http://h/a?b=1".into()));
+        assert_eq!(q[1], ("site".into(), "a+b".into()));
+        assert!(parse_query("key=%zz").is_err());
+    }
+}

@@ -1,0 +1,800 @@
+//! Configuration: command-line flags and a TOML file, merged and validated into [`Settings`].
+//!
+//! Everything the proxy runs with is checked here, before a socket is bound or a directory is
+//! created, so a bad value is reported once, with the flag or key that carried it, and the
+//! process exits with code 2. Nothing in this module touches the network or the disk beyond
+//! reading the config file.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+use daramjwee::eviction::PolicyKind;
+use daramjwee::http::PolicyMode;
+use http::uri::{Authority, Scheme};
+use http::Uri;
+use serde::Deserialize;
+
+/// A caching reverse proxy built on the daramjwee tower layer.
+///
+/// Flags override the file's `[defaults]` (and its top-level keys); every `[[site]]` inherits
+/// the defaults it does not set. With no `[[site]]` in the file, one site named `default`
+/// serves every request.
+#[derive(Parser, Debug, Default)]
+#[command(name = "daramjwee", version, about, long_about = None)]
+pub struct Cli {
+    /// A TOML configuration file (see docs/proxy.md).
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address of the proxy listener (HTTP/1.1 and h2c) [default: 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Address of the admin listener, or `off` [default: 127.0.0.1:9090].
+    #[arg(long, value_name = "ADDR|off")]
+    pub admin: Option<String>,
+    /// Directory under which default disk tiers live [default: ./daramjwee-data].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The origin every request is sent to, e.g. `http://127.0.0.1:3000`.
+    #[arg(long, value_name = "URL")]
+    pub upstream: Option<String>,
+    /// Hot tier: `memory:SIZE` or `file:DIR:SIZE` [default: memory:256MiB].
+    #[arg(long, value_name = "SPEC")]
+    pub hot: Option<String>,
+    /// Cold tier: `file:DIR:SIZE` or `none` [default: file:DATA_DIR/SITE/cold:1GiB].
+    #[arg(long, value_name = "SPEC")]
+    pub cold: Option<String>,
+    /// Eviction policy of the local tiers: `lru`, `s3fifo` or `sieve` [default: s3fifo].
+    #[arg(long, value_name = "POLICY")]
+    pub eviction: Option<String>,
+    /// Caching rules: `shared` (RFC 9111 shared cache) or `origin-trusting` [default: shared].
+    #[arg(long, value_name = "MODE")]
+    pub policy: Option<String>,
+    /// Freshness of stored responses under `origin-trusting` [default: 60s].
+    #[arg(long, value_name = "DURATION")]
+    pub ttl: Option<String>,
+    /// Freshness of stored 404/410 responses under `origin-trusting` [default: 5s].
+    #[arg(long, value_name = "DURATION")]
+    pub negative_ttl: Option<String>,
+    /// Background refreshes and cold copies running at once, per site [default: 4].
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+    /// Background tasks waiting, per site; more are dropped and counted [default: 1024].
+    #[arg(long, value_name = "N")]
+    pub queue: Option<usize>,
+    /// Longest wait for a TCP connection to the upstream [default: 5s].
+    #[arg(long, value_name = "DURATION")]
+    pub connect_timeout: Option<String>,
+    /// Longest wait for the upstream's response head [default: 30s].
+    #[arg(long, value_name = "DURATION")]
+    pub upstream_timeout: Option<String>,
+    /// Longest pause in an upstream body while filling the cache [default: 30s].
+    #[arg(long, value_name = "DURATION")]
+    pub idle_timeout: Option<String>,
+    /// On SIGINT/SIGTERM, how long in-flight responses may take to finish [default: 30s].
+    #[arg(long, value_name = "DURATION")]
+    pub drain_timeout: Option<String>,
+    /// After draining, how long background cache work may take to finish [default: 5s].
+    #[arg(long, value_name = "DURATION")]
+    pub close_timeout: Option<String>,
+    /// Validate the configuration, print it, and exit.
+    #[arg(long)]
+    pub check: bool,
+}
+
+/// The TOML file, as written.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    admin: Option<String>,
+    data_dir: Option<PathBuf>,
+    drain_timeout: Option<String>,
+    close_timeout: Option<String>,
+    #[serde(default)]
+    defaults: SiteOpts,
+    #[serde(default)]
+    site: Vec<SiteFile>,
+}
+
+/// Per-site settings that `[defaults]` and the flags provide for every site.
+#[derive(Deserialize, Debug, Default, Clone)]
+#[serde(deny_unknown_fields)]
+struct SiteOpts {
+    upstream: Option<String>,
+    hot: Option<String>,
+    cold: Option<String>,
+    eviction: Option<String>,
+    policy: Option<String>,
+    ttl: Option<String>,
+    negative_ttl: Option<String>,
+    workers: Option<usize>,
+    queue: Option<usize>,
+    connect_timeout: Option<String>,
+    upstream_timeout: Option<String>,
+    idle_timeout: Option<String>,
+    preserve_host: Option<bool>,
+    strip_prefix: Option<bool>,
+}
+
+/// One `[[site]]` table. The option fields repeat [`SiteOpts`] because `deny_unknown_fields`
+/// (which turns a typo into an error) cannot be combined with `#[serde(flatten)]`.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct SiteFile {
+    name: Option<String>,
+    host: Option<String>,
+    prefix: Option<String>,
+    upstream: Option<String>,
+    hot: Option<String>,
+    cold: Option<String>,
+    eviction: Option<String>,
+    policy: Option<String>,
+    ttl: Option<String>,
+    negative_ttl: Option<String>,
+    workers: Option<usize>,
+    queue: Option<usize>,
+    connect_timeout: Option<String>,
+    upstream_timeout: Option<String>,
+    idle_timeout: Option<String>,
+    preserve_host: Option<bool>,
+    strip_prefix: Option<bool>,
+}
+
+impl SiteFile {
+    /// The site's own options, each falling back to `defaults`.
+    fn opts_over(&self, d: &SiteOpts) -> SiteOpts {
+        fn or<T: Clone>(a: &Option<T>, b: &Option<T>) -> Option<T> {
+            a.clone().or_else(|| b.clone())
+        }
+        SiteOpts {
+            upstream: or(&self.upstream, &d.upstream),
+            hot: or(&self.hot, &d.hot),
+            cold: or(&self.cold, &d.cold),
+            eviction: or(&self.eviction, &d.eviction),
+            policy: or(&self.policy, &d.policy),
+            ttl: or(&self.ttl, &d.ttl),
+            negative_ttl: or(&self.negative_ttl, &d.negative_ttl),
+            workers: or(&self.workers, &d.workers),
+            queue: or(&self.queue, &d.queue),
+            connect_timeout: or(&self.connect_timeout, &d.connect_timeout),
+            upstream_timeout: or(&self.upstream_timeout, &d.upstream_timeout),
+            idle_timeout: or(&self.idle_timeout, &d.idle_timeout),
+            preserve_host: or(&self.preserve_host, &d.preserve_host),
+            strip_prefix: or(&self.strip_prefix, &d.strip_prefix),
+        }
+    }
+}
+
+/// A configuration error: what was wrong, and where it was written.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError(msg.into()))
+}
+
+/// The validated configuration the proxy runs with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Proxy listener.
+    pub listen: SocketAddr,
+    /// Admin listener, if on.
+    pub admin: Option<SocketAddr>,
+    /// Bound on waiting for in-flight responses at shutdown.
+    pub drain_timeout: Duration,
+    /// Bound on waiting for background cache work at shutdown.
+    pub close_timeout: Duration,
+    /// Sites, in the order written.
+    pub sites: Vec<SiteSettings>,
+}
+
+/// One site: which requests it takes, where it sends them, and its cache.
+#[derive(Debug, Clone)]
+pub struct SiteSettings {
+    /// Unique name: used in logs, stats, metric labels and default directory names.
+    pub name: String,
+    /// Only requests for this host (compared without port, case-insensitively), if set.
+    pub host: Option<String>,
+    /// Only requests whose path starts with this prefix (at a `/` boundary).
+    pub prefix: String,
+    /// Whether the prefix is removed before the path is appended to the upstream's.
+    pub strip_prefix: bool,
+    /// Where requests go.
+    pub upstream: UpstreamUrl,
+    /// Whether the client's `Host` is sent upstream (otherwise the upstream's authority is).
+    pub preserve_host: bool,
+    /// The first tier.
+    pub hot: TierSpec,
+    /// The second tier, if any.
+    pub cold: Option<TierSpec>,
+    /// Eviction policy of both tiers.
+    pub eviction: PolicyKind,
+    /// Caching rules.
+    pub mode: PolicyMode,
+    /// Background pool size and queue bound.
+    pub workers: (usize, usize),
+    /// Upstream connect timeout.
+    pub connect_timeout: Duration,
+    /// Upstream response-head timeout.
+    pub upstream_timeout: Duration,
+    /// Longest pause in an upstream body during a fill.
+    pub idle_timeout: Duration,
+}
+
+/// An upstream origin: `http://authority[/base-path]`.
+#[derive(Debug, Clone)]
+pub struct UpstreamUrl {
+    /// Always `http` in this build.
+    pub scheme: Scheme,
+    /// Host and port.
+    pub authority: Authority,
+    /// Path prepended to every request path, without a trailing `/` (may be empty).
+    pub base_path: String,
+}
+
+impl std::fmt::Display for UpstreamUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}://{}{}", self.scheme, self.authority, self.base_path)
+    }
+}
+
+/// A local tier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TierSpec {
+    /// In memory, bounded in bytes.
+    Memory(u64),
+    /// A directory on disk, bounded in bytes.
+    File(PathBuf, u64),
+}
+
+impl std::fmt::Display for TierSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TierSpec::Memory(n) => write!(f, "memory:{}", fmt_size(*n)),
+            TierSpec::File(p, n) => write!(f, "file:{}:{}", p.display(), fmt_size(*n)),
+        }
+    }
+}
+
+const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+const DEFAULT_ADMIN: &str = "127.0.0.1:9090";
+const DEFAULT_DATA_DIR: &str = "./daramjwee-data";
+const DEFAULT_HOT: &str = "memory:256MiB";
+const DEFAULT_COLD_BYTES: u64 = 1 << 30;
+
+impl Settings {
+    /// Reads the file named by `--config` (if any), merges the flags over it and validates.
+    pub fn load(cli: &Cli) -> Result<Settings, ConfigError> {
+        let file = match &cli.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        Settings::merge(cli, file)
+    }
+
+    fn merge(cli: &Cli, file: FileConfig) -> Result<Settings, ConfigError> {
+        let listen = cli
+            .listen
+            .clone()
+            .or(file.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.into());
+        let listen = parse_addr(&listen).map_err(|e| ConfigError(format!("listen: {e}")))?;
+        let admin = cli
+            .admin
+            .clone()
+            .or(file.admin)
+            .unwrap_or_else(|| DEFAULT_ADMIN.into());
+        let admin = match admin.as_str() {
+            "off" | "none" | "" => None,
+            a => Some(parse_addr(a).map_err(|e| ConfigError(format!("admin: {e}")))?),
+        };
+        if admin.is_some() && admin == Some(listen) && listen.port() != 0 {
+            return err(format!(
+                "admin: {listen} is also the proxy listener; give the admin listener its own port or `off`"
+            ));
+        }
+        let drain_timeout = dur_or(
+            "drain_timeout",
+            cli.drain_timeout.as_ref().or(file.drain_timeout.as_ref()),
+            Duration::from_secs(30),
+        )?;
+        let close_timeout = dur_or(
+            "close_timeout",
+            cli.close_timeout.as_ref().or(file.close_timeout.as_ref()),
+            Duration::from_secs(5),
+        )?;
+        let data_dir = cli
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+
+        // Flags override [defaults], which every site falls back to.
+        let flags = SiteFile {
+            upstream: cli.upstream.clone(),
+            hot: cli.hot.clone(),
+            cold: cli.cold.clone(),
+            eviction: cli.eviction.clone(),
+            policy: cli.policy.clone(),
+            ttl: cli.ttl.clone(),
+            negative_ttl: cli.negative_ttl.clone(),
+            workers: cli.workers,
+            queue: cli.queue,
+            connect_timeout: cli.connect_timeout.clone(),
+            upstream_timeout: cli.upstream_timeout.clone(),
+            idle_timeout: cli.idle_timeout.clone(),
+            ..Default::default()
+        };
+        let defaults = flags.opts_over(&file.defaults);
+
+        let site_files = if file.site.is_empty() {
+            vec![SiteFile {
+                name: Some("default".into()),
+                ..Default::default()
+            }]
+        } else {
+            file.site
+        };
+        let mut sites = Vec::with_capacity(site_files.len());
+        for (i, sf) in site_files.iter().enumerate() {
+            let name = match &sf.name {
+                Some(n) => n.clone(),
+                None => return err(format!("site #{}: `name` is required", i + 1)),
+            };
+            let site = validate_site(&name, sf, &sf.opts_over(&defaults), &data_dir)
+                .map_err(|e| ConfigError(format!("site `{name}`: {e}")))?;
+            sites.push(site);
+        }
+        check_sites(&sites)?;
+        Ok(Settings {
+            listen,
+            admin,
+            drain_timeout,
+            close_timeout,
+            sites,
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+    toml::from_str(&text).map_err(|e| ConfigError(format!("{}: {e}", path.display())))
+}
+
+fn validate_site(
+    name: &str,
+    sf: &SiteFile,
+    o: &SiteOpts,
+    data_dir: &Path,
+) -> Result<SiteSettings, ConfigError> {
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return err(
+            "`name` must be letters, digits, `-` or `_` (it names directories and metric labels)",
+        );
+    }
+    let upstream = match &o.upstream {
+        Some(u) => parse_upstream(u)?,
+        None => {
+            return err(
+                "no upstream: pass --upstream URL, or set `upstream` in [defaults] or the site",
+            )
+        }
+    };
+    let prefix = sf.prefix.clone().unwrap_or_else(|| "/".into());
+    if !prefix.starts_with('/') {
+        return err(format!("prefix `{prefix}` must start with `/`"));
+    }
+    let prefix = if prefix.len() > 1 {
+        prefix.trim_end_matches('/').to_string()
+    } else {
+        prefix
+    };
+    let host = match &sf.host {
+        Some(h) if h.is_empty() || h.contains('/') => {
+            return err(format!("host `{h}` must be a host name"))
+        }
+        Some(h) => Some(h.to_ascii_lowercase()),
+        None => None,
+    };
+    let hot = parse_tier("hot", o.hot.as_deref().unwrap_or(DEFAULT_HOT))?;
+    let cold = match o.cold.as_deref() {
+        None => Some(TierSpec::File(
+            data_dir.join(name).join("cold"),
+            DEFAULT_COLD_BYTES,
+        )),
+        Some("none" | "off") => None,
+        Some(spec) => match parse_tier("cold", spec)? {
+            TierSpec::Memory(_) => {
+                return err(format!(
+                    "cold: `{spec}`: a cold tier must be persistent (file:DIR:SIZE); use `hot` for memory"
+                ))
+            }
+            t => Some(t),
+        },
+    };
+    let eviction = match o.eviction.as_deref().unwrap_or("s3fifo") {
+        "lru" => PolicyKind::Lru,
+        "s3fifo" | "s3-fifo" => PolicyKind::S3Fifo,
+        "sieve" => PolicyKind::Sieve,
+        other => {
+            return err(format!(
+                "eviction: `{other}` is not one of lru, s3fifo, sieve"
+            ))
+        }
+    };
+    let ttl = o
+        .ttl
+        .as_deref()
+        .map(|s| parse_duration(s).map_err(|e| ConfigError(format!("ttl: {e}"))))
+        .transpose()?;
+    let negative_ttl = o
+        .negative_ttl
+        .as_deref()
+        .map(|s| parse_duration(s).map_err(|e| ConfigError(format!("negative_ttl: {e}"))))
+        .transpose()?;
+    let mode = match o.policy.as_deref().unwrap_or("shared") {
+        "shared" => {
+            if ttl.is_some() || negative_ttl.is_some() {
+                return err("ttl and negative_ttl apply only to policy `origin-trusting`; under `shared` the origin's Cache-Control decides");
+            }
+            PolicyMode::Shared
+        }
+        "origin-trusting" => PolicyMode::OriginTrusting {
+            ttl: ttl.unwrap_or(Duration::from_secs(60)),
+            negative_ttl: negative_ttl.unwrap_or(Duration::from_secs(5)),
+        },
+        other => {
+            return err(format!(
+                "policy: `{other}` is not one of shared, origin-trusting"
+            ))
+        }
+    };
+    let workers = o.workers.unwrap_or(4);
+    if workers == 0 || workers > 1024 {
+        return err(format!("workers: {workers} is not in 1..=1024"));
+    }
+    let queue = o.queue.unwrap_or(1024);
+    Ok(SiteSettings {
+        name: name.to_string(),
+        host,
+        prefix,
+        strip_prefix: o.strip_prefix.unwrap_or(false),
+        upstream,
+        preserve_host: o.preserve_host.unwrap_or(false),
+        hot,
+        cold,
+        eviction,
+        mode,
+        workers: (workers, queue),
+        connect_timeout: dur_or(
+            "connect_timeout",
+            o.connect_timeout.as_ref(),
+            Duration::from_secs(5),
+        )?,
+        upstream_timeout: dur_or(
+            "upstream_timeout",
+            o.upstream_timeout.as_ref(),
+            Duration::from_secs(30),
+        )?,
+        idle_timeout: dur_or(
+            "idle_timeout",
+            o.idle_timeout.as_ref(),
+            Duration::from_secs(30),
+        )?,
+    })
+}
+
+/// Checks between sites: unique names, unique routes, no directory used twice.
+fn check_sites(sites: &[SiteSettings]) -> Result<(), ConfigError> {
+    let mut names = HashSet::new();
+    let mut routes = HashSet::new();
+    let mut dirs: Vec<(PathBuf, &str)> = Vec::new();
+    for s in sites {
+        if !names.insert(s.name.as_str()) {
+            return err(format!("site `{}` is defined twice", s.name));
+        }
+        if !routes.insert((s.host.clone(), s.prefix.clone())) {
+            return err(format!(
+                "site `{}`: another site already takes host {} and prefix `{}`",
+                s.name,
+                s.host.as_deref().unwrap_or("(any)"),
+                s.prefix
+            ));
+        }
+        for t in [Some(&s.hot), s.cold.as_ref()].into_iter().flatten() {
+            if let TierSpec::File(dir, _) = t {
+                if let Some((_, other)) = dirs.iter().find(|(d, _)| d == dir) {
+                    return err(format!(
+                        "site `{}`: directory {} is already used by a tier of site `{other}`",
+                        s.name,
+                        dir.display()
+                    ));
+                }
+                dirs.push((dir.clone(), &s.name));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn dur_or(what: &str, v: Option<&String>, default: Duration) -> Result<Duration, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some(s) => parse_duration(s).map_err(|e| ConfigError(format!("{what}: {e}"))),
+    }
+}
+
+fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    s.parse()
+        .map_err(|_| format!("`{s}` is not an IP:port address (e.g. 127.0.0.1:8080)"))
+}
+
+fn parse_upstream(s: &str) -> Result<UpstreamUrl, ConfigError> {
+    let uri: Uri = s
+        .parse()
+        .map_err(|e| ConfigError(format!("upstream `{s}`: {e}")))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return err(format!(
+                "upstream `{s}`: https upstreams are not supported by this build (no TLS client); use http://"
+            ))
+        }
+        _ => return err(format!("upstream `{s}`: expected http://host[:port][/path]")),
+    }
+    let Some(authority) = uri.authority().cloned() else {
+        return err(format!("upstream `{s}`: no host"));
+    };
+    if uri.query().is_some() {
+        return err(format!("upstream `{s}`: must not have a query"));
+    }
+    let base_path = uri.path().trim_end_matches('/').to_string();
+    Ok(UpstreamUrl {
+        scheme: Scheme::HTTP,
+        authority,
+        base_path,
+    })
+}
+
+/// `memory:SIZE` or `file:DIR:SIZE`; object-store URLs are recognised and refused clearly.
+fn parse_tier(which: &str, spec: &str) -> Result<TierSpec, ConfigError> {
+    let bad = |why: String| ConfigError(format!("{which}: `{spec}`: {why}"));
+    if spec.contains("://") {
+        return Err(bad(
+            "object-store tiers are not compiled into this build (the object-store tier has not \
+             landed yet); use file:DIR:SIZE"
+                .into(),
+        ));
+    }
+    if let Some(size) = spec.strip_prefix("memory:") {
+        let n = parse_size(size).map_err(bad)?;
+        return Ok(TierSpec::Memory(n));
+    }
+    if let Some(rest) = spec.strip_prefix("file:") {
+        let Some((dir, size)) = rest.rsplit_once(':') else {
+            return Err(bad(
+                "expected file:DIR:SIZE, e.g. file:/var/cache/daramjwee:10GiB".into(),
+            ));
+        };
+        if dir.is_empty() {
+            return Err(bad("empty directory".into()));
+        }
+        let n = parse_size(size).map_err(bad)?;
+        return Ok(TierSpec::File(PathBuf::from(dir), n));
+    }
+    Err(bad(
+        "expected memory:SIZE or file:DIR:SIZE (e.g. memory:256MiB)".into(),
+    ))
+}
+
+/// Sizes: a number with an optional unit (B, KiB, MiB, GiB, TiB, or KB, MB, GB, TB in powers
+/// of ten). Zero is refused: a tier of nothing is a configuration mistake.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "t" | "tib" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        u => return Err(format!("unknown size unit `{u}` (use KiB, MiB, GiB, TiB)")),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size (e.g. 256MiB)"))?;
+    let bytes = n * mult as f64;
+    if !(bytes.is_finite() && bytes >= 1.0 && bytes < u64::MAX as f64) {
+        return Err(format!("`{s}` is not a positive size"));
+    }
+    Ok(bytes as u64)
+}
+
+/// Durations: a number with a unit (`ms`, `s`, `m`, `h`), e.g. `500ms`, `30s`, `5m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let secs: f64 = match unit.trim() {
+        "ms" => 0.001,
+        "s" => 1.0,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        "" => return Err(format!("`{s}` has no unit (e.g. 30s, 500ms, 5m)")),
+        u => return Err(format!("unknown duration unit `{u}` (use ms, s, m, h)")),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (e.g. 30s)"))?;
+    let d = n * secs;
+    if !(d.is_finite() && (0.0..1e9).contains(&d)) {
+        return Err(format!("`{s}` is out of range"));
+    }
+    Ok(Duration::from_secs_f64(d))
+}
+
+fn fmt_size(n: u64) -> String {
+    for (unit, m) in [
+        ("TiB", 1u64 << 40),
+        ("GiB", 1 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+    ] {
+        if n >= m && n % m == 0 {
+            return format!("{}{unit}", n / m);
+        }
+    }
+    format!("{n}B")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Cli {
+        let mut v = vec!["daramjwee"];
+        v.extend_from_slice(args);
+        Cli::parse_from(v)
+    }
+
+    #[test]
+    fn sizes_and_durations_parse_with_units() {
+        assert_eq!(parse_size("256MiB"), Ok(256 << 20));
+        assert_eq!(parse_size("10GiB"), Ok(10 << 30));
+        assert_eq!(parse_size("1.5KiB"), Ok(1536));
+        assert_eq!(parse_size("2MB"), Ok(2_000_000));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("12XB").is_err());
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert!(parse_duration("30").is_err());
+    }
+
+    #[test]
+    fn defaults_give_memory_hot_and_disk_cold_under_data_dir() {
+        let s = Settings::load(&cli(&["--upstream", "http://127.0.0.1:3000"])).unwrap();
+        let site = &s.sites[0];
+        assert_eq!(site.name, "default");
+        assert_eq!(site.hot, TierSpec::Memory(256 << 20));
+        assert_eq!(
+            site.cold,
+            Some(TierSpec::File(
+                PathBuf::from("./daramjwee-data/default/cold"),
+                1 << 30
+            ))
+        );
+        assert_eq!(s.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(s.admin, Some("127.0.0.1:9090".parse().unwrap()));
+    }
+
+    #[test]
+    fn file_path_with_colons_keeps_the_last_colon_for_the_size() {
+        assert_eq!(
+            parse_tier("hot", "file:/tmp/a:b:10GiB").unwrap(),
+            TierSpec::File(PathBuf::from("/tmp/a:b"), 10 << 30)
+        );
+    }
+
+    #[test]
+    fn object_store_cold_tier_says_not_compiled_in() {
+        let e = Settings::load(&cli(&[
+            "--upstream",
+            "http://127.0.0.1:3000",
+            "--cold",
+            "s3://bucket/prefix",
+        ]))
+        .unwrap_err();
+        assert!(e.0.contains("not compiled into this build"), "{e}");
+    }
+
+    #[test]
+    fn missing_upstream_and_bad_values_are_named() {
+        let e = Settings::load(&cli(&[])).unwrap_err();
+        assert!(e.0.contains("no upstream"), "{e}");
+        let e =
+            Settings::load(&cli(&["--upstream", "http://h", "--eviction", "fifo"])).unwrap_err();
+        assert!(e.0.contains("eviction: `fifo`"), "{e}");
+        let e = Settings::load(&cli(&["--upstream", "https://h"])).unwrap_err();
+        assert!(e.0.contains("https upstreams are not supported"), "{e}");
+        let e = Settings::load(&cli(&["--upstream", "http://h", "--ttl", "5s"])).unwrap_err();
+        assert!(e.0.contains("origin-trusting"), "{e}");
+    }
+
+    #[test]
+    fn sites_inherit_defaults_and_flags_override_them() {
+        let file: FileConfig = toml::from_str(
+            r#"
+            listen = "127.0.0.1:0"
+            [defaults]
+            upstream = "http://127.0.0.1:1/"
+            hot = "memory:1MiB"
+            cold = "none"
+            [[site]]
+            name = "a"
+            prefix = "/a/"
+            [[site]]
+            name = "b"
+            host = "B.example"
+            upstream = "http://127.0.0.1:2/base/"
+            "#,
+        )
+        .unwrap();
+        let s = Settings::merge(&cli(&["--hot", "memory:2MiB"]), file).unwrap();
+        assert_eq!(s.sites.len(), 2);
+        assert_eq!(s.sites[0].prefix, "/a");
+        assert_eq!(s.sites[0].hot, TierSpec::Memory(2 << 20));
+        assert_eq!(s.sites[0].cold, None);
+        assert_eq!(s.sites[1].host.as_deref(), Some("b.example"));
+        assert_eq!(s.sites[1].upstream.to_string(), "http://127.0.0.1:2/base");
+    }
+
+    #[test]
+    fn typo_in_a_site_key_is_an_error() {
+        let e = toml::from_str::<FileConfig>("[[site]]\nname = \"a\"\nhott = \"memory:1MiB\"\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("hott"), "{e}");
+    }
+
+    #[test]
+    fn two_sites_on_one_directory_are_refused() {
+        let file: FileConfig = toml::from_str(
+            r#"
+            [defaults]
+            upstream = "http://127.0.0.1:1"
+            cold = "file:/tmp/x:1GiB"
+            [[site]]
+            name = "a"
+            prefix = "/a"
+            [[site]]
+            name = "b"
+            prefix = "/b"
+            "#,
+        )
+        .unwrap();
+        let e = Settings::merge(&cli(&[]), file).unwrap_err();
+        assert!(e.0.contains("already used"), "{e}");
+    }
+}

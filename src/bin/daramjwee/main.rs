@@ -1,0 +1,186 @@
+//! `daramjwee`: a caching reverse proxy built from the crate's [`CacheLayer`] in front of a
+//! pooled hyper client.
+//!
+//! Exit codes: 0 after a clean shutdown (SIGINT/SIGTERM), 2 for a bad configuration (the
+//! message on stderr names the flag or key), 1 when startup fails for another reason (a port
+//! in use, a tier directory that cannot be opened). It prints one line per listener on stdout
+//! once it accepts connections (`daramjwee listening on http://ADDR`, `daramjwee admin on
+//! http://ADDR`), so scripts can wait for readiness and learn ports bound as `:0`.
+//!
+//! [`CacheLayer`]: daramjwee::http::CacheLayer
+
+mod admin;
+mod config;
+mod proxy;
+mod server;
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use clap::Parser;
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{Cli, Settings};
+use crate::server::{Router, Site};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(&cli) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("daramjwee: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if cli.check {
+        print_settings(&settings);
+        return ExitCode::SUCCESS;
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("daramjwee: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("daramjwee: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(settings: Settings) -> Result<(), String> {
+    let mut sites = Vec::with_capacity(settings.sites.len());
+    for s in &settings.sites {
+        let name = s.name.clone();
+        let site = Site::open(s.clone())
+            .await
+            .map_err(|e| format!("site `{name}`: {e}"))?;
+        tracing::info!(
+            site = %name,
+            upstream = %s.upstream,
+            hot = %s.hot,
+            cold = %s.cold.as_ref().map_or("none".into(), |c| c.to_string()),
+            "site ready"
+        );
+        sites.push(Arc::new(site));
+    }
+    let router = Router::new(sites);
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
+    let draining = Arc::new(AtomicBool::new(false));
+    let admin_task = match settings.admin {
+        Some(addr) => {
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on {addr} (admin): {e}"))?;
+            let local = l.local_addr().map_err(|e| e.to_string())?;
+            println!("daramjwee admin on http://{local}");
+            let state = admin::AdminState {
+                router: router.clone(),
+                draining: draining.clone(),
+            };
+            Some(tokio::spawn(admin::serve(l, state)))
+        }
+        None => None,
+    };
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    println!("daramjwee listening on http://{local}");
+    tracing::info!(%local, "proxy listening (HTTP/1.1 and h2c)");
+
+    let drain_flag = draining.clone();
+    let shutdown = async move {
+        wait_for_signal().await;
+        drain_flag.store(true, Ordering::Release);
+    };
+    let still_open =
+        server::serve(listener, router.clone(), shutdown, settings.drain_timeout).await;
+    if still_open > 0 {
+        tracing::warn!(
+            drain_timeout = ?settings.drain_timeout,
+            "drain timeout reached with connections still open; closing them"
+        );
+    } else {
+        tracing::info!("all connections drained");
+    }
+    for site in router.sites() {
+        if let Err(e) = site.cache.close(settings.close_timeout).await {
+            tracing::warn!(site = %site.settings.name, error = %e, "background work did not finish");
+        }
+    }
+    if let Some(t) = admin_task {
+        t.abort();
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM received"),
+                    r = tokio::signal::ctrl_c() => {
+                        if let Err(e) = r {
+                            tracing::warn!(error = %e, "cannot listen for SIGINT");
+                            std::future::pending::<()>().await;
+                        }
+                        tracing::info!("SIGINT received");
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the proxy");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn print_settings(s: &Settings) {
+    println!("listen = {}", s.listen);
+    println!(
+        "admin = {}",
+        s.admin.map_or("off".to_string(), |a| a.to_string())
+    );
+    println!("drain_timeout = {:?}", s.drain_timeout);
+    for site in &s.sites {
+        println!(
+            "site {}: host={} prefix={} upstream={} hot={} cold={} eviction={} policy={:?} workers={}/{}",
+            site.name,
+            site.host.as_deref().unwrap_or("*"),
+            site.prefix,
+            site.upstream,
+            site.hot,
+            site.cold.as_ref().map_or("none".into(), |c| c.to_string()),
+            site.eviction.name(),
+            site.mode,
+            site.workers.0,
+            site.workers.1,
+        );
+    }
+}

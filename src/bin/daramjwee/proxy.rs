@@ -1,0 +1,380 @@
+//! The origin service: a pooled hyper client that forwards a request to one upstream.
+//!
+//! [`Upstream`] is what the cache layer wraps. It rewrites the request for the upstream
+//! (URI, `Host`, `X-Forwarded-*`, hop-by-hop headers), streams the request body through, and
+//! turns every transport failure into a response (502 when the upstream cannot be reached or
+//! breaks the exchange, 504 when it does not answer in time) so the proxy never drops a client
+//! connection because of the upstream. It must never buffer a body and never cache anything:
+//! caching decisions belong to the layer in front of it.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use daramjwee::BoxError;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body::Body;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Either, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tower::Service;
+
+use crate::config::SiteSettings;
+
+/// The body the upstream client sends: any request body, boxed once.
+pub type UpstreamReqBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// A response body from [`Upstream`]: the upstream's own stream, or a short error text.
+pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+
+/// The client's address, put into request extensions by the listener for `X-Forwarded-For`.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientAddr(pub SocketAddr);
+
+/// Where a site's requests go and how they are rewritten.
+#[derive(Debug)]
+pub struct Route {
+    /// `http://authority`, without a path.
+    origin: String,
+    /// Upstream authority, also the default `Host`.
+    authority: HeaderValue,
+    /// Path prepended to the request path (no trailing `/`).
+    base_path: String,
+    /// Prefix removed from the request path first, if the site strips it.
+    strip: Option<String>,
+    preserve_host: bool,
+}
+
+impl Route {
+    /// The rewrite rules of a site.
+    pub fn new(site: &SiteSettings) -> Route {
+        let up = &site.upstream;
+        Route {
+            origin: format!("{}://{}", up.scheme, up.authority),
+            authority: HeaderValue::from_str(up.authority.as_str())
+                .unwrap_or_else(|_| HeaderValue::from_static("localhost")),
+            base_path: up.base_path.clone(),
+            strip: (site.strip_prefix && site.prefix != "/").then(|| site.prefix.clone()),
+            preserve_host: site.preserve_host,
+        }
+    }
+
+    /// The upstream path and query for a client request's path and query.
+    pub fn upstream_path(&self, pq: Option<&PathAndQuery>) -> String {
+        let pq = pq.map_or("/", PathAndQuery::as_str);
+        let rest = match &self.strip {
+            // The router only sends paths under the prefix, at a `/` boundary.
+            Some(p) => pq.strip_prefix(p.as_str()).unwrap_or(pq),
+            None => pq,
+        };
+        let mut out = String::with_capacity(self.base_path.len() + rest.len() + 1);
+        out.push_str(&self.base_path);
+        if !rest.starts_with('/') {
+            out.push('/');
+        }
+        out.push_str(rest);
+        out
+    }
+
+    /// The full upstream URL of a request: also the cache key when the `Host` is not kept.
+    pub fn upstream_url(&self, pq: Option<&PathAndQuery>) -> String {
+        let mut s = self.origin.clone();
+        s.push_str(&self.upstream_path(pq));
+        s
+    }
+
+    /// Whether the client's `Host` is forwarded (and so must be part of the key).
+    pub fn preserve_host(&self) -> bool {
+        self.preserve_host
+    }
+}
+
+/// The origin service of one site: forwards requests to its upstream through a pooled client.
+#[derive(Clone)]
+pub struct Upstream {
+    client: Client<HttpConnector, UpstreamReqBody>,
+    route: Arc<Route>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("route", &self.route)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Upstream {
+    /// A client for `site`'s upstream, with its connect and response-head timeouts.
+    pub fn new(site: &SiteSettings, route: Arc<Route>) -> Upstream {
+        let mut conn = HttpConnector::new();
+        conn.set_connect_timeout(Some(site.connect_timeout));
+        conn.set_nodelay(true);
+        conn.enforce_http(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(256)
+            .build(conn);
+        Upstream {
+            client,
+            route,
+            timeout: site.upstream_timeout,
+        }
+    }
+}
+
+impl<B> Service<Request<B>> for Upstream
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<ProxyBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // The pooled client is always ready: it queues on the pool, not here.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let req = rewrite(&self.route, req);
+        let fut = self.client.request(req);
+        let timeout = self.timeout;
+        let authority = self.route.authority.clone();
+        Box::pin(async move {
+            let res = match tokio::time::timeout(timeout, fut).await {
+                Ok(Ok(res)) => res,
+                Ok(Err(e)) => {
+                    let what = if e.is_connect() {
+                        "cannot connect to"
+                    } else {
+                        "failed talking to"
+                    };
+                    tracing::warn!(upstream = ?authority, error = %error_chain(&e), "{what} upstream");
+                    return Ok(error_response(
+                        StatusCode::BAD_GATEWAY,
+                        format!(
+                            "daramjwee: {what} upstream {}: {}\n",
+                            show(&authority),
+                            error_chain(&e)
+                        ),
+                    ));
+                }
+                Err(_) => {
+                    tracing::warn!(upstream = ?authority, ?timeout, "upstream timed out");
+                    return Ok(error_response(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        format!(
+                            "daramjwee: upstream {} sent no response within {timeout:?}\n",
+                            show(&authority)
+                        ),
+                    ));
+                }
+            };
+            let (mut parts, body) = res.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            Ok(Response::from_parts(parts, Either::Left(body)))
+        })
+    }
+}
+
+/// Rewrites a client request into the upstream request.
+fn rewrite<B>(route: &Route, req: Request<B>) -> Request<UpstreamReqBody>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let (mut parts, body) = req.into_parts();
+    let client_host = parts.headers.get(header::HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    let path = route.upstream_path(parts.uri.path_and_query());
+    let uri = format!("{}{}", route.origin, path);
+    parts.uri = uri.parse::<Uri>().unwrap_or_else(|_| {
+        // Only reachable with a path hyper already accepted; fall back to the upstream root.
+        Uri::from_maybe_shared(Bytes::from(route.origin.clone() + "/")).unwrap_or_default()
+    });
+    // The upstream leg is always HTTP/1.1, whatever the client spoke.
+    parts.version = Version::HTTP_11;
+    strip_hop_by_hop(&mut parts.headers);
+
+    let host = match (&client_host, route.preserve_host) {
+        (Some(h), true) => h.clone(),
+        _ => route.authority.clone(),
+    };
+    parts.headers.insert(header::HOST, host);
+    if let Some(ClientAddr(addr)) = parts.extensions.get::<ClientAddr>().copied() {
+        append_forwarded_for(&mut parts.headers, addr);
+    }
+    // This listener speaks plain HTTP; a client's own claim is not trusted.
+    parts
+        .headers
+        .insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    match client_host {
+        Some(h) => {
+            parts.headers.insert(X_FORWARDED_HOST, h);
+        }
+        None => {
+            parts.headers.remove(X_FORWARDED_HOST);
+        }
+    }
+    let body = body.map_err(Into::into).boxed_unsync();
+    Request::from_parts(parts, body)
+}
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+fn append_forwarded_for(headers: &mut HeaderMap, addr: SocketAddr) {
+    let ip = addr.ip().to_string();
+    let joined: Vec<&str> = headers
+        .get_all(X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let value = if joined.is_empty() {
+        ip
+    } else {
+        format!("{}, {ip}", joined.join(", "))
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert(X_FORWARDED_FOR, v);
+    }
+}
+
+/// Removes the headers that describe one connection (RFC 9110 §7.6.1), including those the
+/// `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+}
+
+/// A short plain-text error that no cache stores.
+pub fn error_response(status: StatusCode, text: String) -> Response<ProxyBody> {
+    let mut res = Response::new(Either::Right(Full::new(Bytes::from(text))));
+    *res.status_mut() = status;
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+fn show(v: &HeaderValue) -> &str {
+    v.to_str().unwrap_or("?")
+}
+
+/// The error and its causes on one line: hyper-util's top-level message alone ("client
+/// error (Connect)") does not say what went wrong.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Cli, Settings};
+    use clap::Parser;
+
+    fn route(args: &[&str]) -> Route {
+        let mut v = vec!["daramjwee"];
+        v.extend_from_slice(args);
+        let s = Settings::load(&Cli::parse_from(v)).unwrap();
+        Route::new(&s.sites[0])
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_connection_tokens_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(header::ETAG, HeaderValue::from_static("\"a\""));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key(header::ETAG));
+    }
+
+    #[test]
+    fn request_is_rewritten_for_the_upstream() {
+        let r = route(&["--upstream", "http://10.0.0.1:3000/base/"]);
+        let mut req = Request::get("/a/b?c=1")
+            .header(header::HOST, "front.example")
+            .header("x-forwarded-for", "192.0.2.1")
+            .header("x-forwarded-proto", "https")
+            .header(header::CONNECTION, "keep-alive")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        req.extensions_mut()
+            .insert(ClientAddr("127.0.0.2:5000".parse().unwrap()));
+        let out = rewrite(&r, req);
+        assert_eq!(out.uri(), "http://10.0.0.1:3000/base/a/b?c=1");
+        assert_eq!(out.headers()[header::HOST], "10.0.0.1:3000");
+        assert_eq!(out.headers()["x-forwarded-for"], "192.0.2.1, 127.0.0.2");
+        assert_eq!(out.headers()["x-forwarded-proto"], "http");
+        assert_eq!(out.headers()["x-forwarded-host"], "front.example");
+        assert!(!out.headers().contains_key(header::CONNECTION));
+        assert_eq!(out.version(), Version::HTTP_11);
+    }
+
+    #[test]
+    fn upstream_url_joins_base_path_and_request_path() {
+        let r = route(&["--upstream", "http://h:1"]);
+        assert_eq!(r.upstream_url(None), "http://h:1/");
+        assert_eq!(
+            r.upstream_url(Some(&PathAndQuery::from_static("/x?y"))),
+            "http://h:1/x?y"
+        );
+    }
+}

@@ -1,0 +1,336 @@
+//! Sites, the request router, and the proxy listener with graceful shutdown.
+//!
+//! Each site owns a [`Cache`] and an [`Upstream`]; the router picks a site per request (by
+//! `Host`, then by the longest path prefix) and calls the site's cache service. The listener
+//! speaks HTTP/1.1 and h2c (prior knowledge) on one port, and on shutdown stops accepting, lets
+//! in-flight exchanges finish within a bound, and then returns. Nothing here parses cache
+//! headers: that is the layer's job.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use daramjwee::eviction::PolicyKind;
+use daramjwee::http::{default_key, CacheBody, CacheLayer, CacheService};
+use daramjwee::store::{FileStore, MemStore, Store};
+use daramjwee::Cache;
+use http::request::Parts;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Either, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tower::{Layer, Service, ServiceBuilder, ServiceExt};
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+use tower_http::trace::TraceLayer;
+
+use crate::config::{SiteSettings, TierSpec};
+use crate::proxy::{ClientAddr, ProxyBody, Route, Upstream};
+
+/// The request body every service in the proxy sees: the client's body, boxed once. It must
+/// implement `Default` because the cache layer sends fills with an empty body.
+pub type ReqBody = UnsyncBoxBody<Bytes, hyper::Error>;
+
+/// The response body of the router: a site's response, or the router's own short text.
+pub type RouterBody = Either<CacheBody<ProxyBody>, Full<Bytes>>;
+
+/// One site: its settings, cache, rewrite rules, and the cache service in front of its upstream.
+pub struct Site {
+    /// Validated settings.
+    pub settings: SiteSettings,
+    /// The site's cache (also reached by the admin endpoints).
+    pub cache: Cache,
+    route: Arc<Route>,
+    svc: CacheService<Upstream>,
+}
+
+impl std::fmt::Debug for Site {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Site")
+            .field("name", &self.settings.name)
+            .field("cache", &self.cache)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Site {
+    /// Opens the site's tiers and builds its service.
+    pub async fn open(settings: SiteSettings) -> Result<Site, String> {
+        let mut builder = Cache::builder()
+            .workers(settings.workers.0, settings.workers.1)
+            .idle_timeout(settings.idle_timeout);
+        builder = builder.tier(open_tier(&settings.hot, &settings.eviction).await?, None);
+        if let Some(cold) = &settings.cold {
+            builder = builder.tier(open_tier(cold, &settings.eviction).await?, None);
+        }
+        let cache = builder.build();
+        let route = Arc::new(Route::new(&settings));
+        let key_route = route.clone();
+        let layer = CacheLayer::builder(cache.clone())
+            .policy(settings.mode.clone())
+            .key_fn(move |parts| site_key(&key_route, parts))
+            .build();
+        let svc = layer.layer(Upstream::new(&settings, route.clone()));
+        Ok(Site {
+            settings,
+            cache,
+            route,
+            svc,
+        })
+    }
+
+    /// The cache key of a request to this site (what `/purge?path=` deletes).
+    pub fn key_for(&self, parts: &Parts) -> String {
+        site_key(&self.route, parts)
+    }
+}
+
+/// The key is the upstream URL the request is sent to, so it names exactly what was fetched;
+/// when the client's `Host` is forwarded the upstream may answer per host, so the key is the
+/// client-facing URL with its host instead.
+fn site_key(route: &Route, parts: &Parts) -> String {
+    if route.preserve_host() {
+        default_key(parts)
+    } else {
+        route.upstream_url(parts.uri.path_and_query())
+    }
+}
+
+async fn open_tier(spec: &TierSpec, policy: &PolicyKind) -> Result<Arc<dyn Store>, String> {
+    Ok(match spec {
+        TierSpec::Memory(bytes) => Arc::new(
+            MemStore::builder()
+                .capacity(*bytes)
+                .policy(policy.clone())
+                .build(),
+        ),
+        TierSpec::File(dir, bytes) => Arc::new(
+            FileStore::builder(dir.clone())
+                .capacity(*bytes)
+                .policy(policy.clone())
+                .open()
+                .await
+                .map_err(|e| format!("cannot open file tier {}: {e}", dir.display()))?,
+        ),
+    })
+}
+
+/// Picks a site per request and calls it.
+#[derive(Clone, Debug)]
+pub struct Router {
+    sites: Arc<[Arc<Site>]>,
+}
+
+impl Router {
+    /// A router over `sites` (at least one).
+    pub fn new(sites: Vec<Arc<Site>>) -> Router {
+        Router {
+            sites: sites.into(),
+        }
+    }
+
+    /// All sites, in configuration order.
+    pub fn sites(&self) -> &[Arc<Site>] {
+        &self.sites
+    }
+
+    /// The site a request goes to: among the sites whose host (if any) and prefix match, one
+    /// with a host beats one without, then the longest prefix wins.
+    pub fn pick(&self, parts: &Parts) -> Option<&Arc<Site>> {
+        let host = request_host(parts);
+        let path = parts.uri.path();
+        self.sites
+            .iter()
+            .filter(|s| match &s.settings.host {
+                Some(h) => host.as_deref() == Some(h.as_str()),
+                None => true,
+            })
+            .filter(|s| prefix_matches(&s.settings.prefix, path))
+            .max_by_key(|s| (s.settings.host.is_some(), s.settings.prefix.len()))
+    }
+}
+
+/// The request's host, lower-cased and without a port: HTTP/1.1's `Host`, or HTTP/2's
+/// `:authority`.
+fn request_host(parts: &Parts) -> Option<String> {
+    let raw = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| parts.uri.authority().map(|a| a.as_str()))?;
+    let host = match raw.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None => raw.split(':').next().unwrap_or(raw),
+    };
+    Some(host.to_ascii_lowercase())
+}
+
+fn prefix_matches(prefix: &str, path: &str) -> bool {
+    prefix == "/"
+        || path == prefix
+        || (path.starts_with(prefix) && path.as_bytes().get(prefix.len()) == Some(&b'/'))
+}
+
+impl Service<Request<ReqBody>> for Router {
+    type Response = Response<RouterBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // Sites' services are always ready (their origin is a pooled client).
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let (parts, body) = req.into_parts();
+        let Some(site) = self.pick(&parts) else {
+            return Box::pin(async {
+                let mut res = Response::new(Either::Right(Full::new(Bytes::from_static(
+                    b"daramjwee: no site is configured for this host and path\n",
+                ))));
+                *res.status_mut() = StatusCode::NOT_FOUND;
+                res.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; charset=utf-8"),
+                );
+                Ok(res)
+            });
+        };
+        let svc = site.svc.clone();
+        let req = Request::from_parts(parts, body);
+        Box::pin(async move {
+            let res = svc.oneshot(req).await?;
+            Ok(res.map(Either::Left))
+        })
+    }
+}
+
+/// Request ids: a per-process prefix plus a counter, so ids are unique across restarts
+/// without a UUID dependency.
+#[derive(Clone, Debug)]
+pub struct RequestIds {
+    prefix: String,
+    next: Arc<AtomicU64>,
+}
+
+impl RequestIds {
+    /// A generator whose prefix mixes the process id and the start time.
+    pub fn new() -> RequestIds {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        RequestIds {
+            prefix: format!("{:x}{:x}", std::process::id(), t & 0xffff_ffff),
+            next: Arc::new(AtomicU64::new(1)),
+        }
+    }
+}
+
+impl MakeRequestId for RequestIds {
+    fn make_request_id<B>(&mut self, _req: &Request<B>) -> Option<RequestId> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        HeaderValue::from_str(&format!("{}-{n}", self.prefix))
+            .ok()
+            .map(RequestId::new)
+    }
+}
+
+/// Serves the proxy on `listener` until `shutdown` resolves, then waits up to `drain` for
+/// in-flight exchanges. Returns how many connections were still open when it gave up.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()>,
+    drain: Duration,
+) -> usize {
+    let stack = ServiceBuilder::new()
+        .layer(SetRequestIdLayer::x_request_id(RequestIds::new()))
+        .layer(TraceLayer::new_for_http())
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .service(router);
+    let graceful = GracefulShutdown::new();
+    let builder = auto::Builder::new(TokioExecutor::new());
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and similar: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let stack = stack.clone();
+        let hsvc = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let mut req = req.map(|b| b.boxed_unsync());
+            req.extensions_mut().insert(ClientAddr(peer));
+            stack.clone().oneshot(req)
+        });
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), hsvc)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    let open = graceful.count();
+    tracing::info!(open, ?drain, "stopped accepting; draining connections");
+    match tokio::time::timeout(drain, graceful.shutdown()).await {
+        Ok(()) => 0,
+        Err(_) => open.max(1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(host: Option<&str>, path: &str) -> Parts {
+        let mut b = Request::get(path);
+        if let Some(h) = host {
+            b = b.header(header::HOST, h);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn prefix_matches_only_at_segment_boundaries() {
+        assert!(prefix_matches("/", "/anything"));
+        assert!(prefix_matches("/api", "/api"));
+        assert!(prefix_matches("/api", "/api/x"));
+        assert!(!prefix_matches("/api", "/apix"));
+    }
+
+    #[test]
+    fn request_host_drops_port_and_case() {
+        assert_eq!(
+            request_host(&parts(Some("Example.COM:8080"), "/")).as_deref(),
+            Some("example.com")
+        );
+        assert_eq!(
+            request_host(&parts(Some("[::1]:80"), "/")).as_deref(),
+            Some("::1")
+        );
+        assert_eq!(request_host(&parts(None, "/")), None);
+    }
+}

@@ -1,0 +1,681 @@
+//! The `daramjwee` binary as a process, in front of an axum origin on 127.0.0.1.
+#![cfg(feature = "proxy")]
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing;
+use axum::Router;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+
+// ---------------------------------------------------------------------------------------------
+// The origin
+
+#[derive(Default)]
+struct Origin {
+    calls: AtomicUsize,
+    conditional: AtomicUsize,
+    slow_started: AtomicUsize,
+}
+
+type Shared = Arc<Origin>;
+
+const SLOW_CHUNKS: usize = 10;
+const SLOW_CHUNK: usize = 32 << 10;
+
+fn origin_app(origin: Shared, tag: &'static str) -> Router {
+    Router::new()
+        .route("/static", routing::get(static_route))
+        .route("/etag", routing::get(etag_route))
+        .route("/slow", routing::get(slow_route))
+        .route("/headers", routing::get(headers_route))
+        .route("/upload", routing::post(upload_route))
+        .route("/hang", routing::get(hang_route))
+        .route(
+            "/{*rest}",
+            routing::get(move |State(o): State<Shared>| async move {
+                o.calls.fetch_add(1, Ordering::SeqCst);
+                ([("cache-control", "max-age=60")], tag)
+            }),
+        )
+        .with_state(origin)
+}
+
+async fn static_route(State(o): State<Shared>) -> Response {
+    o.calls.fetch_add(1, Ordering::SeqCst);
+    (
+        [("cache-control", "max-age=60"), ("etag", "\"s1\"")],
+        "hello, proxy",
+    )
+        .into_response()
+}
+
+async fn etag_route(State(o): State<Shared>, headers: HeaderMap) -> Response {
+    o.calls.fetch_add(1, Ordering::SeqCst);
+    if headers.get("if-none-match").is_some_and(|v| v == "\"e1\"") {
+        o.conditional.fetch_add(1, Ordering::SeqCst);
+        return (
+            StatusCode::NOT_MODIFIED,
+            [("cache-control", "max-age=0"), ("etag", "\"e1\"")],
+        )
+            .into_response();
+    }
+    (
+        [("cache-control", "max-age=0"), ("etag", "\"e1\"")],
+        vec![b'e'; 50_000],
+    )
+        .into_response()
+}
+
+/// A body that arrives in chunks over about a second, so it is still in flight when the test
+/// sends SIGTERM.
+async fn slow_route(State(o): State<Shared>) -> Response {
+    o.calls.fetch_add(1, Ordering::SeqCst);
+    o.slow_started.fetch_add(1, Ordering::SeqCst);
+    let stream = futures_util::stream::unfold(0usize, |i| async move {
+        if i == SLOW_CHUNKS {
+            return None;
+        }
+        if i > 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Some((
+            Ok::<_, std::io::Error>(Bytes::from(vec![b's'; SLOW_CHUNK])),
+            i + 1,
+        ))
+    });
+    ([("cache-control", "no-store")], Body::from_stream(stream)).into_response()
+}
+
+/// Echoes the forwarding headers it received.
+async fn headers_route(headers: HeaderMap) -> Response {
+    let get = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+            .to_string()
+    };
+    let body = format!(
+        "host={} xff={} xfh={} xfp={} conn-token={}",
+        get("host"),
+        get("x-forwarded-for"),
+        get("x-forwarded-host"),
+        get("x-forwarded-proto"),
+        get("x-hop"),
+    );
+    ([("cache-control", "no-store")], body).into_response()
+}
+
+async fn upload_route(State(o): State<Shared>, body: Bytes) -> Response {
+    o.calls.fetch_add(1, Ordering::SeqCst);
+    let sum: u64 = body.iter().map(|&b| u64::from(b)).sum();
+    format!("len={} sum={sum}", body.len()).into_response()
+}
+
+async fn hang_route() -> Response {
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    "too late".into_response()
+}
+
+async fn serve_origin(tag: &'static str) -> (SocketAddr, Shared) {
+    let origin = Shared::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = origin_app(origin.clone(), tag);
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    (addr, origin)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The proxy process
+
+/// A running `daramjwee`; killed when dropped, whatever the test did.
+struct Proxy {
+    child: Child,
+    addr: SocketAddr,
+    admin: SocketAddr,
+    stderr: Arc<Mutex<String>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proxy {
+    /// Starts the binary on ports chosen by the OS, with `args` appended, and waits (bounded)
+    /// until it prints both listener addresses.
+    fn start(args: &[&str]) -> Proxy {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_daramjwee"))
+            .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn daramjwee");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut err_pipe = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err_pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let (tx, rx) = mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut proxy = Proxy {
+            child,
+            addr: "0.0.0.0:0".parse().unwrap(),
+            admin: "0.0.0.0:0".parse().unwrap(),
+            stderr,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while proxy.addr.port() == 0 || proxy.admin.port() == 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx.recv_timeout(left).unwrap_or_else(|_| {
+                panic!(
+                    "daramjwee did not report its listeners; stderr:\n{}",
+                    proxy.stderr()
+                )
+            });
+            if let Some(a) = line.strip_prefix("daramjwee listening on http://") {
+                proxy.addr = a.parse().unwrap();
+            } else if let Some(a) = line.strip_prefix("daramjwee admin on http://") {
+                proxy.admin = a.parse().unwrap();
+            }
+        }
+        proxy
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig} failed");
+    }
+
+    /// Waits (bounded) for the process to exit by itself.
+    fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daramjwee did not exit; stderr:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Runs the binary to completion (it must exit by itself) and returns (status, stderr).
+fn run_to_exit(args: &[&str]) -> (ExitStatus, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_daramjwee"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run daramjwee");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// A client
+
+type TestClient = Client<HttpConnector, Full<Bytes>>;
+
+fn client() -> TestClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+struct Got {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Got {
+    fn cache_status(&self) -> &str {
+        self.headers
+            .get("cache-status")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+async fn request(
+    c: &TestClient,
+    method: &str,
+    url: String,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> Got {
+    let mut b = http::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let res = c.request(b.body(Full::new(body)).unwrap()).await.unwrap();
+    let (parts, body) = res.into_parts();
+    Got {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes(),
+    }
+}
+
+async fn get(c: &TestClient, addr: SocketAddr, path: &str) -> Got {
+    request(c, "GET", format!("http://{addr}{path}"), &[], Bytes::new()).await
+}
+
+async fn post(c: &TestClient, addr: SocketAddr, path: &str, body: Bytes) -> Got {
+    request(c, "POST", format!("http://{addr}{path}"), &[], body).await
+}
+
+fn upstream(addr: SocketAddr) -> String {
+    format!("http://{addr}")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn miss_then_hit_reports_cache_status_and_calls_origin_once() {
+    let (oaddr, origin) = serve_origin("o").await;
+    let proxy = Proxy::start(&["--upstream", &upstream(oaddr)]);
+    let c = client();
+    let first = get(&c, proxy.addr, "/static").await;
+    let second = get(&c, proxy.addr, "/static").await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(first.body, "hello, proxy");
+    assert_eq!(second.body, "hello, proxy");
+    assert!(
+        first.cache_status().contains("fwd=uri-miss"),
+        "{}",
+        first.cache_status()
+    );
+    assert!(
+        second.cache_status().contains("; hit"),
+        "{}",
+        second.cache_status()
+    );
+    assert!(second.cache_status().contains("detail=memory"));
+    assert_eq!(origin.calls.load(Ordering::SeqCst), 1);
+    assert!(first.headers.contains_key("x-request-id"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_client_is_served_from_the_cache() {
+    let (oaddr, origin) = serve_origin("o").await;
+    let proxy = Proxy::start(&["--upstream", &upstream(oaddr)]);
+    let h2: TestClient = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let a = get(&h2, proxy.addr, "/static").await;
+    let b = get(&h2, proxy.addr, "/static").await;
+    assert_eq!(b.body, "hello, proxy");
+    assert!(a.cache_status().contains("fwd=uri-miss"));
+    assert!(b.cache_status().contains("; hit"), "{}", b.cache_status());
+    assert_eq!(origin.calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_entry_is_revalidated_with_its_etag() {
+    let (oaddr, origin) = serve_origin("o").await;
+    let proxy = Proxy::start(&["--upstream", &upstream(oaddr)]);
+    let c = client();
+    let first = get(&c, proxy.addr, "/etag").await;
+    let second = get(&c, proxy.addr, "/etag").await;
+    assert_eq!(first.body.len(), 50_000);
+    assert_eq!(second.body, first.body);
+    assert_eq!(origin.conditional.load(Ordering::SeqCst), 1);
+    assert!(
+        second.cache_status().contains("fwd=stale")
+            && second.cache_status().contains("fwd-status=304"),
+        "{}",
+        second.cache_status()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_through_admin_forces_a_refetch() {
+    let (oaddr, origin) = serve_origin("o").await;
+    let proxy = Proxy::start(&["--upstream", &upstream(oaddr)]);
+    let c = client();
+    get(&c, proxy.addr, "/static").await;
+    assert!(get(&c, proxy.addr, "/static")
+        .await
+        .cache_status()
+        .contains("; hit"));
+
+    let purged = post(&c, proxy.admin, "/purge?path=/static", Bytes::new()).await;
+    assert_eq!(purged.status, StatusCode::OK, "{}", purged.text());
+    assert!(
+        purged.text().contains(&format!("http://{oaddr}/static")),
+        "{}",
+        purged.text()
+    );
+    let after = get(&c, proxy.addr, "/static").await;
+    assert!(
+        after.cache_status().contains("fwd=uri-miss"),
+        "{}",
+        after.cache_status()
+    );
+    assert_eq!(origin.calls.load(Ordering::SeqCst), 2);
+
+    // The same by key, percent-encoded, on the named site.
+    let key = format!("http%3A%2F%2F{oaddr}%2Fstatic");
+    let purged = post(
+        &c,
+        proxy.admin,
+        &format!("/purge?key={key}&site=default"),
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(purged.status, StatusCode::OK, "{}", purged.text());
+    get(&c, proxy.addr, "/static").await;
+    assert_eq!(origin.calls.load(Ordering::SeqCst), 3);
+
+    let missing = post(&c, proxy.admin, "/purge", Bytes::new()).await;
+    assert_eq!(missing.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_metrics_and_healthz_report_the_cache() {
+    let (oaddr, _origin) = serve_origin("o").await;
+    let proxy = Proxy::start(&["--upstream", &upstream(oaddr)]);
+    let c = client();
+    get(&c, proxy.addr, "/static").await;
+    get(&c, proxy.addr, "/static").await;
+    get(&c, proxy.addr, "/static").await;
+
+    let stats = get(&c, proxy.admin, "/stats").await;
+    let v: serde_json::Value = serde_json::from_slice(&stats.body).unwrap();
+    let site = &v["sites"]["default"];
+    assert_eq!(site["misses"], 1, "{v}");
+    assert_eq!(site["hits"], 2, "{v}");
+    assert_eq!(site["tiers"][0]["store"], "memory");
+    assert_eq!(site["tiers"][1]["store"], "file");
+
+    let metrics = get(&c, proxy.admin, "/metrics").await.text();
+    assert!(
+        metrics.contains("daramjwee_misses_total{site=\"default\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("daramjwee_hits_total{site=\"default\",tier=\"0\",store=\"memory\"} 2")
+    );
+
+    let health = get(&c, proxy.admin, "/healthz").await;
+    assert_eq!(health.status, StatusCode::OK);
+    assert_eq!(health.body, "ok\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_an_in_flight_response_finish_then_exits_zero() {
+    let (oaddr, origin) = serve_origin("o").await;
+    let mut proxy = Proxy::start(&["--upstream", &upstream(oaddr)]);
+    let c = client();
+    let res = c
+        .request(
+            http::Request::get(format!("http://{}/slow", proxy.addr))
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let mut body = res.into_body();
+    // The first chunk is here: the exchange is in flight.
+    let mut received = loop {
+        let frame = body.frame().await.unwrap().unwrap();
+        if let Ok(data) = frame.into_data() {
+            break data.len();
+        }
+    };
+    assert_eq!(origin.slow_started.load(Ordering::SeqCst), 1);
+    proxy.signal("-TERM");
+    while let Some(frame) = body.frame().await {
+        let frame = frame.expect("the in-flight body completes after SIGTERM");
+        if let Ok(data) = frame.into_data() {
+            assert!(data.iter().all(|&b| b == b's'));
+            received += data.len();
+        }
+    }
+    assert_eq!(received, SLOW_CHUNKS * SLOW_CHUNK);
+    let status = proxy.wait_exit();
+    assert_eq!(status.code(), Some(0), "stderr:\n{}", proxy.stderr());
+    assert!(proxy.stderr().contains("SIGTERM received"));
+    // The listener is gone.
+    assert!(tokio::net::TcpStream::connect(proxy.addr).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_upstream_is_502_and_slow_upstream_is_504() {
+    // A port that was just free: nothing listens there.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let proxy = Proxy::start(&["--upstream", &upstream(dead)]);
+    let c = client();
+    let r = get(&c, proxy.addr, "/x").await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+    assert!(
+        r.text().contains("cannot connect to upstream"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(r.headers["cache-control"], "no-store");
+    drop(proxy);
+
+    let (oaddr, _origin) = serve_origin("o").await;
+    let proxy = Proxy::start(&[
+        "--upstream",
+        &upstream(oaddr),
+        "--upstream-timeout",
+        "300ms",
+    ]);
+    let r = get(&c, proxy.addr, "/hang").await;
+    assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT);
+    assert!(r.text().contains("sent no response within"), "{}", r.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_headers_are_set_and_hop_by_hop_headers_dropped() {
+    let (oaddr, _origin) = serve_origin("o").await;
+    let proxy = Proxy::start(&["--upstream", &upstream(oaddr)]);
+    let c = client();
+    let r = request(
+        &c,
+        "GET",
+        format!("http://{}/headers", proxy.addr),
+        &[
+            ("host", "front.example"),
+            ("x-forwarded-for", "192.0.2.7"),
+            ("x-forwarded-proto", "https"),
+            ("connection", "x-hop"),
+            ("x-hop", "secret"),
+        ],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(
+        r.text(),
+        format!("host={oaddr} xff=192.0.2.7, 127.0.0.1 xfh=front.example xfp=http conn-token=-")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_body_streams_to_the_origin_uncached() {
+    let (oaddr, origin) = serve_origin("o").await;
+    let proxy = Proxy::start(&["--upstream", &upstream(oaddr)]);
+    let c = client();
+    let body: Vec<u8> = (0..300_000u32).map(|i| (i % 7) as u8).collect();
+    let sum: u64 = body.iter().map(|&b| u64::from(b)).sum();
+    let r1 = post(&c, proxy.addr, "/upload", Bytes::from(body.clone())).await;
+    let r2 = post(&c, proxy.addr, "/upload", Bytes::from(body)).await;
+    assert_eq!(r1.text(), format!("len=300000 sum={sum}"));
+    assert_eq!(r2.text(), r1.text());
+    assert_eq!(origin.calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sites_route_by_prefix_to_their_own_upstream_and_cache() {
+    let (a, origin_a) = serve_origin("from-a").await;
+    let (b, origin_b) = serve_origin("from-b").await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("sites.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+            [defaults]
+            hot = "memory:8MiB"
+            cold = "none"
+
+            [[site]]
+            name = "a"
+            prefix = "/a"
+            strip_prefix = true
+            upstream = "http://{a}"
+
+            [[site]]
+            name = "b"
+            upstream = "http://{b}"
+            policy = "origin-trusting"
+            ttl = "10s"
+            "#
+        ),
+    )
+    .unwrap();
+    let proxy = Proxy::start(&["--config", cfg.to_str().unwrap()]);
+    let c = client();
+    assert_eq!(get(&c, proxy.addr, "/a/x").await.text(), "from-a");
+    assert_eq!(get(&c, proxy.addr, "/a/x").await.text(), "from-a");
+    assert_eq!(get(&c, proxy.addr, "/ax").await.text(), "from-b");
+    assert_eq!(get(&c, proxy.addr, "/b/y").await.text(), "from-b");
+    assert_eq!(origin_a.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(origin_b.calls.load(Ordering::SeqCst), 2);
+
+    let v: serde_json::Value =
+        serde_json::from_slice(&get(&c, proxy.admin, "/stats").await.body).unwrap();
+    assert_eq!(v["sites"]["a"]["hits"], 1, "{v}");
+    assert_eq!(v["sites"]["b"]["hits"], 0, "{v}");
+    assert_eq!(v["sites"]["b"]["misses"], 2, "{v}");
+}
+
+#[test]
+fn bad_configuration_exits_2_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let typo = dir.path().join("typo.toml");
+    std::fs::write(
+        &typo,
+        "[[site]]\nname = \"a\"\nupstrem = \"http://127.0.0.1:1\"\n",
+    )
+    .unwrap();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (vec![], "no upstream"),
+        (
+            vec!["--upstream".into(), "ftp://x".into()],
+            "expected http://",
+        ),
+        (
+            vec![
+                "--upstream".into(),
+                "http://h".into(),
+                "--hot".into(),
+                "memory:lots".into(),
+            ],
+            "hot: `memory:lots`",
+        ),
+        (
+            vec![
+                "--upstream".into(),
+                "http://h".into(),
+                "--cold".into(),
+                "s3://bucket".into(),
+            ],
+            "not compiled into this build",
+        ),
+        (
+            vec![
+                "--upstream".into(),
+                "http://h".into(),
+                "--eviction".into(),
+                "fifo".into(),
+            ],
+            "eviction: `fifo` is not one of lru, s3fifo, sieve",
+        ),
+        (
+            vec!["--config".into(), typo.to_str().unwrap().into()],
+            "upstrem",
+        ),
+        (
+            vec![
+                "--config".into(),
+                dir.path().join("absent.toml").to_str().unwrap().into(),
+            ],
+            "cannot read",
+        ),
+        (vec!["--no-such-flag".into()], "--no-such-flag"),
+    ];
+    for (args, expect) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (status, stderr) = run_to_exit(&args);
+        assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(expect),
+            "{args:?}: expected `{expect}` in:\n{stderr}"
+        );
+    }
+}
