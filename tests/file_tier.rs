@@ -14,8 +14,7 @@ use axum::Router;
 use common::{client, counting_origin, get as fetch, never, serve};
 use daramjwee::http::CacheLayer;
 use daramjwee::store::{FileStore, MemStore, Store};
-use daramjwee::{Cache, ColdFill, EntryBody, Fetched, Metadata, Outcome};
-use http::StatusCode;
+use daramjwee::{Cache, ColdFill, Outcome};
 
 async fn open(dir: &Path) -> FileStore {
     FileStore::builder(dir)

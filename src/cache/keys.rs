@@ -68,12 +68,14 @@ impl KeyTable {
         self.tickets.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// The fill in flight for `key`, if any.
+    /// The fill in flight for `key`, if any (a finished one that is only committing does not
+    /// count, as in [`claim`](KeyTable::claim)).
     pub(crate) fn flight(&self, key: &str) -> Option<Arc<Flight>> {
         self.shard(key)
             .lock()
             .get(key)
             .and_then(|s| s.flight.clone())
+            .filter(|f| !f.is_finished())
     }
 
     /// Joins the running fill, or registers `make()` as the new one. A running fill older than
