@@ -679,3 +679,25 @@ fn bad_configuration_exits_2_with_a_clear_message() {
         );
     }
 }
+
+#[tokio::test]
+async fn admin_endpoints_are_not_reachable_on_the_public_listener() {
+    let (oaddr, origin) = serve_origin("o").await;
+    let proxy = Proxy::start(&["--upstream", &upstream(oaddr)]);
+    let c = client();
+    get(&c, proxy.addr, "/static").await;
+    // The public listener forwards these paths to the upstream (whose catch-all answers with
+    // its tag); it never answers them itself.
+    for path in ["/stats", "/metrics", "/healthz"] {
+        let got = get(&c, proxy.addr, path).await;
+        assert_eq!(got.text(), "o", "{path} must come from the upstream");
+    }
+    let purge = post(&c, proxy.addr, "/purge?key=/static", Bytes::new()).await;
+    assert_ne!(purge.status, StatusCode::OK);
+    let after = get(&c, proxy.addr, "/static").await;
+    assert!(
+        after.cache_status().contains("hit"),
+        "the public purge must not purge"
+    );
+    assert_eq!(origin.calls.load(Ordering::SeqCst), 4);
+}
