@@ -44,7 +44,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use parking_lot::Mutex;
-use tracing::{debug, warn};
+use tracing::{debug, debug_span, field, trace_span, warn, Instrument};
 
 pub use builder::{CacheBuilder, ColdFill, Freshness, Promotion};
 pub use fetcher::{Fetched, Fetcher};
@@ -426,11 +426,20 @@ impl Cache {
     ) -> impl Future<Output = Result<Lookup, Error>> + Send + 'a {
         // Declaring `Send` here (instead of leaking it from an `async fn`) lets callers spawn
         // the future without tripping rustc's higher-ranked auto-trait inference on closures.
+        let span = trace_span!("daramjwee.lookup", key = %key_hash(key), outcome = field::Empty, tier = field::Empty);
         async move {
             let res = self.get_inner(key, opts, fetcher).await;
             self.record(&res);
+            if let Ok(l) = &res {
+                let span = tracing::Span::current();
+                span.record("outcome", field::debug(&l.outcome));
+                if let Outcome::Hit { tier, .. } | Outcome::Revalidated { tier } = l.outcome {
+                    span.record("tier", self.tier_name(tier));
+                }
+            }
             res
         }
+        .instrument(span)
     }
 
     fn record(&self, res: &Result<Lookup, Error>) {
@@ -621,17 +630,22 @@ impl Cache {
                 let meta = entry.meta.clone();
                 let this = self.clone();
                 let key = key.to_owned();
-                tokio::spawn(async move {
-                    this.run_fill::<NoFetch>(
-                        &key,
-                        flight,
-                        usage,
-                        Source::Tier(entry.meta, entry.body),
-                        0..tier,
-                        None,
-                    )
-                    .await;
-                });
+                let span =
+                    debug_span!("daramjwee.promotion", key = %key_hash(&key), from_tier = tier);
+                tokio::spawn(
+                    async move {
+                        this.run_fill::<NoFetch>(
+                            &key,
+                            flight,
+                            usage,
+                            Source::Tier(entry.meta, entry.body),
+                            0..tier,
+                            None,
+                        )
+                        .await;
+                    }
+                    .instrument(span),
+                );
                 match reader {
                     Some(r) => Lookup {
                         outcome,
@@ -687,17 +701,25 @@ impl Cache {
                 let this = self.clone();
                 let owned_key = key.to_owned();
                 let f2 = flight.clone();
-                tokio::spawn(async move {
-                    this.run_fill(
-                        &owned_key,
-                        f2,
-                        usage,
-                        Source::Fetch(fetcher, previous),
-                        0..this.inner.tiers.len(),
-                        Some(pass_tx),
-                    )
-                    .await;
-                });
+                let span = if previous.is_some() {
+                    debug_span!("daramjwee.revalidation", key = %key_hash(key))
+                } else {
+                    debug_span!("daramjwee.fill", key = %key_hash(key))
+                };
+                tokio::spawn(
+                    async move {
+                        this.run_fill(
+                            &owned_key,
+                            f2,
+                            usage,
+                            Source::Fetch(fetcher, previous),
+                            0..this.inner.tiers.len(),
+                            Some(pass_tx),
+                        )
+                        .await;
+                    }
+                    .instrument(span),
+                );
                 let Some(reader) = reader else {
                     return Err(Error::FillAbandoned("fill could not be joined".into()));
                 };
@@ -823,26 +845,30 @@ impl Cache {
         }
         let this = self.clone();
         let key = key.to_owned();
-        let ok = self.spawn_background(async move {
-            let Claim::Lead(flight, usage) = this.claim(&key, true) else {
-                return; // a fill is already running: it is the refresh
-            };
-            bump(&this.inner.stats.refreshes);
-            let previous = match previous {
-                Some(p) => Some(p),
-                None => this.head_any(&key).await,
-            };
-            let tiers = 0..this.inner.tiers.len();
-            this.run_fill(
-                &key,
-                flight,
-                usage,
-                Source::Fetch(fetcher, previous),
-                tiers,
-                None,
-            )
-            .await;
-        });
+        let span = debug_span!("daramjwee.revalidation", key = %key_hash(&key), background = true);
+        let ok = self.spawn_background(
+            async move {
+                let Claim::Lead(flight, usage) = this.claim(&key, true) else {
+                    return; // a fill is already running: it is the refresh
+                };
+                bump(&this.inner.stats.refreshes);
+                let previous = match previous {
+                    Some(p) => Some(p),
+                    None => this.head_any(&key).await,
+                };
+                let tiers = 0..this.inner.tiers.len();
+                this.run_fill(
+                    &key,
+                    flight,
+                    usage,
+                    Source::Fetch(fetcher, previous),
+                    tiers,
+                    None,
+                )
+                .await;
+            }
+            .instrument(span),
+        );
         if !ok {
             debug!("refresh dropped: worker pool full or closed");
         }
@@ -1280,6 +1306,12 @@ impl Cache {
             self.spawn_cold_copy(key, ticket);
         }
     }
+}
+
+/// A short, stable digest of a key for logs and spans: keys may be long or sensitive, so
+/// they are never logged whole.
+fn key_hash(key: &str) -> String {
+    format!("{:08x}", crc32fast::hash(key.as_bytes()))
 }
 
 /// Metadata after a not-modified answer: the new one if the origin sent it, with the stored
