@@ -25,11 +25,12 @@ use parking_lot::Mutex;
 const RESIDENT: u64 = 100_000;
 const BATCH: usize = 4096;
 
-fn kinds() -> [(&'static str, PolicyKind); 3] {
+fn kinds() -> [(&'static str, PolicyKind); 4] {
     [
         ("lru", PolicyKind::Lru),
         ("sieve", PolicyKind::Sieve),
         ("s3fifo", PolicyKind::S3Fifo),
+        ("tinylfu", PolicyKind::TinyLfu),
     ]
 }
 

@@ -9,9 +9,10 @@
 //! next to the crate root), and three Zipf workloads (alpha 0.7, 0.9, 1.0, unit weights) that
 //! this program generates from a fixed seed, so every run prints the same figures.
 //!
-//! Contenders: [`Lru`], [`S3Fifo`], [`Sieve`] (each behind a harness-side map of resident ids that
+//! Contenders: [`Lru`], [`S3Fifo`], [`Sieve`], [`TinyLfu`] (each behind a harness-side map of resident ids that
 //! evicts while over capacity, as a store does), Belady's OPT (evict the resident object whose
-//! next access is furthest; the lower bound for these policies), moka 0.12 (W-TinyLFU; pending
+//! next access is furthest; the lower bound for these policies), moka 0.12 (TinyLFU: LRU with
+//! frequency-sketch admission, no window; pending
 //! maintenance is run after every request so eviction is exact) and quick_cache 0.6 (one shard,
 //! so its capacity is not split). Cache sizes are fractions of each workload's working set
 //! (bytes of distinct objects for the trace, distinct keys for Zipf).
@@ -23,7 +24,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use daramjwee::eviction::{EvictionPolicy, Lru, S3Fifo, Sieve};
+use daramjwee::eviction::{EvictionPolicy, Lru, S3Fifo, Sieve, TinyLfu};
 
 /// One request: object id, its weight, and the index of the next request for the same object.
 #[derive(Debug, Clone, Copy)]
@@ -50,16 +51,18 @@ enum Kind {
     Lru,
     S3Fifo,
     Sieve,
+    TinyLfu,
     Moka,
     QuickCache,
     Opt,
 }
 
 impl Kind {
-    const ALL: [Kind; 6] = [
+    const ALL: [Kind; 7] = [
         Kind::Lru,
         Kind::Sieve,
         Kind::S3Fifo,
+        Kind::TinyLfu,
         Kind::Moka,
         Kind::QuickCache,
         Kind::Opt,
@@ -70,7 +73,8 @@ impl Kind {
             Kind::Lru => "daramjwee LRU",
             Kind::S3Fifo => "daramjwee S3-FIFO",
             Kind::Sieve => "daramjwee SIEVE",
-            Kind::Moka => "moka (W-TinyLFU)",
+            Kind::TinyLfu => "daramjwee W-TinyLFU",
+            Kind::Moka => "moka (TinyLFU)",
             Kind::QuickCache => "quick_cache (S3-FIFO-like)",
             Kind::Opt => "Belady OPT",
         }
@@ -187,11 +191,15 @@ fn run_opt(reqs: &[Req], cap: u64) -> Stats {
     stats
 }
 
+/// SipHash with fixed keys: moka's and quick_cache's frequency estimates hash keys with the
+/// cache's hasher, so a random one makes their miss ratios change from run to run.
+type FixedHasher = std::hash::BuildHasherDefault<std::collections::hash_map::DefaultHasher>;
+
 fn run_moka(reqs: &[Req], cap: u64) -> Stats {
-    let cache: moka::sync::Cache<u64, u32> = moka::sync::Cache::builder()
+    let cache: moka::sync::Cache<u64, u32, FixedHasher> = moka::sync::Cache::builder()
         .max_capacity(cap)
         .weigher(|_id: &u64, size: &u32| *size)
-        .build();
+        .build_with_hasher(FixedHasher::default());
     let mut stats = Stats::default();
     for r in reqs {
         let hit = cache.get(&r.id).is_some();
@@ -222,11 +230,11 @@ fn run_quick_cache(reqs: &[Req], cap: u64, avg_weight: u64) -> Stats {
         .weight_capacity(cap)
         .build()
         .expect("quick_cache options are complete");
-    let cache: quick_cache::sync::Cache<u64, u32, SizeWeighter> =
+    let cache: quick_cache::sync::Cache<u64, u32, SizeWeighter, FixedHasher> =
         quick_cache::sync::Cache::with_options(
             options,
             SizeWeighter,
-            quick_cache::DefaultHashBuilder::default(),
+            FixedHasher::default(),
             quick_cache::sync::DefaultLifecycle::default(),
         );
     let mut stats = Stats::default();
@@ -246,6 +254,7 @@ fn run(kind: Kind, w: &Workload, cap: u64) -> Stats {
         Kind::Lru => run_policy(Box::new(Lru::new()), &w.reqs, cap),
         Kind::S3Fifo => run_policy(Box::new(S3Fifo::new(cap)), &w.reqs, cap),
         Kind::Sieve => run_policy(Box::new(Sieve::new()), &w.reqs, cap),
+        Kind::TinyLfu => run_policy(Box::new(TinyLfu::new(cap)), &w.reqs, cap),
         Kind::Opt => run_opt(&w.reqs, cap),
         Kind::Moka => run_moka(&w.reqs, cap),
         Kind::QuickCache => run_quick_cache(&w.reqs, cap, avg),
@@ -583,10 +592,11 @@ mod plot {
         false
     }
 
-    const COLORS: [RGBColor; 6] = [
+    const COLORS: [RGBColor; 7] = [
         RGBColor(120, 120, 120),
         RGBColor(230, 159, 0),
         RGBColor(0, 114, 178),
+        RGBColor(204, 121, 167),
         RGBColor(213, 94, 0),
         RGBColor(0, 158, 115),
         RGBColor(0, 0, 0),
