@@ -38,6 +38,8 @@ struct Req {
 /// A workload: its requests and the size of its working set in weight units.
 struct Workload {
     name: String,
+    /// A title short enough for a plot panel.
+    short: String,
     reqs: Vec<Req>,
     working_set: u64,
     /// Number of distinct objects.
@@ -321,6 +323,7 @@ fn load_trace(path: &Path) -> std::io::Result<Workload> {
     );
     Ok(Workload {
         name: "CloudPhysics trace (bytes)".into(),
+        short: "CloudPhysics trace (bytes)".into(),
         objects: sizes.len() as u64,
         reqs,
         working_set,
@@ -381,6 +384,7 @@ fn zipf(alpha: f64, keys: usize, requests: usize, seed: u64) -> Workload {
     Workload {
         objects: working_set,
         name: format!("Zipf alpha={alpha} ({keys} keys, {requests} requests, unit weights)"),
+        short: format!("Zipf alpha={alpha} (unit weights)"),
         reqs,
         working_set,
         sized: false,
@@ -442,6 +446,7 @@ const FRACTIONS: [f64; 5] = [0.001, 0.003, 0.01, 0.03, 0.1];
 
 struct Results {
     workload: String,
+    short: String,
     sized: bool,
     /// `(fraction, capacity, stats per Kind::ALL)`.
     rows: Vec<(f64, u64, Vec<Stats>)>,
@@ -458,6 +463,7 @@ fn replay(w: &Workload, fractions: &[f64]) -> Results {
     eprintln!("{}: replayed in {:.1?}", w.name, started.elapsed());
     Results {
         workload: w.name.clone(),
+        short: w.short.clone(),
         sized: w.sized,
         rows,
     }
@@ -566,31 +572,17 @@ fn main() {
 
 mod plot {
     //! The miss-ratio-versus-size figure: one panel per workload, one line per contender.
+    //!
+    //! Lines and grids are drawn by plotters; text is stamped from the public-domain 8x8 bitmap
+    //! font of `font8x8`, because plotters' own text needs a font feature (`ttf` or
+    //! `ab_glyph`) that, once enabled for the crate's dev-dependencies, also changes how
+    //! criterion renders its reports (its plots then fail for want of a registered font).
 
     use std::path::Path;
 
     use plotters::prelude::*;
 
     use super::{Kind, Results};
-
-    const FONT_CANDIDATES: [&str; 3] = [
-        "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-        "/usr/share/fonts/TTF/DejaVuSans.ttf",
-        "/usr/share/fonts/dejavu/DejaVuSans.ttf",
-    ];
-
-    /// Registers the first font found; `false` means draw lines only (the markdown labels them).
-    fn load_font() -> bool {
-        for path in FONT_CANDIDATES {
-            if let Ok(bytes) = std::fs::read(path) {
-                let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-                if plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok() {
-                    return true;
-                }
-            }
-        }
-        false
-    }
 
     const COLORS: [RGBColor; 7] = [
         RGBColor(120, 120, 120),
@@ -601,84 +593,145 @@ mod plot {
         RGBColor(0, 158, 115),
         RGBColor(0, 0, 0),
     ];
+    const W: u32 = 1400;
+    const H: u32 = 1000;
+
+    /// Text to stamp after plotters is done: top-left corner, scale, colour, string.
+    struct Label(i32, i32, i32, RGBColor, String);
 
     pub(super) fn draw(path: &Path, all: &[Results]) -> Result<(), Box<dyn std::error::Error>> {
-        let text = load_font();
-        if !text {
-            eprintln!("no font found; drawing the plot without labels");
+        let mut buf = vec![0u8; (W * H * 3) as usize];
+        let mut labels = Vec::new();
+        {
+            let root = BitMapBackend::with_buffer(&mut buf, (W, H)).into_drawing_area();
+            root.fill(&WHITE)?;
+            let cols = 2;
+            let rows = all.len().div_ceil(cols);
+            for (panel, r) in root.split_evenly((rows, cols)).iter().zip(all) {
+                panel_chart(panel, r, &mut labels)?;
+            }
+            root.present()?;
         }
-        let root = BitMapBackend::new(path, (1400, 1000)).into_drawing_area();
-        root.fill(&WHITE)?;
-        let cols = 2;
-        let rows = all.len().div_ceil(cols);
-        let panels = root.split_evenly((rows, cols));
-        for (panel, r) in panels.iter().zip(all) {
-            let xs: Vec<f64> = r.rows.iter().map(|(f, _, _)| f * 100.0).collect();
-            let (xmin, xmax) = (xs[0] * 0.8, xs[xs.len() - 1] * 1.25);
-            let ymax = r
-                .rows
-                .iter()
-                .flat_map(|(_, _, s)| s.iter().map(|s| s.miss_ratio()))
-                .fold(0.0f64, f64::max);
-            let ymin = r
-                .rows
-                .iter()
-                .flat_map(|(_, _, s)| s.iter().map(|s| s.miss_ratio()))
-                .fold(1.0f64, f64::min);
-            let pad = (ymax - ymin) * 0.05;
-            let mut builder = ChartBuilder::on(panel);
-            builder.margin(15);
-            if text {
-                builder
-                    .caption(&r.workload, ("sans-serif", 18))
-                    .x_label_area_size(40)
-                    .y_label_area_size(60);
-            }
-            let mut chart = builder.build_cartesian_2d(
-                (xmin..xmax).log_scale(),
-                (ymin - pad).max(0.0)..(ymax + pad).min(1.0),
-            )?;
-            let mut mesh = chart.configure_mesh();
-            if text {
-                mesh.x_desc("cache size (% of working set, log)")
-                    .y_desc("miss ratio")
-                    .x_label_formatter(&|x| format!("{x}"))
-                    .y_label_formatter(&|y| format!("{y:.2}"));
-            } else {
-                mesh.disable_x_mesh().disable_y_mesh();
-            }
-            mesh.draw()?;
-            for (k, kind) in Kind::ALL.iter().enumerate() {
-                let color = COLORS[k % COLORS.len()];
-                let pts: Vec<(f64, f64)> = r
-                    .rows
-                    .iter()
-                    .map(|(f, _, s)| (f * 100.0, s[k].miss_ratio()))
-                    .collect();
-                let style = if *kind == Kind::Opt {
-                    color.stroke_width(2)
-                } else {
-                    color.stroke_width(3)
-                };
-                let series = chart.draw_series(LineSeries::new(pts.clone(), style))?;
-                if text {
-                    series.label(kind.name()).legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3))
-                    });
-                }
-                chart.draw_series(pts.iter().map(|&p| Circle::new(p, 4, color.filled())))?;
-            }
-            if text {
-                chart
-                    .configure_series_labels()
-                    .position(SeriesLabelPosition::LowerLeft)
-                    .background_style(WHITE.mix(0.85))
-                    .border_style(BLACK)
-                    .label_font(("sans-serif", 14))
-                    .draw()?;
-            }
+        for Label(x, y, scale, color, text) in &labels {
+            stamp(&mut buf, *x, *y, *scale, *color, text);
         }
-        root.present()?;
+        let mut out = BitMapBackend::new(path, (W, H));
+        out.blit_bitmap((0, 0), (W, H), &buf)?;
+        out.present()?;
         Ok(())
+    }
+
+    fn panel_chart(
+        panel: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
+        r: &Results,
+        labels: &mut Vec<Label>,
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let xs: Vec<f64> = r.rows.iter().map(|(f, _, _)| f * 100.0).collect();
+        let (xmin, xmax) = (xs[0] * 0.8, xs[xs.len() - 1] * 1.25);
+        let ratios = || {
+            r.rows
+                .iter()
+                .flat_map(|(_, _, s)| s.iter().map(|s| s.miss_ratio()))
+        };
+        let ymax = ratios().fold(0.0f64, f64::max);
+        let ymin = ratios().fold(1.0f64, f64::min);
+        let pad = (ymax - ymin) * 0.05;
+        let (y0, y1) = ((ymin - pad).max(0.0), (ymax + pad).min(1.0));
+        let mut chart = ChartBuilder::on(panel)
+            .margin_top(40)
+            .margin_left(70)
+            .margin_right(20)
+            .margin_bottom(50)
+            .build_cartesian_2d((xmin..xmax).log_scale(), y0..y1)?;
+        chart
+            .configure_mesh()
+            .x_labels(0)
+            .y_labels(0)
+            .light_line_style(WHITE)
+            .draw()?;
+        // Grid and tick labels at the measured sizes and at round miss ratios.
+        let grid = RGBColor(225, 225, 225);
+        for &x in &xs {
+            chart.draw_series(LineSeries::new(vec![(x, y0), (x, y1)], grid))?;
+            let (px, py) = chart.backend_coord(&(x, y0));
+            let text = format!("{x}%");
+            labels.push(Label(px - 4 * text.len() as i32, py + 8, 1, BLACK, text));
+        }
+        let step = if y1 - y0 > 0.2 { 0.05 } else { 0.02 };
+        let mut y = (y0 / step).ceil() * step;
+        while y <= y1 {
+            chart.draw_series(LineSeries::new(vec![(xmin, y), (xmax, y)], grid))?;
+            let (px, py) = chart.backend_coord(&(xmin, y));
+            labels.push(Label(px - 44, py - 4, 1, BLACK, format!("{y:.2}")));
+            y += step;
+        }
+        for (k, kind) in Kind::ALL.iter().enumerate() {
+            let color = COLORS[k % COLORS.len()];
+            let pts: Vec<(f64, f64)> = r
+                .rows
+                .iter()
+                .map(|(f, _, s)| (f * 100.0, s[k].miss_ratio()))
+                .collect();
+            chart.draw_series(LineSeries::new(pts.clone(), color.stroke_width(3)))?;
+            chart.draw_series(pts.iter().map(|&p| Circle::new(p, 4, color.filled())))?;
+            // Legend, bottom left of the plot area.
+            let (lx, ly) = chart.backend_coord(&(xmin, y0));
+            let row = ly - 12 - 16 * (Kind::ALL.len() - k) as i32;
+            panel.draw(&Rectangle::new(
+                [
+                    (lx + 12 - panel_origin(panel).0, row - panel_origin(panel).1),
+                    (
+                        lx + 36 - panel_origin(panel).0,
+                        row + 6 - panel_origin(panel).1,
+                    ),
+                ],
+                color.filled(),
+            ))?;
+            labels.push(Label(lx + 42, row - 1, 1, BLACK, kind.name().to_string()));
+        }
+        let (tx, ty) = chart.backend_coord(&(xmin, y1));
+        labels.push(Label(tx, ty - 30, 2, BLACK, r.short.clone()));
+        let (bx, by) = chart.backend_coord(&(xmin, y0));
+        labels.push(Label(
+            bx,
+            by + 26,
+            1,
+            BLACK,
+            "x: cache size, % of working set (log)   y: miss ratio".into(),
+        ));
+        Ok(())
+    }
+
+    fn panel_origin(panel: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>) -> (i32, i32) {
+        let range = panel.get_base_pixel();
+        (range.0, range.1)
+    }
+
+    /// Stamps `text` with the 8x8 font at `scale`, clipped to the image.
+    fn stamp(buf: &mut [u8], x: i32, y: i32, scale: i32, color: RGBColor, text: &str) {
+        for (n, ch) in text.chars().enumerate() {
+            let glyph = font8x8::legacy::BASIC_LEGACY
+                .get(ch as usize)
+                .copied()
+                .unwrap_or([0; 8]);
+            for (gy, bits) in glyph.iter().enumerate() {
+                for gx in 0..8 {
+                    if bits & (1 << gx) == 0 {
+                        continue;
+                    }
+                    for dy in 0..scale {
+                        for dx in 0..scale {
+                            let px = x + (n as i32 * 8 + gx) * scale + dx;
+                            let py = y + gy as i32 * scale + dy;
+                            if px < 0 || py < 0 || px >= W as i32 || py >= H as i32 {
+                                continue;
+                            }
+                            let i = ((py as u32 * W + px as u32) * 3) as usize;
+                            buf[i..i + 3].copy_from_slice(&[color.0, color.1, color.2]);
+                        }
+                    }
+                }
+            }
+        }
     }
 }
