@@ -89,7 +89,8 @@ pub fn decode(buf: &[u8]) -> Result<(String, Metadata), DecodeError> {
     }
     let mut r = Reader { buf: payload };
     let key = String::from_utf8(r.bytes()?.to_vec()).map_err(|_| DecodeError("key not UTF-8"))?;
-    let status = StatusCode::from_u16(r.u16()?).map_err(|_| DecodeError("invalid status code"))?;
+    let status =
+        StatusCode::from_u16(r.u16()?).map_err(|_| DecodeError("invalid status code"))?;
     let kind = match r.u8()? {
         0 => EntryKind::Positive,
         1 => EntryKind::Negative,
