@@ -9,10 +9,12 @@
 //! | [`Lru`] | least recently used |
 //! | [`S3Fifo`] | small FIFO + main FIFO + ghost queue (Yang et al., SOSP '23) |
 //! | [`Sieve`] | one FIFO with a moving hand and visited bits (Zhang et al., NSDI '24) |
+//! | [`TinyLfu`] | LRU window + segmented LRU, frequency-sketch admission (W-TinyLFU) |
 
 mod lru;
 mod s3fifo;
 mod sieve;
+mod tinylfu;
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -20,6 +22,7 @@ use std::sync::Arc;
 pub use lru::Lru;
 pub use s3fifo::S3Fifo;
 pub use sieve::Sieve;
+pub use tinylfu::TinyLfu;
 
 /// A byte-weighted eviction policy.
 ///
@@ -59,6 +62,8 @@ pub enum PolicyKind {
     S3Fifo,
     /// SIEVE.
     Sieve,
+    /// W-TinyLFU: LRU window, segmented LRU main region, count-min sketch admission.
+    TinyLfu,
     /// A user policy, built from the shard's capacity in bytes.
     Custom(Arc<dyn Fn(u64) -> Box<dyn EvictionPolicy> + Send + Sync>),
 }
@@ -70,6 +75,7 @@ impl PolicyKind {
             PolicyKind::Lru => Box::new(Lru::new()),
             PolicyKind::S3Fifo => Box::new(S3Fifo::new(capacity)),
             PolicyKind::Sieve => Box::new(Sieve::new()),
+            PolicyKind::TinyLfu => Box::new(TinyLfu::new(capacity)),
             PolicyKind::Custom(f) => f(capacity),
         }
     }
@@ -80,6 +86,7 @@ impl PolicyKind {
             PolicyKind::Lru => "lru",
             PolicyKind::S3Fifo => "s3fifo",
             PolicyKind::Sieve => "sieve",
+            PolicyKind::TinyLfu => "tinylfu",
             PolicyKind::Custom(_) => "custom",
         }
     }
@@ -98,8 +105,9 @@ impl std::str::FromStr for PolicyKind {
             "lru" => Ok(PolicyKind::Lru),
             "s3fifo" | "s3-fifo" => Ok(PolicyKind::S3Fifo),
             "sieve" => Ok(PolicyKind::Sieve),
+            "tinylfu" | "w-tinylfu" => Ok(PolicyKind::TinyLfu),
             other => Err(format!(
-                "unknown eviction policy {other:?} (expected lru, s3fifo or sieve)"
+                "unknown eviction policy {other:?} (expected lru, s3fifo, sieve or tinylfu)"
             )),
         }
     }
