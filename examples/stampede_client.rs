@@ -31,7 +31,10 @@ struct Sample {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let mut args = std::env::args().skip(1);
-    let url: Uri = args.next().ok_or("usage: stampede_client URL N [timeout_s]")?.parse()?;
+    let url: Uri = args
+        .next()
+        .ok_or("usage: stampede_client URL N [timeout_s]")?
+        .parse()?;
     let n: usize = args.next().ok_or("usage: stampede_client URL N")?.parse()?;
     let timeout = Duration::from_secs(args.next().map_or(Ok(60), |s| s.parse())?);
     let authority = url.authority().ok_or("URL has no host")?.clone();
@@ -135,7 +138,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                     first: first.unwrap_or(head),
                     done,
                     bytes,
-                    ok: clean && status == StatusCode::OK && expect.is_none_or(|e| e == bytes),
+                    ok: clean && status == StatusCode::OK && expect.map_or(true, |e| e == bytes),
                 }
             };
             match tokio::time::timeout(timeout, run).await {
@@ -148,11 +151,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     for t in tasks {
         samples.push(t.await?);
     }
-    let start = samples
-        .iter()
-        .map(|s| s.sent)
-        .min()
-        .ok_or("no clients")?;
+    let start = samples.iter().map(|s| s.sent).min().ok_or("no clients")?;
     let ok: Vec<&Sample> = samples.iter().filter(|s| s.ok).collect();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let mut ttfb: Vec<f64> = ok.iter().map(|s| ms(s.first - start)).collect();

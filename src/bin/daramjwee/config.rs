@@ -115,6 +115,10 @@ struct SiteOpts {
     connect_timeout: Option<String>,
     upstream_timeout: Option<String>,
     idle_timeout: Option<String>,
+    lock_age: Option<String>,
+    lock_wait: Option<String>,
+    stream_window: Option<String>,
+    follower_retain: Option<String>,
     preserve_host: Option<bool>,
     strip_prefix: Option<bool>,
 }
@@ -139,6 +143,10 @@ struct SiteFile {
     connect_timeout: Option<String>,
     upstream_timeout: Option<String>,
     idle_timeout: Option<String>,
+    lock_age: Option<String>,
+    lock_wait: Option<String>,
+    stream_window: Option<String>,
+    follower_retain: Option<String>,
     preserve_host: Option<bool>,
     strip_prefix: Option<bool>,
 }
@@ -162,6 +170,10 @@ impl SiteFile {
             connect_timeout: or(&self.connect_timeout, &d.connect_timeout),
             upstream_timeout: or(&self.upstream_timeout, &d.upstream_timeout),
             idle_timeout: or(&self.idle_timeout, &d.idle_timeout),
+            lock_age: or(&self.lock_age, &d.lock_age),
+            lock_wait: or(&self.lock_wait, &d.lock_wait),
+            stream_window: or(&self.stream_window, &d.stream_window),
+            follower_retain: or(&self.follower_retain, &d.follower_retain),
             preserve_host: or(&self.preserve_host, &d.preserve_host),
             strip_prefix: or(&self.strip_prefix, &d.strip_prefix),
         }
@@ -228,6 +240,14 @@ pub struct SiteSettings {
     pub upstream_timeout: Duration,
     /// Longest pause in an upstream body during a fill.
     pub idle_timeout: Duration,
+    /// Coalescing: age after which a fill is no longer joined (engine default if unset).
+    pub lock_age: Option<Duration>,
+    /// Coalescing: how long a follower waits for the fill's head (engine default if unset).
+    pub lock_wait: Option<Duration>,
+    /// Bytes a fill may run ahead of its slowest reader (engine default if unset).
+    pub stream_window: Option<u64>,
+    /// Bytes of a fill kept so late followers can join it (engine default if unset).
+    pub follower_retain: Option<u64>,
 }
 
 /// An upstream origin: `http://authority[/base-path]`.
@@ -495,7 +515,21 @@ fn validate_site(
             o.idle_timeout.as_ref(),
             Duration::from_secs(30),
         )?,
+        lock_age: opt_dur("lock_age", o.lock_age.as_deref())?,
+        lock_wait: opt_dur("lock_wait", o.lock_wait.as_deref())?,
+        stream_window: opt_size("stream_window", o.stream_window.as_deref())?,
+        follower_retain: opt_size("follower_retain", o.follower_retain.as_deref())?,
     })
+}
+
+fn opt_dur(what: &str, v: Option<&str>) -> Result<Option<Duration>, ConfigError> {
+    v.map(|s| parse_duration(s).map_err(|e| ConfigError(format!("{what}: {e}"))))
+        .transpose()
+}
+
+fn opt_size(what: &str, v: Option<&str>) -> Result<Option<u64>, ConfigError> {
+    v.map(|s| parse_size(s).map_err(|e| ConfigError(format!("{what}: {e}"))))
+        .transpose()
 }
 
 /// Checks between sites: unique names, unique routes, no directory used twice.

@@ -69,6 +69,18 @@ impl Site {
         let mut builder = Cache::builder()
             .workers(settings.workers.0, settings.workers.1)
             .idle_timeout(settings.idle_timeout);
+        if let Some(age) = settings.lock_age {
+            builder = builder.lock_age(age);
+        }
+        if let Some(wait) = settings.lock_wait {
+            builder = builder.lock_wait(wait);
+        }
+        if let Some(window) = settings.stream_window {
+            builder = builder.stream_window(window);
+        }
+        if let Some(retain) = settings.follower_retain {
+            builder = builder.follower_retain(retain);
+        }
         builder = builder.tier(open_tier(&settings.hot, &settings.eviction).await?, None);
         if let Some(cold) = &settings.cold {
             builder = builder.tier(open_tier(cold, &settings.eviction).await?, None);
