@@ -125,7 +125,7 @@ async fn upload_route(State(o): State<Shared>, body: Bytes) -> Response {
 }
 
 async fn hang_route() -> Response {
-    tokio::time::sleep(Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(120)).await;
     "too late".into_response()
 }
 
@@ -497,6 +497,75 @@ async fn sigterm_lets_an_in_flight_response_finish_then_exits_zero() {
     assert!(proxy.stderr().contains("SIGTERM received"));
     // The listener is gone.
     assert!(tokio::net::TcpStream::connect(proxy.addr).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_timeout_bounds_shutdown_when_a_response_never_comes() {
+    let (oaddr, _origin) = serve_origin("o").await;
+    let mut proxy = Proxy::start(&[
+        "--upstream",
+        &upstream(oaddr),
+        "--upstream-timeout",
+        "10m",
+        "--drain-timeout",
+        "200ms",
+    ]);
+    let c = client();
+    let url = format!("http://{}/hang", proxy.addr);
+    let pending = tokio::spawn(async move {
+        c.request(
+            http::Request::get(url)
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+    });
+    // Wait until the proxy holds the request (the origin's hang has begun) before signalling.
+    let admin = client();
+    let mut held = false;
+    for _ in 0..1000 {
+        let stats = get(&admin, proxy.admin, "/stats").await;
+        let v: serde_json::Value = serde_json::from_slice(&stats.body).unwrap();
+        if v["sites"]["default"]["misses"] == 1 {
+            held = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(held, "the proxy never started the fill");
+    proxy.signal("-TERM");
+    // The hang lasts 120 s; the process must exit on its own long before the 30 s bound.
+    let status = proxy.wait_exit();
+    assert_eq!(status.code(), Some(0), "stderr:\n{}", proxy.stderr());
+    assert!(
+        proxy.stderr().contains("drain timeout reached"),
+        "{}",
+        proxy.stderr()
+    );
+    assert!(
+        pending.await.unwrap().is_err(),
+        "the hung exchange is cut, not answered"
+    );
+}
+
+#[test]
+fn check_flag_prints_the_resolved_configuration_and_exits_zero() {
+    let out = Command::new(env!("CARGO_BIN_EXE_daramjwee"))
+        .args([
+            "--upstream",
+            "http://127.0.0.1:9/base",
+            "--check",
+            "--cold",
+            "none",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("site default: host=* prefix=/ upstream=http://127.0.0.1:9/base hot=memory:256MiB cold=none eviction=s3fifo"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
