@@ -59,6 +59,12 @@ pub enum StoreError {
     /// The store is closed or was configured not to accept writes.
     #[error("store is closed")]
     Closed,
+    /// The store does not support this operation.
+    #[error("store does not support {op}")]
+    Unsupported {
+        /// The operation.
+        op: &'static str,
+    },
 }
 
 impl StoreError {
@@ -79,6 +85,7 @@ impl StoreError {
             StoreError::Backend { .. } => "backend",
             StoreError::Timeout { .. } => "timeout",
             StoreError::Closed => "closed",
+            StoreError::Unsupported { .. } => "unsupported",
         }
     }
 }

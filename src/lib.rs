@@ -37,12 +37,13 @@ pub mod entry;
 pub mod error;
 pub mod eviction;
 pub mod http;
+pub mod metrics;
 pub mod store;
 pub mod worker;
 
 pub use cache::{
     Cache, CacheBuilder, CacheStats, CacheWriter, ColdFill, Fetched, Fetcher, Freshness,
-    GetOptions, Lookup, Outcome, Promotion,
+    GetOptions, Judge, Lookup, Outcome, Promotion, Verdict,
 };
 pub use entry::{EntryBody, EntryKind, Metadata, StoredEntry};
 pub use error::{BoxError, CloseError, Error, StoreError};

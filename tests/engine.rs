@@ -402,3 +402,88 @@ async fn close_drains_background_work_and_refuses_new_gets() {
     cache.close(Duration::from_secs(1)).await.unwrap();
     assert!(matches!(cache.get("k", never()).await, Err(Error::Closed)));
 }
+
+#[tokio::test]
+async fn a_promotion_is_not_copied_back_into_the_tier_it_came_from() {
+    let cold = Arc::new(MemStore::new(1 << 20));
+    let cache = Cache::builder()
+        .hot(MemStore::new(1 << 20))
+        .tier(cold.clone(), None)
+        .build();
+    let mut w = cold.put("k", Metadata::new(StatusCode::OK)).await.unwrap();
+    w.write(Bytes::from_static(b"cold")).await.unwrap();
+    w.commit().await.unwrap();
+    let hit = cache.get("k", never()).await.unwrap();
+    assert_eq!(hit.body.collect().await.unwrap(), "cold");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // One commit: the promotion into hot. No second write into the cold tier.
+    assert_eq!(cache.stats().fills_committed, 1);
+}
+
+#[tokio::test]
+async fn probation_promotes_only_on_the_second_lower_tier_hit() {
+    let cold = Arc::new(MemStore::new(1 << 20));
+    let cache = Cache::builder()
+        .hot(MemStore::new(1 << 20))
+        .tier(cold.clone(), None)
+        .promotion(daramjwee::Promotion::SecondHit(1000))
+        .build();
+    let mut w = cold.put("k", Metadata::new(StatusCode::OK)).await.unwrap();
+    w.write(Bytes::from_static(b"cold")).await.unwrap();
+    w.commit().await.unwrap();
+    let hot = cache.tier_store(0).unwrap().clone();
+    cache
+        .get("k", never())
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(
+        hot.head("k").await.unwrap().is_none(),
+        "a one-hit wonder stays out of hot"
+    );
+    cache
+        .get("k", never())
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(
+        hot.head("k").await.unwrap().is_some(),
+        "the second hit promotes"
+    );
+}
+
+#[tokio::test]
+async fn callers_validator_is_answered_not_modified() {
+    let cache = Cache::builder().build();
+    cache
+        .get("k", |_| async {
+            Ok(Fetched::Entry {
+                meta: Metadata::new(StatusCode::OK).with_etag("\"v9\""),
+                body: EntryBody::from_bytes("body"),
+            })
+        })
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap();
+    let l = cache
+        .get_with(
+            "k",
+            daramjwee::GetOptions::default().if_none_match("\"v9\""),
+            never(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(l.outcome, Outcome::NotModified);
+    assert!(l.body.collect().await.unwrap().is_empty());
+}

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::{Cache, Inner, Probation, Stats, Tier};
 use crate::cache::keys::KeyTable;
+use crate::metrics::Metrics;
 use crate::store::{MemStore, Store};
 use crate::worker::WorkerPool;
 
@@ -74,6 +75,7 @@ pub struct CacheBuilder {
 /// Engine settings, filled in by [`CacheBuilder`].
 #[derive(Clone, Debug)]
 pub(super) struct Config {
+    pub name: String,
     pub freshness: Freshness,
     pub serve_stale_for: Option<Duration>,
     pub cold_fill: ColdFill,
@@ -92,6 +94,7 @@ impl Default for CacheBuilder {
         CacheBuilder {
             tiers: Vec::new(),
             cfg: Config {
+                name: "default".to_owned(),
                 freshness: Freshness::default(),
                 serve_stale_for: None,
                 cold_fill: ColdFill::default(),
@@ -142,6 +145,12 @@ impl CacheBuilder {
         } else {
             self.tiers.push((store, None));
         }
+    }
+
+    /// Names the cache in logs and in the `cache` label of its metrics (default `"default"`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.cfg.name = name.into();
+        self
     }
 
     /// TTL of positive entries whose metadata has no `fresh_until` (default: never stale).
@@ -243,8 +252,11 @@ impl CacheBuilder {
             Promotion::SecondHit(n) => Some(Probation::new(n)),
             Promotion::Always => None,
         };
+        let names: Vec<&'static str> = tiers.iter().map(|t| t.store.name()).collect();
         Cache {
             inner: Arc::new(Inner {
+                name: cfg.name.clone(),
+                metrics: Metrics::new(&cfg.name, &names),
                 stats: Stats::new(tiers.len()),
                 tiers,
                 keys: KeyTable::new(),

@@ -141,6 +141,11 @@ impl KeyTable {
 }
 
 impl Usage {
+    /// The key this usage holds.
+    pub(crate) fn key(&self) -> &str {
+        &self.key
+    }
+
     /// Takes the key's commit lock, and returns it only if this write is still the newest.
     pub(crate) async fn lock_if_current(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
         let lock = {

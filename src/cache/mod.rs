@@ -55,6 +55,7 @@ use self::flight::{Flight, FlightLimits, Head};
 use self::keys::{Claim, KeyTable, Usage};
 use crate::entry::{EntryBody, Metadata, StoredEntry};
 use crate::error::{CloseError, Error, StoreError};
+use crate::metrics::{outcome, Metrics, OriginResult};
 use crate::store::{Store, StoreWriter};
 use crate::worker::WorkerPool;
 
@@ -115,6 +116,47 @@ pub struct GetOptions {
     pub no_stale: bool,
     /// Answer only from the tiers ([`Error::NotCached`] on a miss).
     pub only_cached: bool,
+    /// The caller's own freshness decision for a stored entry; when set, it replaces the
+    /// engine's (`revalidate`, `no_stale`, TTLs and stale windows are then not consulted).
+    pub judge: Option<Judge>,
+}
+
+/// What to do with a stored entry, as decided by a [`Judge`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Verdict {
+    /// Serve it as fresh.
+    Fresh,
+    /// Serve it stale; `refresh` schedules a background refresh.
+    Stale {
+        /// Whether to refresh it in the background.
+        refresh: bool,
+    },
+    /// Validate it with the origin before serving (or [`Error::NotCached`] with
+    /// `only_cached`).
+    Validate,
+    /// No opinion: decide as without a judge (TTLs, stale windows, the other options).
+    Default,
+}
+
+/// A caller-supplied freshness decision over a stored entry's metadata at `now`, so that a
+/// protocol layer (the HTTP face) can apply its own rules without the engine parsing them.
+#[derive(Clone)]
+pub struct Judge(Arc<JudgeFn>);
+
+type JudgeFn = dyn Fn(&Metadata, SystemTime) -> Verdict + Send + Sync;
+
+impl Judge {
+    /// Wraps a decision function.
+    pub fn new(f: impl Fn(&Metadata, SystemTime) -> Verdict + Send + Sync + 'static) -> Self {
+        Judge(Arc::new(f))
+    }
+}
+
+impl std::fmt::Debug for Judge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Judge(..)")
+    }
 }
 
 impl GetOptions {
@@ -138,6 +180,34 @@ impl GetOptions {
         self.only_cached = yes;
         self
     }
+    /// Lets `judge` decide, for each stored entry, whether it is served, served stale or
+    /// validated first.
+    ///
+    /// ```
+    /// use daramjwee::{Cache, EntryBody, Fetched, GetOptions, Metadata, Verdict};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), daramjwee::Error> {
+    /// let cache = Cache::builder().build();
+    /// let v1 = |_prev| async {
+    ///     Ok(Fetched::Entry { meta: Metadata::new(http::StatusCode::OK), body: EntryBody::from_bytes("v1") })
+    /// };
+    /// cache.get("k", v1).await?.body.collect().await?;
+    /// // This caller accepts nothing stored: the entry is validated (here: replaced).
+    /// let always_validate = GetOptions::default().judge(|_meta, _now| Verdict::Validate);
+    /// let v2 = |_prev| async {
+    ///     Ok(Fetched::Entry { meta: Metadata::new(http::StatusCode::OK), body: EntryBody::from_bytes("v2") })
+    /// };
+    /// let got = cache.get_with("k", always_validate, v2).await?;
+    /// assert_eq!(got.body.collect().await?, "v2");
+    /// # Ok(()) }
+    /// ```
+    pub fn judge(
+        mut self,
+        judge: impl Fn(&Metadata, SystemTime) -> Verdict + Send + Sync + 'static,
+    ) -> Self {
+        self.judge = Some(Judge::new(judge));
+        self
+    }
 }
 
 /// A snapshot of the engine's counters.
@@ -148,7 +218,7 @@ pub struct CacheStats {
     pub hits: Vec<u64>,
     /// Stale hits (served while refreshing), all tiers.
     pub stale_hits: u64,
-    /// Fills led (origin fetches started by lookups).
+    /// Lookups answered by a fill they led ([`Outcome::Miss`]).
     pub misses: u64,
     /// Lookups that followed another call's fill.
     pub coalesced: u64,
@@ -250,6 +320,8 @@ impl Probation {
 }
 
 struct Inner {
+    name: String,
+    metrics: Metrics,
     tiers: Box<[Tier]>,
     keys: Arc<KeyTable>,
     workers: WorkerPool,
@@ -310,6 +382,7 @@ impl Cache {
 
     /// A snapshot of the counters.
     pub fn stats(&self) -> CacheStats {
+        self.sample_tiers();
         let s = &self.inner.stats;
         let ld = |c: &AtomicU64| c.load(Ordering::Relaxed);
         CacheStats {
@@ -344,6 +417,7 @@ impl Cache {
     /// body turns out incomplete.
     ///
     /// The returned future is `Send` whatever the fetcher, so it can be spawned.
+    #[allow(clippy::manual_async_fn)]
     pub fn get_with<'a, F: Fetcher>(
         &'a self,
         key: &'a str,
@@ -352,7 +426,46 @@ impl Cache {
     ) -> impl Future<Output = Result<Lookup, Error>> + Send + 'a {
         // Declaring `Send` here (instead of leaking it from an `async fn`) lets callers spawn
         // the future without tripping rustc's higher-ranked auto-trait inference on closures.
-        self.get_inner(key, opts, fetcher)
+        async move {
+            let res = self.get_inner(key, opts, fetcher).await;
+            self.record(&res);
+            res
+        }
+    }
+
+    fn record(&self, res: &Result<Lookup, Error>) {
+        let m = &self.inner.metrics;
+        match res {
+            Ok(l) => match l.outcome {
+                Outcome::Hit { tier, stale } => m.request(
+                    if stale { outcome::STALE } else { outcome::HIT },
+                    Some(tier),
+                ),
+                Outcome::NotModified => m.request(outcome::HIT, Some(0)),
+                Outcome::Miss => {
+                    bump(&self.inner.stats.misses);
+                    m.request(outcome::MISS, None)
+                }
+                Outcome::Coalesced => {
+                    bump(&self.inner.stats.coalesced);
+                    m.request(outcome::COALESCED, None)
+                }
+                Outcome::Revalidated { tier } => m.request(outcome::REVALIDATED, Some(tier)),
+                Outcome::Pass => m.request(outcome::PASS, None),
+            },
+            Err(Error::NotCached) => {}
+            Err(_) => m.request(outcome::ERROR, None),
+        }
+    }
+
+    /// Counts a request the HTTP face did not look up (method, `no-store`).
+    pub(crate) fn record_bypass(&self) {
+        self.inner.metrics.request(outcome::BYPASS, None);
+    }
+
+    /// The name given to [`CacheBuilder::name`].
+    pub fn name(&self) -> &str {
+        &self.inner.name
     }
 
     async fn get_inner<F: Fetcher>(
@@ -371,6 +484,22 @@ impl Cache {
             let Some(entry) = self.read_tier(i, key).await else {
                 continue;
             };
+            if let Some(judge) = &opts.judge {
+                match (judge.0)(&entry.meta, now) {
+                    Verdict::Fresh => return Ok(self.serve_hit(i, key, entry, false, &opts)),
+                    Verdict::Stale { refresh } => {
+                        if refresh {
+                            self.spawn_refresh(key, fetcher, Some(entry.meta.clone()));
+                        }
+                        return Ok(self.serve_hit(i, key, entry, true, &opts));
+                    }
+                    Verdict::Validate => {
+                        previous = Some(entry.meta);
+                        break;
+                    }
+                    Verdict::Default => {}
+                }
+            }
             let ttl = tier.ttl_for(&entry.meta);
             if !opts.revalidate && entry.meta.is_fresh(now, ttl) {
                 return Ok(self.serve_hit(i, key, entry, false, &opts));
@@ -424,8 +553,34 @@ impl Cache {
         }
     }
 
-    fn store_fault(&self, tier: &str, op: &str, e: &StoreError) {
+    /// Runs one store operation under the op timeout; a failure or timeout is logged, counted
+    /// and turned into `None` (the cache fails open).
+    async fn store_op<T>(
+        &self,
+        tier: &'static str,
+        op: &'static str,
+        key: &str,
+        fut: impl Future<Output = Result<T, StoreError>>,
+    ) -> Option<T> {
+        let after = self.inner.cfg.op_timeout;
+        let res = tokio::time::timeout(after, fut).await.unwrap_or_else(|_| {
+            Err(StoreError::Timeout {
+                key: key.to_owned(),
+                after,
+            })
+        });
+        match res {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.store_fault(tier, op, &e);
+                None
+            }
+        }
+    }
+
+    fn store_fault(&self, tier: &'static str, op: &'static str, e: &StoreError) {
         bump(&self.inner.stats.store_errors);
+        self.inner.metrics.store_error(tier, op, e.kind());
         warn!(tier, op, kind = e.kind(), error = %e, "cache store fault; failing open");
     }
 
@@ -525,10 +680,8 @@ impl Cache {
         previous: Option<Arc<Metadata>>,
         fetcher: F,
     ) -> Result<Lookup, Error> {
-        let inner = &self.inner;
         match self.claim(key, false) {
             Claim::Lead(flight, usage) => {
-                bump(&inner.stats.misses);
                 let reader = flight.join();
                 let (pass_tx, pass_rx) = tokio::sync::oneshot::channel();
                 let this = self.clone();
@@ -573,10 +726,7 @@ impl Cache {
                     Head::Pending => Err(Error::FillAbandoned("fill ended without a head".into())),
                 }
             }
-            Claim::Follow(flight) => {
-                bump(&inner.stats.coalesced);
-                self.follow(key, flight, fetcher).await
-            }
+            Claim::Follow(flight) => self.follow(key, flight, fetcher).await,
         }
     }
 
@@ -673,7 +823,7 @@ impl Cache {
         }
         let this = self.clone();
         let key = key.to_owned();
-        let ok = self.inner.workers.try_spawn(async move {
+        let ok = self.spawn_background(async move {
             let Claim::Lead(flight, usage) = this.claim(&key, true) else {
                 return; // a fill is already running: it is the refresh
             };
@@ -701,11 +851,9 @@ impl Cache {
 
     async fn head_any(&self, key: &str) -> Option<Arc<Metadata>> {
         for tier in self.inner.tiers.iter().filter(|t| !t.store.is_null()) {
-            match tokio::time::timeout(self.inner.cfg.op_timeout, tier.store.head(key)).await {
-                Ok(Ok(Some(m))) => return Some(Arc::new(m)),
-                Ok(Ok(None)) => {}
-                Ok(Err(e)) => self.store_fault(tier.store.name(), "head", &e),
-                Err(_) => bump(&self.inner.stats.store_errors),
+            let name = tier.store.name();
+            if let Some(Some(m)) = self.store_op(name, "head", key, tier.store.head(key)).await {
+                return Some(Arc::new(m));
             }
         }
         None
@@ -727,19 +875,29 @@ impl Cache {
             usage: &usage,
         };
         let cfg = &self.inner.cfg;
+        let from_origin = matches!(source, Source::Fetch(..));
+        // Only lookups hand a pass-through back; background refreshes have no caller.
+        let is_refresh = pass_to.is_none();
         let (meta, body, tiers) = match source {
             Source::Tier(meta, body) => (meta, body, targets),
             Source::Fetch(fetcher, previous) => {
-                let fetched =
-                    match tokio::time::timeout(cfg.idle_timeout, fetcher.fetch(previous.clone()))
-                        .await
-                    {
-                        Ok(Ok(f)) => f,
-                        Ok(Err(e)) => {
-                            return self.fail(&flight, format!("origin fetch failed: {e}"))
-                        }
-                        Err(_) => return self.fail(&flight, "origin fetch timed out".into()),
-                    };
+                let fetch = fetcher.fetch(previous.clone());
+                let fetched = match tokio::time::timeout(cfg.idle_timeout, fetch).await {
+                    Ok(Ok(f)) => f,
+                    Ok(Err(e)) => {
+                        self.inner.metrics.origin(OriginResult::Error);
+                        return self.fail(&flight, format!("origin fetch failed: {e}"));
+                    }
+                    Err(_) => {
+                        self.inner.metrics.origin(OriginResult::Error);
+                        return self.fail(&flight, "origin fetch timed out".into());
+                    }
+                };
+                self.inner.metrics.origin(match &fetched {
+                    Fetched::Entry { .. } => OriginResult::Ok,
+                    Fetched::NotModified { .. } => OriginResult::NotModified,
+                    Fetched::Pass { .. } => OriginResult::Pass,
+                });
                 match fetched {
                     Fetched::Entry { meta, body } => {
                         let tiers = match cfg.cold_fill {
@@ -774,14 +932,22 @@ impl Cache {
             }
         };
         flight.set_head(Head::Body(meta.clone()));
+        let started = std::time::Instant::now();
         let committed = self
-            .stream_fill(key, &flight, &usage, &meta, body, tiers)
+            .stream_fill(&flight, &usage, &meta, body, tiers, from_origin)
             .await;
+        if from_origin {
+            let secs = started.elapsed().as_secs_f64();
+            self.inner.metrics.fill_done(secs, is_refresh);
+        }
+        self.sample_tiers();
         match committed {
             Ok(hot_committed) => {
                 flight.finish(Ok(()));
                 drop(guard);
-                if hot_committed && cfg.cold_fill == ColdFill::Background {
+                // Only origin bytes go down: a promotion came from a lower tier, which holds
+                // the entry already.
+                if from_origin && hot_committed && cfg.cold_fill == ColdFill::Background {
                     self.spawn_cold_copy(key, usage.ticket);
                 }
             }
@@ -801,13 +967,14 @@ impl Cache {
     /// whether tier 0 committed, or why the fill failed.
     async fn stream_fill(
         &self,
-        key: &str,
         flight: &Flight,
         usage: &Usage,
         meta: &Arc<Metadata>,
         mut body: EntryBody,
         tiers: std::ops::Range<usize>,
+        from_origin: bool,
     ) -> Result<bool, String> {
+        let key = usage.key();
         let cfg = &self.inner.cfg;
         if flight.orphaned() {
             return Err("every reader left before the body".into());
@@ -818,10 +985,9 @@ impl Cache {
             if store.is_null() {
                 continue;
             }
-            match tokio::time::timeout(cfg.op_timeout, store.put(key, (**meta).clone())).await {
-                Ok(Ok(w)) => writers.push((i, w)),
-                Ok(Err(e)) => self.store_fault(store.name(), "put", &e),
-                Err(_) => bump(&self.inner.stats.store_errors),
+            let put = store.put(key, (**meta).clone());
+            if let Some(w) = self.store_op(store.name(), "put", key, put).await {
+                writers.push((i, w));
             }
         }
         let declared = meta.content_length;
@@ -837,6 +1003,9 @@ impl Cache {
                 Err(_) => return Err(format!("body stalled after {received} bytes")),
             };
             received += chunk.len() as u64;
+            if from_origin {
+                self.inner.metrics.origin_bytes(chunk.len() as u64);
+            }
             if declared.is_some_and(|d| received > d) {
                 return Err(format!(
                     "body longer than its declared {} bytes",
@@ -861,13 +1030,13 @@ impl Cache {
         let mut hot = false;
         for (i, w) in writers {
             let store = &self.inner.tiers[i].store;
-            match tokio::time::timeout(cfg.op_timeout, w.commit()).await {
-                Ok(Ok(())) => {
-                    bump(&self.inner.stats.fills_committed);
-                    hot |= i == 0;
-                }
-                Ok(Err(e)) => self.store_fault(store.name(), "commit", &e),
-                Err(_) => bump(&self.inner.stats.store_errors),
+            if self
+                .store_op(store.name(), "commit", key, w.commit())
+                .await
+                .is_some()
+            {
+                bump(&self.inner.stats.fills_committed);
+                hot |= i == 0;
             }
         }
         Ok(hot)
@@ -908,17 +1077,19 @@ impl Cache {
             return;
         };
         for tier in self.inner.tiers.iter().filter(|t| !t.store.is_null()) {
-            let res = tokio::time::timeout(
-                self.inner.cfg.op_timeout,
-                tier.store.update_metadata(key, meta.clone()),
-            )
-            .await;
-            match res {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => self.store_fault(tier.store.name(), "update_metadata", &e),
-                Err(_) => bump(&self.inner.stats.store_errors),
-            }
+            let update = tier.store.update_metadata(key, meta.clone());
+            self.store_op(tier.store.name(), "update_metadata", key, update)
+                .await;
         }
+    }
+
+    /// Queues background work on the pool; a full queue drops it (counted).
+    fn spawn_background(&self, fut: impl Future<Output = ()> + Send + 'static) -> bool {
+        let ok = self.inner.workers.try_spawn(fut);
+        self.inner
+            .metrics
+            .worker(self.inner.workers.stats().queued, !ok);
+        ok
     }
 
     /// Copies the committed hot entry into the lower tiers on the worker pool.
@@ -928,7 +1099,7 @@ impl Cache {
         }
         let this = self.clone();
         let key = key.to_owned();
-        self.inner.workers.try_spawn(async move {
+        self.spawn_background(async move {
             let usage = this.inner.keys.writer_with_ticket(&key, ticket);
             for i in 1..this.inner.tiers.len() {
                 let Some(entry) = this.read_tier(0, &key).await else {
@@ -1034,7 +1205,57 @@ impl Cache {
                 }
             }
         }
+        self.inner.metrics.purged(1);
+        self.sample_tiers();
         first_err.map_or(Ok(()), Err)
+    }
+
+    /// Removes every entry whose key starts with `prefix` from every tier; returns how many
+    /// entries were removed (summed over tiers). Tiers that cannot enumerate their keys are
+    /// skipped; an error is returned only if no tier could purge.
+    pub async fn purge_prefix(&self, prefix: &str) -> Result<u64, Error> {
+        let mut removed = 0;
+        let mut last_err = None;
+        let mut any = false;
+        for tier in self.inner.tiers.iter().filter(|t| !t.store.is_null()) {
+            match tier.store.purge_prefix(prefix).await {
+                Ok(n) => {
+                    any = true;
+                    removed += n;
+                }
+                Err(StoreError::Unsupported { .. }) => {}
+                Err(e) => {
+                    self.store_fault(tier.store.name(), "purge_prefix", &e);
+                    last_err = Some(e);
+                }
+            }
+        }
+        self.inner.metrics.purged(removed);
+        self.sample_tiers();
+        match (any, last_err) {
+            (false, Some(e)) => Err(Error::Store(e)),
+            (false, None) => Err(Error::Store(StoreError::Unsupported { op: "purge_prefix" })),
+            _ => Ok(removed),
+        }
+    }
+
+    /// Removes every entry from tier `tier`.
+    pub async fn clear_tier(&self, tier: usize) -> Result<(), Error> {
+        let Some(t) = self.inner.tiers.get(tier) else {
+            return Ok(());
+        };
+        t.store.clear().await?;
+        self.sample_tiers();
+        Ok(())
+    }
+
+    /// Samples each tier's size and eviction counters into the metrics.
+    fn sample_tiers(&self) {
+        for (i, t) in self.inner.tiers.iter().enumerate() {
+            self.inner
+                .metrics
+                .tier(i, t.store.used_bytes(), t.store.len(), t.store.evictions());
+        }
     }
 
     /// Stops accepting work and waits up to `timeout` for background refreshes and cold copies

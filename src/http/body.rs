@@ -30,6 +30,7 @@ pin_project! {
     enum Inner<B> {
         Origin { #[pin] body: B },
         Cached { body: EntryBody, remaining: Option<u64> },
+        Ranged { body: Option<EntryBody>, skip: u64, take: u64, drain: bool },
         Empty,
     }
 }
@@ -46,6 +47,20 @@ impl<B> CacheBody<B> {
             inner: Inner::Cached {
                 remaining: body.remaining_len().or(len),
                 body,
+            },
+        }
+    }
+
+    /// Bytes `skip..skip + take` of `body`, sliced from the stream as it passes (no full
+    /// read, no copy). With `drain`, the rest of the stream is read to its end in the
+    /// background once the range is sent, so a fill this body follows is not abandoned.
+    pub(crate) fn ranged(body: EntryBody, skip: u64, take: u64, drain: bool) -> Self {
+        CacheBody {
+            inner: Inner::Ranged {
+                body: Some(body),
+                skip,
+                take,
+                drain,
             },
         }
     }
@@ -69,6 +84,11 @@ impl<B> std::fmt::Debug for CacheBody<B> {
         match &self.inner {
             Inner::Origin { .. } => f.write_str("CacheBody::Origin"),
             Inner::Cached { body, .. } => f.debug_tuple("CacheBody::Cached").field(body).finish(),
+            Inner::Ranged { skip, take, .. } => f
+                .debug_struct("CacheBody::Ranged")
+                .field("skip", skip)
+                .field("take", take)
+                .finish(),
             Inner::Empty => f.write_str("CacheBody::Empty"),
         }
     }
@@ -99,6 +119,58 @@ where
                 Poll::Ready(None) => Poll::Ready(None),
                 Poll::Pending => Poll::Pending,
             },
+            InnerProj::Ranged {
+                body,
+                skip,
+                take,
+                drain,
+            } => loop {
+                if *take == 0 {
+                    if let Some(rest) = body.take() {
+                        if *drain {
+                            drain_detached(rest);
+                        }
+                    }
+                    return Poll::Ready(None);
+                }
+                let Some(stream) = body.as_mut() else {
+                    return Poll::Ready(None);
+                };
+                match Pin::new(stream).poll_next(cx) {
+                    Poll::Ready(Some(Ok(chunk))) => {
+                        let n = chunk.len() as u64;
+                        if n <= *skip {
+                            *skip -= n;
+                            continue;
+                        }
+                        // Both bounds are below `chunk.len()`, so they fit in usize.
+                        let from = *skip as usize;
+                        let to = (*skip + *take).min(n) as usize;
+                        *skip = 0;
+                        *take -= (to - from) as u64;
+                        // Done: let go of the stream now, since a server stops polling (and
+                        // may keep the body around) once `is_end_stream` says so.
+                        if *take == 0 {
+                            if let (Some(rest), true) = (body.take(), *drain) {
+                                drain_detached(rest);
+                            }
+                        }
+                        return Poll::Ready(Some(Ok(Frame::data(chunk.slice(from..to)))));
+                    }
+                    Poll::Ready(Some(Err(e))) => {
+                        *body = None;
+                        return Poll::Ready(Some(Err(Box::new(e))));
+                    }
+                    // The stream ended before the range did: the entry was shorter than
+                    // its metadata said. Fail rather than send a short 206 as complete.
+                    Poll::Ready(None) => {
+                        *body = None;
+                        *take = 0;
+                        return Poll::Ready(Some(Err("cached body shorter than its range".into())));
+                    }
+                    Poll::Pending => return Poll::Pending,
+                }
+            },
             InnerProj::Empty => Poll::Ready(None),
         }
     }
@@ -111,6 +183,7 @@ where
             Inner::Cached { body, remaining } => {
                 *remaining == Some(0) && body.remaining_len() == Some(0)
             }
+            Inner::Ranged { take, .. } => *take == 0,
             Inner::Empty => true,
         }
     }
@@ -122,9 +195,26 @@ where
                 remaining: Some(n), ..
             } => SizeHint::with_exact(*n),
             Inner::Cached { .. } => SizeHint::default(),
+            Inner::Ranged { take, .. } => SizeHint::with_exact(*take),
             Inner::Empty => SizeHint::with_exact(0),
         }
     }
+}
+
+/// Reads `body` to its end on a background task, discarding the bytes.
+///
+/// Used when a client needs only part of (or none of) a body that is also a fill in progress
+/// (a range, a 304): a fill whose every reader has left is abandoned, and the entry the
+/// client's request paid for would never be stored. The fill itself is bounded by the
+/// engine's timeouts, so this task is too.
+pub(crate) fn drain_detached(mut body: EntryBody) {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    rt.spawn(async move {
+        use futures_util::StreamExt;
+        while let Some(Ok(_)) = body.next().await {}
+    });
 }
 
 pin_project! {

@@ -68,6 +68,16 @@ impl CacheLayer {
     pub fn cache(&self) -> &Cache {
         &self.cache
     }
+
+    /// Wraps `inner` (the same as [`Layer::layer`], callable without importing the trait).
+    pub fn layer_service<S>(&self, inner: S) -> CacheService<S> {
+        self.layer(inner)
+    }
+
+    /// A control handle (stats, purge, clear) for the cache behind this layer.
+    pub fn handle(&self) -> super::CacheHandle {
+        super::CacheHandle::new(self.cache.clone(), self.config.clone())
+    }
 }
 
 impl<S> Layer<S> for CacheLayer {

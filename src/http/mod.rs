@@ -24,14 +24,18 @@
 
 mod body;
 mod future;
+mod handle;
 mod key;
 mod layer;
 pub mod policy;
+mod range;
 mod service;
 mod status;
+mod vary;
 
 pub use body::CacheBody;
 pub use future::ResponseFuture;
+pub use handle::CacheHandle;
 pub use key::{default_key, KeyFn};
 pub use layer::{CacheLayer, CacheLayerBuilder};
 pub use policy::{CacheControl, PolicyMode};

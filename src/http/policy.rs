@@ -1,24 +1,58 @@
 //! The one place where the HTTP face decides what may be served from and stored in the cache
 //! (RFC 9111, RFC 5861).
 //!
-//! Request side: bypass, revalidate, only-if-cached. Response side: whether a response may be
-//! stored, and the freshness the stored [`Metadata`] carries. The engine never parses
-//! headers; everything HTTP is decided here.
+//! - Request side (`request_rule`): bypass (method, `no-store`, `If-Match`), or a lookup with
+//!   the request's directives.
+//! - Stored entry + request (`verdict`, run by the engine as its judge on every lookup that
+//!   finds an entry): fresh, serve stale (with or without a background refresh), or validate.
+//! - Response side (`storability`): whether a response may be stored, with which headers, and
+//!   the freshness and stale allowances its [`Metadata`] carries; `merge_not_modified` for 304s;
+//!   `stale_if_error` when a validation fails.
+//! - Client conditionals answered from the cache (`client_not_modified`).
+//!
+//! The engine never parses headers; everything HTTP is decided here. This module must never do
+//! I/O or touch a store.
+//!
+//! # Why not `http-cache-semantics`
+//!
+//! We evaluated the `http-cache-semantics` crate (2.1, latest 3.0) and kept our own rules:
+//!
+//! - Its `CachePolicy` is built from, and must be persisted with, the *original request and
+//!   response* (it serialises both through serde). Our entries store status + headers in
+//!   [`Metadata`], which is a shared type whose layout (and on-disk codec) we must not change;
+//!   keeping a second serialised policy beside it would double the header storage and need a
+//!   codec change.
+//! - It implements RFC 7234, not RFC 9111 (`must-understand`, the 9111 `Age`/`no-cache`
+//!   clarifications), and its Rust port does not parse `stale-while-revalidate` /
+//!   `stale-if-error`; we would have to re-parse `Cache-Control` anyway.
+//! - Its `Vary` handling matches one stored request per policy; we key variants (see
+//!   `vary.rs`), which needs the normalised field values at key time, not a yes/no afterwards.
+//! - Its decisions are made once per request-response pair; ours must also be made on the
+//!   engine's hit path (a callback run against stored [`Metadata`] on every lookup) without
+//!   allocation-heavy request reconstruction.
+//!
+//! Streaming itself would not have been a problem (it never touches bodies); the data model is.
 
 use std::time::{Duration, SystemTime};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
 
+use crate::cache::Verdict;
 use crate::entry::Metadata;
 
 /// Which caching rules the layer follows.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum PolicyMode {
-    /// A shared cache (proxy, CDN): honours `s-maxage`, never stores `private` responses, stores
-    /// responses to requests with `Authorization` only when the response allows it
-    /// (RFC 9111 §3.5), never stores responses that set cookies. The default.
+    /// A shared cache (proxy, CDN): honours `s-maxage` and `proxy-revalidate`, never stores
+    /// `private` responses, stores responses to requests with `Authorization` only when the
+    /// response allows it (RFC 9111 §3.5). The default.
+    ///
+    /// As RFC 9111 allows, a response that sets a cookie is stored (and the cookie replayed)
+    /// unless the origin marks it `private`, `no-store`, `no-cache="Set-Cookie"` or
+    /// `private="Set-Cookie"` (the last two store the response without the field). An origin
+    /// that sets per-user cookies on otherwise cacheable responses must say so.
     #[default]
     Shared,
     /// A private (single-user) cache, e.g. around an HTTP client: stores `private` responses and
@@ -44,10 +78,14 @@ pub enum PolicyMode {
 pub struct CacheControl {
     /// `no-store`
     pub no_store: bool,
-    /// `no-cache` (with or without a field list: a list is treated as unqualified, the safe side)
+    /// `no-cache` without a field list.
     pub no_cache: bool,
-    /// `private` (with or without a field list, likewise)
+    /// The fields named by `no-cache="..."` (lowercase): stored responses omit them.
+    pub no_cache_fields: Vec<String>,
+    /// `private` without a field list.
     pub private: bool,
+    /// The fields named by `private="..."` (lowercase): a shared cache omits them.
+    pub private_fields: Vec<String>,
     /// `public`
     pub public: bool,
     /// `must-revalidate`
@@ -79,14 +117,28 @@ impl CacheControl {
         for value in headers.get_all(header::CACHE_CONTROL) {
             let Ok(s) = value.to_str() else { continue };
             for directive in split_directives(s) {
+                let directive = directive.trim();
                 let (name, arg) = match directive.split_once('=') {
-                    Some((n, a)) => (n.trim(), Some(a.trim().trim_matches('"'))),
-                    None => (directive.trim(), None),
+                    // `max-age =5` and `max-age= 5` are not the directive (§5.2: no
+                    // whitespace around `=`): ignore them rather than guess.
+                    Some((n, a)) if n.ends_with([' ', '\t']) || a.starts_with([' ', '\t']) => {
+                        continue
+                    }
+                    Some((n, a)) => (n, Some(unquote(a))),
+                    None => (directive, None),
                 };
                 let seconds = || arg.and_then(parse_delta_seconds);
+                let fields = || {
+                    arg.into_iter()
+                        .flat_map(|a| a.split(','))
+                        .map(|f| f.trim().to_ascii_lowercase())
+                        .filter(|f| !f.is_empty())
+                };
                 match name.to_ascii_lowercase().as_str() {
                     "no-store" => cc.no_store = true,
+                    "no-cache" if arg.is_some() => cc.no_cache_fields.extend(fields()),
                     "no-cache" => cc.no_cache = true,
+                    "private" if arg.is_some() => cc.private_fields.extend(fields()),
                     "private" => cc.private = true,
                     "public" => cc.public = true,
                     "must-revalidate" => cc.must_revalidate = true,
@@ -109,6 +161,13 @@ impl CacheControl {
         }
         cc
     }
+}
+
+/// A directive argument: a quoted-string loses its quotes (a token is taken as is).
+fn unquote(a: &str) -> &str {
+    a.strip_prefix('"')
+        .and_then(|a| a.strip_suffix('"'))
+        .unwrap_or(a)
 }
 
 /// Keeps the first valid value; an invalid `max-age` value counts as 0 (stale), the safe
@@ -146,6 +205,24 @@ fn parse_delta_seconds(s: &str) -> Option<u64> {
     Some(s.parse::<u64>().unwrap_or(u64::MAX).min(i32::MAX as u64))
 }
 
+/// The request's own caching directives (RFC 9111 §5.2.1), as the freshness decision needs
+/// them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct RequestDirectives {
+    /// `no-cache`, or `Pragma: no-cache` without `Cache-Control` (§5.4): validate first.
+    pub no_cache: bool,
+    /// `max-age`: the oldest response the client accepts.
+    pub max_age: Option<u64>,
+    /// `max-stale`: how stale a response the client accepts (`u64::MAX`: any).
+    pub max_stale: Option<u64>,
+    /// `min-fresh`: how much freshness the response must have left.
+    pub min_fresh: Option<u64>,
+    /// `stale-if-error` on the request (RFC 5861 §4).
+    pub stale_if_error: Option<u64>,
+    /// `only-if-cached`: answer 504 rather than contact the origin.
+    pub only_if_cached: bool,
+}
+
 /// What the cache may do for a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum RequestRule {
@@ -153,12 +230,8 @@ pub(crate) enum RequestRule {
     Bypass(&'static str),
     /// Looked up.
     Lookup {
-        /// Validate with the origin even if fresh (`no-cache`, `max-age=0`, `Pragma: no-cache`).
-        revalidate: bool,
-        /// Never serve a stale entry.
-        no_stale: bool,
-        /// Answer 504 on a miss.
-        only_if_cached: bool,
+        /// The request's directives.
+        directives: RequestDirectives,
         /// A HEAD request.
         head: bool,
     },
@@ -173,17 +246,108 @@ pub(crate) fn request_rule(method: &Method, headers: &HeaderMap) -> RequestRule 
     if cc.no_store {
         return RequestRule::Bypass("request");
     }
+    // RFC 9111 §4.3.2: If-Match and If-Unmodified-Since are not for a cache to evaluate;
+    // the origin answers them (and such a response is not stored).
+    if headers.contains_key(header::IF_MATCH) || headers.contains_key(header::IF_UNMODIFIED_SINCE) {
+        return RequestRule::Bypass("precondition");
+    }
     let pragma_no_cache = !headers.contains_key(header::CACHE_CONTROL)
         && headers.get_all(header::PRAGMA).iter().any(|v| {
             v.to_str()
                 .is_ok_and(|s| s.to_ascii_lowercase().contains("no-cache"))
         });
     RequestRule::Lookup {
-        revalidate: cc.no_cache || pragma_no_cache || cc.max_age == Some(0),
-        no_stale: cc.max_stale.is_none() && (cc.min_fresh.is_some() || cc.max_age.is_some()),
-        only_if_cached: cc.only_if_cached,
+        directives: RequestDirectives {
+            no_cache: cc.no_cache || pragma_no_cache,
+            max_age: cc.max_age,
+            max_stale: cc.max_stale,
+            min_fresh: cc.min_fresh,
+            stale_if_error: cc.stale_if_error,
+            only_if_cached: cc.only_if_cached,
+        },
         head,
     }
+}
+
+/// The freshness decision for a stored entry and a request (RFC 9111 §4.2, §4.2.4, §5.2.1,
+/// §5.2.2; RFC 5861 §3). Run by the engine on every lookup that finds an entry.
+pub(crate) fn verdict(
+    mode: &PolicyMode,
+    req: &RequestDirectives,
+    meta: &Metadata,
+    now: SystemTime,
+) -> Verdict {
+    if req.no_cache {
+        return Verdict::Validate;
+    }
+    let age = meta.age(now).as_secs();
+    let lifetime = meta.fresh_until.map_or(u64::MAX, |u| {
+        u.duration_since(meta.stored_at)
+            .unwrap_or_default()
+            .as_secs()
+    });
+    // §5.2.1.1: the client will not take a response older than max-age, fresh or not.
+    // `max-age=0` is how clients ask for an end-to-end check: a whole-second age of 0 does
+    // not prove the entry is younger than that, so it is validated too.
+    if req.max_age.is_some_and(|max| max == 0 || age > max) {
+        return Verdict::Validate;
+    }
+    // §5.2.1.3: the response must stay fresh for at least min-fresh more seconds.
+    if let Some(min) = req.min_fresh {
+        if lifetime.saturating_sub(age) < min {
+            return Verdict::Validate;
+        }
+    }
+    let fresh = meta.fresh_until.map_or(true, |u| now < u);
+    if fresh {
+        return Verdict::Fresh;
+    }
+    let cc = CacheControl::parse(&meta.headers);
+    let shared = !matches!(mode, PolicyMode::Private);
+    // §5.2.2.2, §5.2.2.8, §5.2.2.10 (s-maxage implies proxy-revalidate), §5.2.2.4: a stale
+    // entry is never used without validation, whatever the client tolerates.
+    if cc.must_revalidate
+        || cc.no_cache
+        || (shared && (cc.proxy_revalidate || cc.s_maxage.is_some()))
+    {
+        return Verdict::Validate;
+    }
+    let staleness = age.saturating_sub(lifetime);
+    // §5.2.1.2: the client accepts this much staleness; served as is.
+    if req.max_stale.is_some_and(|max| staleness <= max) {
+        return Verdict::Stale { refresh: false };
+    }
+    if req.max_age.is_some() || req.min_fresh.is_some() {
+        return Verdict::Validate;
+    }
+    match (mode, meta.stale_for) {
+        // The Go daramjwee's model: serve what we have and refresh it behind the client,
+        // within the engine's own stale window (`CacheBuilder::serve_stale_for`).
+        (PolicyMode::OriginTrusting { .. }, None) => Verdict::Default,
+        // RFC 5861 §3: within stale-while-revalidate, serve and refresh in the background.
+        (_, Some(w)) if staleness < w.as_secs() => Verdict::Stale { refresh: true },
+        _ => Verdict::Validate,
+    }
+}
+
+/// Whether a stale entry may stand in for a failed validation (RFC 5861 §4): the origin
+/// failed or answered 500, 502, 503 or 504, and the entry is within the response's or the
+/// request's `stale-if-error` window.
+pub(crate) fn stale_if_error(req: &RequestDirectives, meta: &Metadata, now: SystemTime) -> bool {
+    let cc = CacheControl::parse(&meta.headers);
+    let Some(window) = req.stale_if_error.or(cc.stale_if_error) else {
+        return false;
+    };
+    let Some(until) = meta.fresh_until else {
+        return true;
+    };
+    let staleness = now.duration_since(until).unwrap_or_default().as_secs();
+    staleness <= window
+}
+
+/// The origin statuses RFC 5861 §4 counts as errors.
+pub(crate) fn is_error_status(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 500 | 502 | 503 | 504)
 }
 
 /// Whether a response may be stored, and with what metadata.
@@ -193,6 +357,14 @@ pub(crate) enum Storability {
     Store(Metadata),
     /// Do not store it; the reason, for `Cache-Status`.
     Pass(&'static str),
+}
+
+/// Status codes whose caching semantics this cache implements (for `must-understand`).
+fn understood_status(status: StatusCode) -> bool {
+    matches!(
+        status.as_u16(),
+        200 | 203 | 204 | 300 | 301 | 302 | 303 | 307 | 308 | 404 | 405 | 410 | 414 | 501
+    )
 }
 
 /// Status codes cacheable by default (RFC 9110 §15.1, "heuristically cacheable").
@@ -215,11 +387,16 @@ pub(crate) fn storability(
     now: SystemTime,
 ) -> Storability {
     let cc = CacheControl::parse(headers);
-    if cc.no_store {
+    // §5.2.2.3: with must-understand, a status code we implement overrides no-store, and one
+    // we do not forbids storing.
+    if cc.must_understand {
+        if !understood_status(status) {
+            return Storability::Pass("must-understand");
+        }
+    } else if cc.no_store {
         return Storability::Pass("no-store");
     }
-    // A response we do not fully understand must not be stored (RFC 9111 §5.2.2.3); we only
-    // store the status codes below, whose semantics we implement.
+    // §3.3, §3.4: a partial response is never stored as if it were the whole.
     if status == StatusCode::PARTIAL_CONTENT || status == StatusCode::NOT_MODIFIED {
         return Storability::Pass("partial");
     }
@@ -227,7 +404,9 @@ pub(crate) fn storability(
     if shared && cc.private {
         return Storability::Pass("private");
     }
-    if shared && headers.contains_key(header::SET_COOKIE) {
+    // The Go daramjwee's rule, kept for its mode: a cookie is never replayed.
+    if matches!(mode, PolicyMode::OriginTrusting { .. }) && headers.contains_key(header::SET_COOKIE)
+    {
         return Storability::Pass("set-cookie");
     }
     if shared
@@ -335,17 +514,21 @@ pub(crate) fn storability(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|s| s.parse().ok());
-    meta.headers = storable_headers(headers);
+    let mut kept = storable_headers(headers);
+    // §5.2.2.4, §5.2.2.7: fields named by no-cache (any cache) or private (shared caches)
+    // are not sent from the cache without validation: simplest is not to keep them.
+    let private_fields = if shared { &cc.private_fields[..] } else { &[] };
+    for name in cc.no_cache_fields.iter().chain(private_fields) {
+        kept.remove(name.as_str());
+    }
+    meta.headers = kept;
     Storability::Store(meta)
 }
 
-/// `Vary` support is per-variant keys (to come); until then a response that varies on request
-/// headers is not stored, so one client's variant is never served to another.
+/// §4.1: `Vary: *` can never be matched by a later request, so it is not stored. Other
+/// `Vary` values are stored per variant (see `vary.rs`).
 fn vary_blocks_storing(headers: &HeaderMap) -> bool {
-    headers.get_all(header::VARY).iter().any(|v| {
-        v.to_str()
-            .map_or(true, |s| s.split(',').any(|f| !f.trim().is_empty()))
-    })
+    super::vary::parse(headers) == super::vary::Vary::Star
 }
 
 fn parse_date(headers: &HeaderMap, name: HeaderName) -> Option<SystemTime> {
@@ -389,6 +572,22 @@ pub(crate) fn storable_headers(headers: &HeaderMap) -> HeaderMap {
     strip_hop_by_hop(&mut h);
     h.remove(header::AGE);
     h
+}
+
+/// Whether a `304` selects the stored entry for update (RFC 9111 §4.3.4): a strong validator
+/// in the 304 must be the entry's; a weak one must match it weakly; none selects it.
+pub(crate) fn not_modified_selects(stored: &Metadata, headers_304: &HeaderMap) -> bool {
+    let Some(theirs) = headers_304.get(header::ETAG).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let theirs = theirs.trim();
+    match stored.etag.as_deref() {
+        Some(ours) if theirs.starts_with("W/") || ours.starts_with("W/") => {
+            ours.trim_start_matches("W/") == theirs.trim_start_matches("W/")
+        }
+        Some(ours) => ours == theirs,
+        None => false,
+    }
 }
 
 /// The metadata after a `304 Not Modified` (RFC 9111 §4.3.4): stored headers updated with the
@@ -455,10 +654,12 @@ pub(crate) fn client_not_modified(req_headers: &HeaderMap, meta: &Metadata) -> b
             .map(str::trim)
             .any(|t| t == "*" || t.trim_start_matches("W/") == ours);
     }
-    if let (Some(since), Some(lm)) = (
-        parse_date(req_headers, header::IF_MODIFIED_SINCE),
-        meta.last_modified,
-    ) {
+    // §4.3.2: without Last-Modified, the stored Date stands in for it.
+    let modified = meta
+        .last_modified
+        .or_else(|| parse_date(&meta.headers, header::DATE));
+    if let (Some(since), Some(lm)) = (parse_date(req_headers, header::IF_MODIFIED_SINCE), modified)
+    {
         return lm <= since;
     }
     false
@@ -499,7 +700,78 @@ mod tests {
         ]));
         assert_eq!(cc.max_age, Some(60));
         assert_eq!(cc.s_maxage, Some(10));
-        assert!(cc.public && cc.no_cache && !cc.private);
+        assert!(cc.public && !cc.no_cache && !cc.private);
+        assert_eq!(cc.no_cache_fields, vec!["set-cookie".to_owned()]);
+    }
+
+    #[test]
+    fn whitespace_around_equals_voids_the_directive() {
+        let cc = CacheControl::parse(&headers(&[("cache-control", "max-age =100, s-maxage= 5")]));
+        assert_eq!((cc.max_age, cc.s_maxage), (None, None));
+        let cc = CacheControl::parse(&headers(&[("cache-control", "max-age='5'")]));
+        assert_eq!(cc.max_age, Some(0));
+    }
+
+    #[test]
+    fn qualified_no_cache_and_private_strip_their_fields_only() {
+        let now = SystemTime::now();
+        let h = headers(&[
+            (
+                "cache-control",
+                "max-age=60, no-cache=\"a, B\", private=\"c\"",
+            ),
+            ("a", "1"),
+            ("b", "2"),
+            ("c", "3"),
+            ("d", "4"),
+        ]);
+        let none = HeaderMap::new();
+        let Storability::Store(m) =
+            storability(&PolicyMode::Shared, &none, StatusCode::OK, &h, now, now)
+        else {
+            panic!("a qualified no-cache/private response is storable")
+        };
+        assert!(m.headers.contains_key("d"));
+        assert!(!m.headers.contains_key("a") && !m.headers.contains_key("b"));
+        assert!(!m.headers.contains_key("c"));
+        let Storability::Store(m) =
+            storability(&PolicyMode::Private, &none, StatusCode::OK, &h, now, now)
+        else {
+            panic!()
+        };
+        assert!(
+            m.headers.contains_key("c"),
+            "a private cache keeps private fields"
+        );
+    }
+
+    #[test]
+    fn malformed_expires_dates_mean_already_expired() {
+        // RFC 9111 §5.3: invalid dates are in the past.
+        let now = SystemTime::now();
+        for bad in [
+            "0",
+            "Thu, 18 Aug 2050 02:01:18 UTC",
+            "Thu, 18 Aug 50 02:01:18 GMT",
+            "Thu 18 Aug 2050 02:01:18 GMT",
+            "Thu, 18  Aug  2050 02:01:18 GMT",
+            "Thu, 18-Aug-2050 02:01:18 GMT",
+            "Thu, 18 Aug 2050 02.01.18 GMT",
+            "Thu, 18 Aug 2050 2:01:18 GMT",
+        ] {
+            let h = headers(&[("expires", bad)]);
+            let Storability::Store(m) = storability(
+                &PolicyMode::Shared,
+                &HeaderMap::new(),
+                StatusCode::OK,
+                &h,
+                now,
+                now,
+            ) else {
+                panic!("{bad}: a 200 with Expires is storable")
+            };
+            assert_eq!(m.fresh_until, Some(now), "{bad}");
+        }
     }
 
     #[test]
@@ -509,7 +781,7 @@ mod tests {
     }
 
     #[test]
-    fn shared_cache_refuses_private_set_cookie_and_authorized() {
+    fn shared_cache_refuses_private_and_authorized_but_origin_trusting_refuses_cookies() {
         let now = SystemTime::now();
         let m = PolicyMode::Shared;
         let none = HeaderMap::new();
@@ -523,6 +795,14 @@ mod tests {
         ));
         assert!(matches!(
             storability(&m, &none, StatusCode::OK, &cookie, now, now),
+            Storability::Store(_)
+        ));
+        let trusting = PolicyMode::OriginTrusting {
+            ttl: Duration::from_secs(1),
+            negative_ttl: Duration::from_secs(1),
+        };
+        assert!(matches!(
+            storability(&trusting, &none, StatusCode::OK, &cookie, now, now),
             Storability::Pass("set-cookie")
         ));
         assert!(matches!(
@@ -636,6 +916,80 @@ mod tests {
                 && !kept.contains_key("keep-alive")
                 && !kept.contains_key("connection")
         );
+    }
+
+    #[test]
+    fn verdict_follows_request_and_response_directives() {
+        let now = SystemTime::now();
+        let entry = |cc: &str, age: u64, lifetime: u64| {
+            let mut m =
+                Metadata::new(StatusCode::OK).with_headers(headers(&[("cache-control", cc)]));
+            m.stored_at = now - Duration::from_secs(age);
+            m.fresh_until = Some(m.stored_at + Duration::from_secs(lifetime));
+            m.stale_for = Some(Duration::from_secs(
+                CacheControl::parse(&m.headers)
+                    .stale_while_revalidate
+                    .unwrap_or(0),
+            ));
+            m
+        };
+        let req = |cc: &str| match request_rule(&Method::GET, &headers(&[("cache-control", cc)])) {
+            RequestRule::Lookup { directives, .. } => directives,
+            RequestRule::Bypass(_) => panic!("{cc}"),
+        };
+        let shared = PolicyMode::Shared;
+        let cases = [
+            // (response cc, age, lifetime, request cc, expected)
+            ("", 10, 100, "", Verdict::Fresh),
+            ("", 10, 100, "no-cache", Verdict::Validate),
+            ("", 10, 100, "max-age=5", Verdict::Validate),
+            ("", 10, 100, "max-age=0", Verdict::Validate),
+            ("", 10, 100, "min-fresh=95", Verdict::Validate),
+            ("", 10, 100, "min-fresh=50", Verdict::Fresh),
+            ("", 110, 100, "", Verdict::Validate),
+            (
+                "",
+                110,
+                100,
+                "max-stale=20",
+                Verdict::Stale { refresh: false },
+            ),
+            ("", 110, 100, "max-stale=5", Verdict::Validate),
+            ("", 110, 100, "max-stale", Verdict::Stale { refresh: false }),
+            ("must-revalidate", 110, 100, "max-stale", Verdict::Validate),
+            ("proxy-revalidate", 110, 100, "max-stale", Verdict::Validate),
+            ("s-maxage=100", 110, 100, "max-stale", Verdict::Validate),
+            (
+                "stale-while-revalidate=60",
+                110,
+                100,
+                "",
+                Verdict::Stale { refresh: true },
+            ),
+            ("stale-while-revalidate=5", 110, 100, "", Verdict::Validate),
+            (
+                "stale-while-revalidate=60",
+                110,
+                100,
+                "min-fresh=1",
+                Verdict::Validate,
+            ),
+        ];
+        for (rcc, age, life, qcc, want) in cases {
+            let got = verdict(&shared, &req(qcc), &entry(rcc, age, life), now);
+            assert_eq!(
+                got, want,
+                "response {rcc:?} age {age}/{life}, request {qcc:?}"
+            );
+        }
+        // A private cache is not bound by proxy-revalidate.
+        let got = verdict(
+            &PolicyMode::Private,
+            &req("max-stale"),
+            &entry("proxy-revalidate", 110, 100),
+            now,
+        );
+        assert_eq!(got, Verdict::Stale { refresh: false });
     }
 
     #[test]

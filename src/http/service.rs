@@ -13,13 +13,15 @@ use http_body::Body;
 use tokio::sync::oneshot;
 use tower_service::Service;
 
-use super::body::{CacheBody, OriginStream};
+use super::body::{drain_detached, CacheBody, OriginStream};
 use super::future::ResponseFuture;
 use super::layer::HttpConfig;
-use super::policy::{self, RequestRule, Storability};
+use super::policy::{self, RequestDirectives, RequestRule, Storability};
+use super::range::{self, RangeAnswer};
 use super::status::CacheStatus;
+use super::vary::{self, Vary};
 use super::CACHE_STATUS;
-use crate::cache::{Cache, Fetched, Fetcher, GetOptions, Lookup, Outcome};
+use crate::cache::{Cache, Fetched, Fetcher, GetOptions, Lookup, Outcome, Verdict};
 use crate::entry::{EntryBody, Metadata};
 use crate::error::{BoxError, Error};
 
@@ -102,9 +104,14 @@ where
                 ..Default::default()
             })
         };
+        if let RequestRule::Bypass(_) = rule {
+            self.cache.record_bypass();
+        }
         match rule {
             RequestRule::Bypass(reason) if is_unsafe(req.method()) => {
-                let keys = invalidation_keys(&self.config, &req);
+                let mut target = head_of(&req);
+                target.method = Method::GET;
+                let config = self.config.clone();
                 let cache = self.cache.clone();
                 let status = status(reason);
                 let fut = svc.call(req);
@@ -114,9 +121,7 @@ where
                     // (and same-origin Location / Content-Location), before the response is
                     // handed on, so the client's next GET cannot see the old entry.
                     if res.status().is_success() || res.status().is_redirection() {
-                        let mut keys = keys;
-                        keys.extend(location_keys(&res, &keys));
-                        for key in keys {
+                        for key in invalidation_keys(&config, &target, res.headers()) {
                             if let Err(e) = cache.delete(&key).await {
                                 tracing::warn!(error = %e, "invalidation after unsafe request failed");
                             }
@@ -132,23 +137,14 @@ where
             RequestRule::Bypass(reason) => {
                 ResponseFuture::passthrough(svc.call(req), status(reason))
             }
-            RequestRule::Lookup {
-                revalidate,
-                no_stale,
-                only_if_cached,
-                head,
-            } => {
-                let opts = GetOptions::default()
-                    .revalidate(revalidate)
-                    .no_stale(no_stale)
-                    .only_cached(only_if_cached || head);
+            RequestRule::Lookup { directives, head } => {
                 let call = CachedCall {
                     cache: self.cache.clone(),
                     config: self.config.clone(),
                     head,
-                    only_if_cached,
+                    directives: Arc::new(directives),
                 };
-                ResponseFuture::cached(Box::pin(call.run(svc, req, opts)))
+                ResponseFuture::cached(Box::pin(call.run(svc, req)))
             }
         }
     }
@@ -161,59 +157,78 @@ fn is_unsafe(m: &Method) -> bool {
     )
 }
 
-/// The keys an unsafe request to this URI invalidates: the URI as GET would key it.
-fn invalidation_keys<B>(config: &HttpConfig, req: &Request<B>) -> Vec<String> {
-    let mut parts = head_of(req);
-    parts.method = Method::GET;
-    vec![(config.key_fn)(&parts)]
-}
-
-/// Keys of `Location` and `Content-Location` when they are on the same origin as `keys[0]`.
-fn location_keys<ResB>(res: &Response<ResB>, keys: &[String]) -> Vec<String> {
-    let Some(base) = keys.first() else {
-        return Vec::new();
-    };
-    let Ok(base_uri) = base.parse::<Uri>() else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
+/// The keys an unsafe request invalidates (RFC 9111 §4.4): its target URI, and the
+/// `Location` / `Content-Location` URIs of its response when they are on the same origin, each
+/// keyed as a GET for it would be (so a custom key function is respected).
+fn invalidation_keys(config: &HttpConfig, target: &Parts, res: &http::HeaderMap) -> Vec<String> {
+    let mut keys = vec![(config.key_fn)(target)];
     for name in [header::LOCATION, header::CONTENT_LOCATION] {
-        let Some(v) = res.headers().get(&name).and_then(|v| v.to_str().ok()) else {
+        let Some(v) = res.get(&name).and_then(|v| v.to_str().ok()) else {
             continue;
         };
-        let Ok(uri) = v.parse::<Uri>() else { continue };
-        let same_origin = match uri.authority() {
-            None => true,
-            Some(a) => Some(a) == base_uri.authority() && uri.scheme() == base_uri.scheme(),
-        };
-        if !same_origin {
-            continue;
-        }
-        let (Some(scheme), Some(auth)) = (base_uri.scheme_str(), base_uri.authority()) else {
+        let Some(uri) = same_origin_uri(target, v) else {
+            tracing::debug!(
+                location = v,
+                "cross-origin or unparsable location not invalidated"
+            );
             continue;
         };
-        let pq = uri.path_and_query().map_or("/", |p| p.as_str());
-        let key = format!("{scheme}://{auth}{pq}");
-        if !out.contains(&key) && !keys.contains(&key) {
-            out.push(key);
+        let mut parts = head_copy(target);
+        parts.uri = uri;
+        let key = (config.key_fn)(&parts);
+        if !keys.contains(&key) {
+            keys.push(key);
         }
     }
-    out
+    keys
 }
 
-/// A copy of a request's head (`Parts` itself cannot be built from outside `http`).
+/// `reference` resolved against the request target, if it is on the same origin: a relative
+/// reference always is; an absolute one when its authority is the target's (from the URI, or
+/// `Host` for origin-form requests) and its scheme the target's (either of http/https when the
+/// request did not say, as behind a TLS terminator).
+fn same_origin_uri(target: &Parts, reference: &str) -> Option<Uri> {
+    let base = &target.uri;
+    let reference = reference.trim();
+    let path = if reference.starts_with('/') && !reference.starts_with("//") {
+        reference.to_owned()
+    } else if reference.contains("://") {
+        let abs: Uri = reference.parse().ok()?;
+        let authority = base
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| target.headers.get(header::HOST)?.to_str().ok())?;
+        let same_host = abs
+            .authority()
+            .is_some_and(|a| a.as_str().eq_ignore_ascii_case(authority));
+        let same_scheme = match (base.scheme_str(), abs.scheme_str()) {
+            (Some(ours), Some(theirs)) => ours.eq_ignore_ascii_case(theirs),
+            (None, Some(theirs)) => matches!(theirs, "http" | "https"),
+            _ => false,
+        };
+        if !(same_host && same_scheme) {
+            return None;
+        }
+        abs.path_and_query()
+            .map_or("/".to_owned(), |p| p.as_str().to_owned())
+    } else if reference.starts_with("//") || reference.contains(':') {
+        // Network-path or other-scheme references: not provably the same origin.
+        return None;
+    } else {
+        // A relative path: resolve against the base path's directory (RFC 3986 §5.2.3).
+        let base_path = base.path();
+        let dir = &base_path[..base_path.rfind('/').map_or(0, |i| i + 1)];
+        format!("{dir}{reference}")
+    };
+    let mut parts = base.clone().into_parts();
+    parts.path_and_query = Some(path.parse().ok()?);
+    Uri::from_parts(parts).ok()
+}
+
+/// A copy of a request's head.
 fn head_of<B>(req: &Request<B>) -> Parts {
-    let mut builder = Request::builder()
-        .method(req.method().clone())
-        .uri(req.uri().clone())
-        .version(req.version());
-    if let Some(h) = builder.headers_mut() {
-        *h = req.headers().clone();
-    }
-    let (mut parts, ()) = builder
-        .body(())
-        .map(Request::into_parts)
-        .unwrap_or_else(|_| Request::new(()).into_parts());
+    let mut parts = copy_head(req.method(), req.uri(), req.version(), req.headers())
+        .unwrap_or_else(|| Request::new(()).into_parts().0);
     parts.extensions = req.extensions().clone();
     parts
 }
@@ -224,6 +239,12 @@ enum Side<ResB, E> {
     Response(Response<ResB>, &'static str),
     /// The inner service failed: its own error is returned to the caller.
     Error(E),
+    /// The response varied: the primary key got a marker and this is the lookup of the
+    /// variant the fill stored for the requesting client.
+    Variant(Lookup),
+    /// Validation failed (origin error, or this 5xx) and the stale entry was kept and served
+    /// under `stale-if-error`.
+    StaleIfError(Option<u16>),
 }
 
 /// The origin, as the engine sees it: the inner service called with the request's head.
@@ -232,6 +253,12 @@ struct OriginFetcher<S, B, ResB, E> {
     parts: Parts,
     body: B,
     config: Arc<HttpConfig>,
+    directives: Arc<RequestDirectives>,
+    cache: Cache,
+    /// The URL's primary key.
+    primary: String,
+    /// For a variant fill, the `Vary` field names the primary's marker recorded.
+    variant_of: Option<Vec<String>>,
     side: oneshot::Sender<Side<ResB, E>>,
 }
 
@@ -240,7 +267,7 @@ where
     S: Service<Request<B>, Response = Response<ResB>> + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
-    B: Send + 'static,
+    B: Default + Send + 'static,
     ResB: Body<Data = Bytes> + Send + 'static,
     ResB::Error: Into<BoxError>,
 {
@@ -255,8 +282,14 @@ where
                 mut parts,
                 body,
                 config,
+                directives,
+                cache,
+                primary,
+                variant_of,
                 side,
             } = self;
+            // Kept to ask again without validators if a 304 names another representation.
+            let unconditional = previous.as_ref().map(|_| head_copy(&parts));
             if let Some(prev) = &previous {
                 if let Some(etag) = prev
                     .etag
@@ -277,13 +310,53 @@ where
                 Ok(()) => svc.call(Request::from_parts(parts, body)).await,
                 Err(e) => Err(e),
             };
+            // RFC 5861 §4: a failed validation may be answered with the stale entry.
+            let stale_ok = |prev: &Option<Arc<Metadata>>| {
+                prev.as_ref()
+                    .filter(|p| policy::stale_if_error(&directives, p, SystemTime::now()))
+                    .map(|p| Fetched::NotModified {
+                        meta: Some((**p).clone()),
+                    })
+            };
             let res = match res {
                 Ok(res) => res,
                 Err(e) => {
+                    if let Some(keep) = stale_ok(&previous) {
+                        tracing::debug!("origin failed; serving stale-if-error");
+                        let _ = side.send(Side::StaleIfError(None));
+                        return Ok(keep);
+                    }
                     let _ = side.send(Side::Error(e));
                     return Err("the origin service failed".into());
                 }
             };
+            if policy::is_error_status(res.status()) {
+                if let Some(keep) = stale_ok(&previous) {
+                    let _ = side.send(Side::StaleIfError(Some(res.status().as_u16())));
+                    return Ok(keep);
+                }
+            }
+            let mut res = res;
+            if res.status() == StatusCode::NOT_MODIFIED {
+                if let (Some(prev), Some(plain)) = (&previous, unconditional) {
+                    if !policy::not_modified_selects(prev, res.headers()) {
+                        // §4.3.4: a 304 whose strong validator we do not hold must not update
+                        // our entry; the representation it names is fetched in full.
+                        tracing::debug!("304 for another representation; fetching it in full");
+                        let again = match poll_fn(|cx| svc.poll_ready(cx)).await {
+                            Ok(()) => svc.call(Request::from_parts(plain, B::default())).await,
+                            Err(e) => Err(e),
+                        };
+                        res = match again {
+                            Ok(r) => r,
+                            Err(e) => {
+                                let _ = side.send(Side::Error(e));
+                                return Err("the origin service failed".into());
+                            }
+                        };
+                    }
+                }
+            }
             let now = SystemTime::now();
             if res.status() == StatusCode::NOT_MODIFIED {
                 if let Some(prev) = &previous {
@@ -298,6 +371,21 @@ where
                     return Ok(Fetched::NotModified { meta: Some(meta) });
                 }
             }
+            let vary = vary::parse(res.headers());
+            if let Some(names) = &variant_of {
+                if vary != Vary::Fields(names.clone()) {
+                    // The origin changed what it varies on: forget the marker (and with it
+                    // every variant) so the next request learns the new fields.
+                    if let Err(e) = cache.delete(&primary).await {
+                        tracing::debug!(error = %e, "could not drop a stale vary marker");
+                    }
+                    let _ = side.send(Side::Response(res, "vary-changed"));
+                    return Ok(Fetched::Pass {
+                        meta: Metadata::new(StatusCode::OK),
+                        body: EntryBody::empty(),
+                    });
+                }
+            }
             match policy::storability(
                 &config.mode,
                 &req_headers,
@@ -306,10 +394,40 @@ where
                 requested_at,
                 now,
             ) {
-                Storability::Store(meta) => Ok(Fetched::Entry {
-                    meta,
-                    body: EntryBody::from_stream(OriginStream::new(res.into_body())),
-                }),
+                Storability::Store(mut meta) => {
+                    // Framing-only lengths (the origin body knows its size, no header yet)
+                    // still let the engine verify the body and Range/HEAD answer on a miss.
+                    if meta.content_length.is_none() {
+                        meta.content_length = res.body().size_hint().exact();
+                    }
+                    let body = EntryBody::from_stream(OriginStream::new(res.into_body()));
+                    match (vary, &variant_of) {
+                        (Vary::Fields(names), None) => {
+                            // §4.1: store the response under its variant key and put a
+                            // marker naming the fields at the primary key.
+                            let marker = vary::marker(&names);
+                            let Some((nonce, _)) = vary::read_marker(&marker) else {
+                                return Err("vary marker could not be built".into());
+                            };
+                            let vkey = vary::variant_key(&primary, &nonce, &names, &req_headers);
+                            let ready = move |_prev: Option<Arc<Metadata>>| async move {
+                                Ok::<_, BoxError>(Fetched::Entry { meta, body })
+                            };
+                            let opts = GetOptions::default().revalidate(true);
+                            match cache.get_with(&vkey, opts, ready).await {
+                                Ok(lookup) => {
+                                    let _ = side.send(Side::Variant(lookup));
+                                }
+                                Err(e) => tracing::debug!(error = %e, "variant fill failed"),
+                            }
+                            Ok(Fetched::Entry {
+                                meta: marker,
+                                body: EntryBody::empty(),
+                            })
+                        }
+                        _ => Ok(Fetched::Entry { meta, body }),
+                    }
+                }
                 Storability::Pass(reason) => {
                     let meta = Metadata::new(res.status());
                     let _ = side.send(Side::Response(res, reason));
@@ -324,47 +442,87 @@ where
 }
 
 /// The request head sent to the origin on a fill: always a GET (a HEAD is answered from it),
-/// without the client's own conditionals and ranges, which a shared fill must not carry.
+/// without the client's own conditionals and ranges, which a shared fill must not carry, and
+/// without the client connection's hop-by-hop fields.
 fn origin_parts(parts: &Parts) -> Parts {
-    let mut builder = Request::builder()
-        .method(Method::GET)
-        .uri(parts.uri.clone())
-        .version(parts.version);
-    if let Some(h) = builder.headers_mut() {
-        *h = parts.headers.clone();
-        for name in [
-            header::IF_NONE_MATCH,
-            header::IF_MODIFIED_SINCE,
-            header::IF_MATCH,
-            header::IF_UNMODIFIED_SINCE,
-            header::IF_RANGE,
-            header::RANGE,
-        ] {
-            h.remove(name);
-        }
+    let mut out = copy_head(&Method::GET, &parts.uri, parts.version, &parts.headers)
+        .unwrap_or_else(|| Request::new(()).into_parts().0);
+    policy::strip_hop_by_hop(&mut out.headers);
+    for name in [
+        header::IF_NONE_MATCH,
+        header::IF_MODIFIED_SINCE,
+        header::IF_MATCH,
+        header::IF_UNMODIFIED_SINCE,
+        header::IF_RANGE,
+        header::RANGE,
+    ] {
+        out.headers.remove(name);
     }
-    let (mut out, ()) = builder
-        .body(())
-        .map(Request::into_parts)
-        .unwrap_or_else(|_| Request::new(()).into_parts());
     out.extensions = parts.extensions.clone();
     out
 }
+
+/// An origin fetcher and the channel its side results arrive on.
+type FetcherAndSide<S, B, ResB> = (
+    OriginFetcher<S, B, ResB, <S as Service<Request<B>>>::Error>,
+    oneshot::Receiver<Side<ResB, <S as Service<Request<B>>>::Error>>,
+);
 
 /// One cache lookup through the layer.
 struct CachedCall {
     cache: Cache,
     config: Arc<HttpConfig>,
     head: bool,
-    only_if_cached: bool,
+    directives: Arc<RequestDirectives>,
 }
 
 impl CachedCall {
+    /// The engine options for this request: the HTTP freshness decision as the judge.
+    fn options(&self) -> GetOptions {
+        let config = self.config.clone();
+        let directives = self.directives.clone();
+        GetOptions::default()
+            .only_cached(self.directives.only_if_cached || self.head)
+            .judge(move |meta, now| {
+                if vary::is_marker(meta) {
+                    // A marker holds no response: always follow it to the variant.
+                    Verdict::Fresh
+                } else {
+                    policy::verdict(&config.mode, &directives, meta, now)
+                }
+            })
+    }
+
+    fn fetcher<S, B, ResB>(
+        &self,
+        svc: S,
+        parts: Parts,
+        body: B,
+        primary: &str,
+        variant_of: Option<Vec<String>>,
+    ) -> FetcherAndSide<S, B, ResB>
+    where
+        S: Service<Request<B>>,
+    {
+        let (side, rx) = oneshot::channel();
+        let f = OriginFetcher {
+            svc,
+            parts,
+            body,
+            config: self.config.clone(),
+            directives: self.directives.clone(),
+            cache: self.cache.clone(),
+            primary: primary.to_owned(),
+            variant_of,
+            side,
+        };
+        (f, rx)
+    }
+
     async fn run<S, B, ResB>(
         self,
         svc: S,
         req: Request<B>,
-        opts: GetOptions,
     ) -> Result<Response<CacheBody<ResB>>, S::Error>
     where
         S: Service<Request<B>, Response = Response<ResB>> + Clone + Send + 'static,
@@ -377,28 +535,47 @@ impl CachedCall {
         let (parts, body) = req.into_parts();
         let key = (self.config.key_fn)(&parts);
         let fallback = svc.clone();
-        let (tx, mut rx) = oneshot::channel();
-        let fetcher = OriginFetcher {
-            svc,
-            parts: origin_parts(&parts),
-            body,
-            config: self.config.clone(),
-            side: tx,
-        };
-        let span = tracing::debug_span!("daramjwee.lookup", key_len = key.len());
-        let result = {
-            let _e = span.enter();
-            drop(_e);
-            self.cache.get_with(&key, opts, fetcher).await
-        };
+        let origin = origin_parts(&parts);
+        let (fetcher, mut rx) = self.fetcher(svc.clone(), head_copy(&origin), body, &key, None);
+        let mut result = self.cache.get_with(&key, self.options(), fetcher).await;
+        // §4.1: a marker at the primary key sends the request on to its variant.
+        let marker = result
+            .as_ref()
+            .ok()
+            .and_then(|l| vary::read_marker(&l.meta));
+        if let Some((nonce, names)) = marker {
+            if let Ok(first) = result {
+                // The marker's own (empty) body may be a fill: let it commit.
+                if matches!(first.outcome, Outcome::Miss | Outcome::Coalesced) {
+                    drain_detached(first.body);
+                }
+            }
+            result = match rx.try_recv() {
+                // This request's fill stored its variant already.
+                Ok(Side::Variant(lookup)) => Ok(lookup),
+                _ => {
+                    let vkey = vary::variant_key(&key, &nonce, &names, &origin.headers);
+                    let (fetcher, rx2) =
+                        self.fetcher(svc, head_copy(&origin), B::default(), &key, Some(names));
+                    rx = rx2;
+                    self.cache.get_with(&vkey, self.options(), fetcher).await
+                }
+            };
+        }
         match result {
             Ok(lookup) if lookup.outcome == Outcome::Pass => match rx.try_recv() {
                 Ok(Side::Response(res, reason)) => Ok(self.pass(res, reason)),
                 Ok(Side::Error(e)) => Err(e),
-                Err(_) => Ok(self.respond(lookup, &parts)),
+                _ => Ok(self.respond(lookup, &parts, None)),
             },
-            Ok(lookup) => Ok(self.respond(lookup, &parts)),
-            Err(Error::NotCached) if self.only_if_cached => {
+            Ok(lookup) => {
+                let sie = match rx.try_recv() {
+                    Ok(Side::StaleIfError(code)) => Some(code),
+                    _ => None,
+                };
+                Ok(self.respond(lookup, &parts, sie))
+            }
+            Err(Error::NotCached) if self.directives.only_if_cached => {
                 // RFC 9111 §5.2.1.7: only-if-cached and nothing usable stored.
                 let mut res = Response::new(CacheBody::empty());
                 *res.status_mut() = StatusCode::GATEWAY_TIMEOUT;
@@ -442,6 +619,7 @@ impl CachedCall {
         poll_fn(|cx| svc.poll_ready(cx)).await?;
         let res = svc.call(Request::from_parts(parts, B::default())).await?;
         let mut res = res.map(CacheBody::origin);
+        policy::strip_hop_by_hop(res.headers_mut());
         self.stamp(
             &mut res,
             CacheStatus {
@@ -457,18 +635,25 @@ impl CachedCall {
         if self.head {
             *res.body_mut() = CacheBody::empty();
         }
-        let _ = reason;
+        policy::strip_hop_by_hop(res.headers_mut());
+        tracing::debug!(reason, "response not stored");
         self.stamp(
             &mut res,
             CacheStatus {
                 fwd: Some("uri-miss"),
+                detail: Some(reason),
                 ..Default::default()
             },
         );
         res
     }
 
-    fn respond<ResB>(&self, lookup: Lookup, parts: &Parts) -> Response<CacheBody<ResB>> {
+    fn respond<ResB>(
+        &self,
+        lookup: Lookup,
+        parts: &Parts,
+        stale_if_error: Option<Option<u16>>,
+    ) -> Response<CacheBody<ResB>> {
         let now = SystemTime::now();
         let Lookup {
             outcome,
@@ -500,8 +685,20 @@ impl CachedCall {
             }
             Outcome::Pass => status.fwd = Some("uri-miss"),
         }
+        if let Some(code) = stale_if_error {
+            status.fwd = Some("stale");
+            status.fwd_status = code;
+            status.detail = Some("stale-if-error");
+        }
+        // A body that is also a fill in progress must be read to its end even when this
+        // client needs none or part of it, or the fill is abandoned.
+        let filling = matches!(outcome, Outcome::Miss | Outcome::Coalesced);
         let from_store = !matches!(outcome, Outcome::Pass);
+        let age = from_store.then(|| HeaderValue::from(meta.age(now).as_secs()));
         if from_store && policy::client_not_modified(&parts.headers, &meta) {
+            if filling {
+                drain_detached(body);
+            }
             let mut res = Response::new(CacheBody::empty());
             *res.status_mut() = StatusCode::NOT_MODIFIED;
             for name in [
@@ -517,29 +714,72 @@ impl CachedCall {
                     res.headers_mut().append(name.clone(), v.clone());
                 }
             }
+            if let Some(age) = age {
+                res.headers_mut().insert(header::AGE, age);
+            }
             self.stamp(&mut res, status);
             return res;
         }
         let len = meta.content_length.or_else(|| body.remaining_len());
-        let mut res = Response::new(if self.head {
-            CacheBody::empty()
+        let ranged = if self.head || !from_store {
+            RangeAnswer::Full
         } else {
-            CacheBody::cached(body, len)
-        });
-        *res.status_mut() = meta.status;
-        *res.headers_mut() = meta.headers.clone();
-        // The origin's length may have come from its framing alone; a HEAD answer must still
-        // say how long the GET body is.
-        if let (Some(len), false) = (len, res.headers().contains_key(header::CONTENT_LENGTH)) {
-            if !self.head || meta.status != StatusCode::NO_CONTENT {
-                res.headers_mut()
-                    .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+            range::evaluate(&parts.headers, &meta, len)
+        };
+        let mut res = match ranged {
+            RangeAnswer::Full => {
+                let mut res = Response::new(if self.head {
+                    CacheBody::empty()
+                } else {
+                    CacheBody::cached(body, len)
+                });
+                *res.status_mut() = meta.status;
+                *res.headers_mut() = meta.headers.clone();
+                // The origin's length may have come from its framing alone; a HEAD answer
+                // must still say how long the GET body is.
+                if let (Some(len), false) =
+                    (len, res.headers().contains_key(header::CONTENT_LENGTH))
+                {
+                    if !self.head || meta.status != StatusCode::NO_CONTENT {
+                        res.headers_mut()
+                            .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+                    }
+                }
+                res
             }
-        }
-        if from_store {
-            let age = meta.age(now).as_secs();
-            res.headers_mut()
-                .insert(header::AGE, HeaderValue::from(age));
+            RangeAnswer::Partial { start, end, len } => {
+                let take = end - start + 1;
+                let mut res = Response::new(CacheBody::ranged(body, start, take, filling));
+                *res.status_mut() = StatusCode::PARTIAL_CONTENT;
+                *res.headers_mut() = meta.headers.clone();
+                res.headers_mut()
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from(take));
+                if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{end}/{len}")) {
+                    res.headers_mut().insert(header::CONTENT_RANGE, v);
+                }
+                res
+            }
+            RangeAnswer::Unsatisfiable { len } => {
+                if filling {
+                    drain_detached(body);
+                }
+                let mut res = Response::new(CacheBody::empty());
+                *res.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
+                for name in [header::DATE, header::ETAG, header::LAST_MODIFIED] {
+                    if let Some(v) = meta.headers.get(&name) {
+                        res.headers_mut().insert(name, v.clone());
+                    }
+                }
+                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                    res.headers_mut().insert(header::CONTENT_RANGE, v);
+                }
+                res.headers_mut()
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from(0u64));
+                res
+            }
+        };
+        if let Some(age) = age {
+            res.headers_mut().insert(header::AGE, age);
         }
         self.stamp(&mut res, status);
         res
@@ -550,4 +790,30 @@ impl CachedCall {
             res.headers_mut().insert(CACHE_STATUS, status.to_header());
         }
     }
+}
+
+/// A copy of a request head (`Parts` is not `Clone`, and a variant lookup needs a second
+/// fetcher).
+fn head_copy(parts: &Parts) -> Parts {
+    let mut out = copy_head(&parts.method, &parts.uri, parts.version, &parts.headers)
+        .unwrap_or_else(|| Request::new(()).into_parts().0);
+    out.extensions = parts.extensions.clone();
+    out
+}
+
+/// A fresh `Parts` with these fields (`Parts` can only be built through a `Request`).
+fn copy_head(
+    method: &Method,
+    uri: &Uri,
+    version: http::Version,
+    headers: &http::HeaderMap,
+) -> Option<Parts> {
+    let mut builder = Request::builder()
+        .method(method.clone())
+        .uri(uri.clone())
+        .version(version);
+    if let Some(h) = builder.headers_mut() {
+        *h = headers.clone();
+    }
+    builder.body(()).ok().map(|r| r.into_parts().0)
 }

@@ -503,6 +503,36 @@ impl Store for MemStore {
         Some(self.inner.shards.iter().map(|s| s.0.lock().used()).sum())
     }
 
+    async fn purge_prefix(&self, prefix: &str) -> Result<u64, StoreError> {
+        let mut removed = 0;
+        for shard in self.inner.shards.iter() {
+            // Dropped after the lock is released, like every removal here.
+            let gone: Vec<Slot> = {
+                let mut shard = shard.0.lock();
+                let ids: Vec<u64> = shard
+                    .index
+                    .iter()
+                    .filter(|(_, slot)| slot.key.starts_with(prefix))
+                    .map(|(id, _)| *id)
+                    .collect();
+                ids.into_iter()
+                    .filter_map(|id| {
+                        let slot = shard.index.remove(&id)?;
+                        shard.committed -= slot.weight;
+                        shard.policy.remove(id);
+                        Some(slot)
+                    })
+                    .collect()
+            };
+            removed += gone.len() as u64;
+        }
+        Ok(removed)
+    }
+
+    fn evictions(&self) -> Option<u64> {
+        Some(MemStore::evictions(self))
+    }
+
     fn len(&self) -> Option<u64> {
         Some(
             self.inner

@@ -25,10 +25,14 @@ pub mod codec;
 mod file;
 mod mem;
 mod null;
+#[cfg(feature = "object-store")]
+mod object;
 
 pub use file::{CommitMode, FileStore, FileStoreBuilder};
 pub use mem::{MemStore, MemStoreBuilder};
 pub use null::NullStore;
+#[cfg(feature = "object-store")]
+pub use object::{BucketStore, BucketStoreBuilder, MIN_PART_SIZE};
 
 /// A storage tier.
 ///
@@ -93,6 +97,20 @@ pub trait Store: Debug + Send + Sync + 'static {
 
     /// Removes every entry.
     async fn clear(&self) -> Result<(), StoreError>;
+
+    /// Removes every entry whose key starts with `prefix`; returns how many were removed.
+    ///
+    /// Stores that cannot enumerate their keys return [`StoreError::Unsupported`] (the
+    /// default). It may be slow (it visits every entry): it is an administrative operation.
+    async fn purge_prefix(&self, prefix: &str) -> Result<u64, StoreError> {
+        let _ = prefix;
+        Err(StoreError::Unsupported { op: "purge_prefix" })
+    }
+
+    /// Entries evicted so far, when the store evicts and counts it.
+    fn evictions(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// A write in progress. Dropping it without [`commit`](StoreWriter::commit) discards it.

@@ -522,4 +522,23 @@ impl Store for FileStore {
         self.remove_victims(victims).await;
         Ok(())
     }
+
+    /// Reads every entry's trailer to learn its key (the index keeps only hashes), then
+    /// deletes those under `prefix`: O(entries) small reads.
+    async fn purge_prefix(&self, prefix: &str) -> Result<u64, StoreError> {
+        let objects = self.inner.objects.clone();
+        let found = blocking(move || scan::scan_objects(&objects))
+            .await
+            .map_err(|e| StoreError::io(prefix, e))?;
+        let mut removed = 0;
+        for f in found.into_iter().filter(|f| f.key.starts_with(prefix)) {
+            self.delete(&f.key).await?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    fn evictions(&self) -> Option<u64> {
+        Some(FileStore::evictions(self))
+    }
 }

@@ -13,6 +13,7 @@ use super::HEAD_TAIL;
 
 /// An entry found on disk while opening.
 pub(super) struct Found {
+    pub(super) key: String,
     pub(super) hash: [u8; 32],
     pub(super) size: u64,
     pub(super) modified: SystemTime,
@@ -60,6 +61,7 @@ pub(super) fn scan_objects(objects: &Path) -> io::Result<Vec<Found>> {
                 }
                 match format::open_entry(&path, HEAD_TAIL) {
                     Ok(o) if Loc::of(&o.key).hash == hash => found.push(Found {
+                        key: o.key.clone(),
                         hash,
                         size: o.ident.len(),
                         modified: o.modified.unwrap_or(SystemTime::UNIX_EPOCH),
