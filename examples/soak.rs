@@ -45,13 +45,24 @@ fn fds() -> usize {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let secs: u64 = std::env::var("SOAK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
-    let clients: u64 = std::env::var("SOAK_CLIENTS").ok().and_then(|s| s.parse().ok()).unwrap_or(64);
+    let secs: u64 = std::env::var("SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    let clients: u64 = std::env::var("SOAK_CLIENTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(64);
     let dir = tempfile::tempdir()?;
     let cache = Cache::builder()
         .hot(MemStore::new(64 << 20))
         .tier(
-            Arc::new(FileStore::builder(dir.path()).capacity(256 << 20).open().await?),
+            Arc::new(
+                FileStore::builder(dir.path())
+                    .capacity(256 << 20)
+                    .open()
+                    .await?,
+            ),
             None,
         )
         .build();
@@ -67,7 +78,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 async move {
                     oc.fetch_add(1, Ordering::Relaxed);
                     let etag = format!("\"{n}\"");
-                    if headers.get("if-none-match").is_some_and(|v| v == etag.as_str()) {
+                    if headers
+                        .get("if-none-match")
+                        .is_some_and(|v| v == etag.as_str())
+                    {
                         return (http::StatusCode::NOT_MODIFIED, [("etag", etag)]).into_response();
                     }
                     (
@@ -89,7 +103,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let _ = client.get(format!("http://{addr}/obj/0").parse()?).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (rss0, fd0) = (status("VmRSS:"), fds());
-    println!("start: rss {} KiB, fds {fd0}, {clients} clients for {secs} s", rss0);
+    println!(
+        "start: rss {} KiB, fds {fd0}, {clients} clients for {secs} s",
+        rss0
+    );
 
     let deadline = Instant::now() + Duration::from_secs(secs);
     let requests = Arc::new(AtomicU64::new(0));
@@ -155,7 +172,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (rss1, fd1) = (status("VmRSS:"), fds());
     let stats = cache.stats();
-    let (reqs, errs) = (requests.load(Ordering::Relaxed), errors.load(Ordering::Relaxed));
+    let (reqs, errs) = (
+        requests.load(Ordering::Relaxed),
+        errors.load(Ordering::Relaxed),
+    );
     println!(
         "end: rss {rss1} KiB (start {rss0}, peak {} KiB), fds {fd1} (start {fd0}), requests {reqs}, \
          wrong or failed {errs}, purges {}, origin calls {}, hits {:?}, revalidated {}",

@@ -20,46 +20,52 @@ fn reflecting_origin(calls: Arc<AtomicUsize>) -> Router {
     Router::new()
         .route(
             "/page",
-            get(|State(c): State<Arc<AtomicUsize>>, h: HeaderMap| async move {
-                c.fetch_add(1, Ordering::SeqCst);
-                let host = h.get("host").and_then(|v| v.to_str().ok()).unwrap_or("");
-                ([("cache-control", "max-age=60")], format!("host={host}")).into_response()
-            }),
+            get(
+                |State(c): State<Arc<AtomicUsize>>, h: HeaderMap| async move {
+                    c.fetch_add(1, Ordering::SeqCst);
+                    let host = h.get("host").and_then(|v| v.to_str().ok()).unwrap_or("");
+                    ([("cache-control", "max-age=60")], format!("host={host}")).into_response()
+                },
+            ),
         )
         .route(
             "/lang",
-            get(|State(c): State<Arc<AtomicUsize>>, h: HeaderMap| async move {
-                c.fetch_add(1, Ordering::SeqCst);
-                let lang = h
-                    .get("accept-language")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("none")
-                    .to_owned();
-                (
-                    [("cache-control", "max-age=60"), ("vary", "accept-language")],
-                    format!("lang={lang}"),
-                )
-                    .into_response()
-            }),
+            get(
+                |State(c): State<Arc<AtomicUsize>>, h: HeaderMap| async move {
+                    c.fetch_add(1, Ordering::SeqCst);
+                    let lang = h
+                        .get("accept-language")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("none")
+                        .to_owned();
+                    (
+                        [("cache-control", "max-age=60"), ("vary", "accept-language")],
+                        format!("lang={lang}"),
+                    )
+                        .into_response()
+                },
+            ),
         )
         .route(
             "/session",
-            get(|State(c): State<Arc<AtomicUsize>>, h: HeaderMap| async move {
-                c.fetch_add(1, Ordering::SeqCst);
-                let user = h
-                    .get("authorization")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("anonymous")
-                    .to_owned();
-                (
-                    [
-                        ("cache-control", "max-age=60"),
-                        ("set-cookie", "session=secret"),
-                    ],
-                    format!("user={user}"),
-                )
-                    .into_response()
-            }),
+            get(
+                |State(c): State<Arc<AtomicUsize>>, h: HeaderMap| async move {
+                    c.fetch_add(1, Ordering::SeqCst);
+                    let user = h
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("anonymous")
+                        .to_owned();
+                    (
+                        [
+                            ("cache-control", "max-age=60"),
+                            ("set-cookie", "session=secret"),
+                        ],
+                        format!("user={user}"),
+                    )
+                        .into_response()
+                },
+            ),
         )
         .with_state(calls)
 }
@@ -94,7 +100,11 @@ async fn a_varied_header_cannot_poison_other_clients() {
     assert_eq!(normal.body(), "lang=en");
     let normal2 = send(&c, addr, "GET", "/lang", &[("accept-language", "en")]).await;
     assert_eq!(normal2.body(), "lang=en");
-    assert!(normal2.cache_status().contains("hit"), "{}", normal2.cache_status());
+    assert!(
+        normal2.cache_status().contains("hit"),
+        "{}",
+        normal2.cache_status()
+    );
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
 

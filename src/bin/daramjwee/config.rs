@@ -274,6 +274,9 @@ pub enum TierSpec {
     Memory(u64),
     /// A directory on disk, bounded in bytes.
     File(PathBuf, u64),
+    /// An object store URL (`s3://bucket/prefix`, `file:///dir`, ...): cold tier only, and only
+    /// in builds with the `object-store` feature.
+    Object(String),
 }
 
 impl std::fmt::Display for TierSpec {
@@ -281,6 +284,7 @@ impl std::fmt::Display for TierSpec {
         match self {
             TierSpec::Memory(n) => write!(f, "memory:{}", fmt_size(*n)),
             TierSpec::File(p, n) => write!(f, "file:{}:{}", p.display(), fmt_size(*n)),
+            TierSpec::Object(url) => f.write_str(url),
         }
     }
 }
@@ -430,7 +434,15 @@ fn validate_site(
         Some(h) => Some(h.to_ascii_lowercase()),
         None => None,
     };
-    let hot = parse_tier("hot", o.hot.as_deref().unwrap_or(DEFAULT_HOT))?;
+    let hot_spec = o.hot.as_deref().unwrap_or(DEFAULT_HOT);
+    let hot = match parse_tier("hot", hot_spec)? {
+        TierSpec::Object(_) => {
+            return err(format!(
+                "hot: `{hot_spec}`: an object store can only be the cold tier; use memory:SIZE or file:DIR:SIZE"
+            ))
+        }
+        t => t,
+    };
     let cold = match o.cold.as_deref() {
         None => Some(TierSpec::File(
             data_dir.join(name).join("cold"),
@@ -550,6 +562,15 @@ fn check_sites(sites: &[SiteSettings]) -> Result<(), ConfigError> {
             ));
         }
         for t in [Some(&s.hot), s.cold.as_ref()].into_iter().flatten() {
+            if let TierSpec::Object(url) = t {
+                if let Some((_, other)) = dirs.iter().find(|(d, _)| d.as_os_str() == url.as_str()) {
+                    return err(format!(
+                        "site `{}`: object store {url} is already used by site `{other}`",
+                        s.name
+                    ));
+                }
+                dirs.push((PathBuf::from(url), &s.name));
+            }
             if let TierSpec::File(dir, _) = t {
                 if let Some((_, other)) = dirs.iter().find(|(d, _)| d == dir) {
                     return err(format!(
@@ -608,11 +629,7 @@ fn parse_upstream(s: &str) -> Result<UpstreamUrl, ConfigError> {
 fn parse_tier(which: &str, spec: &str) -> Result<TierSpec, ConfigError> {
     let bad = |why: String| ConfigError(format!("{which}: `{spec}`: {why}"));
     if spec.contains("://") {
-        return Err(bad(
-            "object-store tiers are not compiled into this build (the object-store tier has not \
-             landed yet); use file:DIR:SIZE"
-                .into(),
-        ));
+        return parse_object_url(spec).map_err(bad);
     }
     if let Some(size) = spec.strip_prefix("memory:") {
         let n = parse_size(size).map_err(bad)?;
@@ -633,6 +650,23 @@ fn parse_tier(which: &str, spec: &str) -> Result<TierSpec, ConfigError> {
     Err(bad(
         "expected memory:SIZE or file:DIR:SIZE (e.g. memory:256MiB)".into(),
     ))
+}
+
+/// Checks an object store URL now, so a typo is a configuration error, not a runtime failure.
+#[cfg(feature = "object-store")]
+fn parse_object_url(spec: &str) -> Result<TierSpec, String> {
+    let _checked = daramjwee::store::BucketStore::from_url(spec).map_err(|e| e.to_string())?;
+    Ok(TierSpec::Object(spec.to_string()))
+}
+
+#[cfg(not(feature = "object-store"))]
+fn parse_object_url(_spec: &str) -> Result<TierSpec, String> {
+    Err(
+        "object-store tiers are not compiled into this build; rebuild with \
+         `--features proxy,object-store` (add aws, gcp or azure for those backends), or use \
+         file:DIR:SIZE"
+            .into(),
+    )
 }
 
 /// Sizes: a number with an optional unit (B, KiB, MiB, GiB, TiB, or KB, MB, GB, TB in powers
@@ -752,6 +786,7 @@ mod tests {
         );
     }
 
+    #[cfg(not(feature = "object-store"))]
     #[test]
     fn object_store_cold_tier_says_not_compiled_in() {
         let e = Settings::load(&cli(&[
@@ -762,6 +797,25 @@ mod tests {
         ]))
         .unwrap_err();
         assert!(e.0.contains("not compiled into this build"), "{e}");
+    }
+
+    #[cfg(feature = "object-store")]
+    #[test]
+    fn object_store_url_is_a_cold_tier_and_never_a_hot_one() {
+        let s = Settings::load(&cli(&[
+            "--upstream",
+            "http://127.0.0.1:3000",
+            "--cold",
+            "memory:///",
+        ]))
+        .unwrap();
+        assert_eq!(s.sites[0].cold, Some(TierSpec::Object("memory:///".into())));
+        let e =
+            Settings::load(&cli(&["--upstream", "http://h", "--hot", "memory:///"])).unwrap_err();
+        assert!(e.0.contains("only be the cold tier"), "{e}");
+        let e = Settings::load(&cli(&["--upstream", "http://h", "--cold", "nosuch://b/p"]))
+            .unwrap_err();
+        assert!(e.0.contains("cold: `nosuch://b/p`"), "{e}");
     }
 
     #[test]

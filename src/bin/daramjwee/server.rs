@@ -67,6 +67,7 @@ impl Site {
     /// Opens the site's tiers and builds its service.
     pub async fn open(settings: SiteSettings) -> Result<Site, String> {
         let mut builder = Cache::builder()
+            .name(settings.name.clone())
             .workers(settings.workers.0, settings.workers.1)
             .idle_timeout(settings.idle_timeout);
         if let Some(age) = settings.lock_age {
@@ -134,6 +135,18 @@ async fn open_tier(spec: &TierSpec, policy: &PolicyKind) -> Result<Arc<dyn Store
                 .await
                 .map_err(|e| format!("cannot open file tier {}: {e}", dir.display()))?,
         ),
+        #[cfg(feature = "object-store")]
+        TierSpec::Object(url) => Arc::new(
+            daramjwee::store::BucketStore::from_url(url)
+                .and_then(|b| b.build())
+                .map_err(|e| format!("cannot open object store tier {url}: {e}"))?,
+        ),
+        #[cfg(not(feature = "object-store"))]
+        TierSpec::Object(url) => {
+            return Err(format!(
+                "object store tier {url}: not compiled into this build"
+            ))
+        }
     })
 }
 
