@@ -276,6 +276,7 @@ pub enum TierSpec {
     File(PathBuf, u64),
     /// An object store URL (`s3://bucket/prefix`, `file:///dir`, ...): cold tier only, and only
     /// in builds with the `object-store` feature.
+    #[cfg_attr(not(feature = "object-store"), allow(dead_code))]
     Object(String),
 }
 
