@@ -450,12 +450,22 @@ async fn stats_metrics_and_healthz_report_the_cache() {
 
     let metrics = get(&c, proxy.admin, "/metrics").await.text();
     assert!(
-        metrics.contains("daramjwee_misses_total{site=\"default\"} 1"),
+        metrics.contains("daramjwee_stats_misses_total{site=\"default\"} 1"),
         "{metrics}"
     );
-    assert!(
-        metrics.contains("daramjwee_hits_total{site=\"default\",tier=\"0\",store=\"memory\"} 2")
-    );
+    assert!(metrics
+        .contains("daramjwee_stats_hits_total{site=\"default\",tier=\"0\",store=\"memory\"} 2"));
+    // The engine's own metrics, through the Prometheus recorder, labelled by site.
+    let engine_hits = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("daramjwee_requests_total{")
+                && l.contains("cache=\"default\"")
+                && l.contains("outcome=\"hit\"")
+                && l.contains("tier=\"memory\"")
+        })
+        .unwrap_or_else(|| panic!("no engine hit counter in:\n{metrics}"));
+    assert!(engine_hits.ends_with(" 2"), "{engine_hits}");
 
     let health = get(&c, proxy.admin, "/healthz").await;
     assert_eq!(health.status, StatusCode::OK);
