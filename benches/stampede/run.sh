@@ -13,6 +13,7 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 install_peers
 build_rust
+echo "machine: $(nproc) cores; before: $(uptime | sed 's/.*load/load/')"
 
 ORIGIN=18180 DJ=18181 NGX=18182 VAR=18183
 start_origin $ORIGIN 3600
@@ -40,3 +41,5 @@ for obj in "1 KiB fast:/obj/1k" "16 MiB fast:/obj/16m" "1 MiB slow (~1 s):/slow/
         done
     done
 done
+echo
+echo "after: $(uptime | sed 's/.*load/load/') (other jobs on this shared machine compete for the same cores)"

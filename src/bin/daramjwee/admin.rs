@@ -4,8 +4,9 @@
 //! port is public. It reads cache counters and deletes keys; it must never proxy a request or
 //! expose anything but counters and the keys it is given.
 //!
-//! `/metrics` is a plain Prometheus text rendering of [`Cache::stats`](daramjwee::Cache::stats)
-//! per site, an interim until the crate's `metrics` feature lands.
+//! `/metrics` renders the engine's metrics (the crate's `metrics` feature, recorded by
+//! `metrics-exporter-prometheus`, labelled `cache="SITE"`), followed by a snapshot of
+//! [`Cache::stats`](daramjwee::Cache::stats) per site under `daramjwee_stats_*`.
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -18,6 +19,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
@@ -30,6 +32,8 @@ pub struct AdminState {
     pub router: Router,
     /// Set once shutdown began: `/healthz` then answers 503 so balancers stop sending.
     pub draining: Arc<AtomicBool>,
+    /// The installed Prometheus recorder, if installing it succeeded.
+    pub prometheus: Option<PrometheusHandle>,
 }
 
 /// Serves the admin endpoints on `listener` until the task is dropped.
@@ -71,7 +75,15 @@ async fn handle<B>(state: &AdminState, req: Request<B>) -> Response<Full<Bytes>>
         }
         (&Method::GET, "/stats") => json_response(StatusCode::OK, &stats_json(&state.router)),
         (&Method::GET, "/metrics") => {
-            let mut res = text(StatusCode::OK, metrics_text(&state.router));
+            // Stats first: taking them also samples the engine's stored-bytes gauges.
+            let stats = metrics_text(&state.router);
+            let mut body = String::new();
+            if let Some(h) = &state.prometheus {
+                h.run_upkeep();
+                body = h.render();
+            }
+            body.push_str(&stats);
+            let mut res = text(StatusCode::OK, body);
             res.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -198,13 +210,13 @@ fn metrics_text(router: &Router) -> String {
         .collect();
     let _ = writeln!(
         out,
-        "# HELP daramjwee_hits_total Lookups answered from a tier.\n# TYPE daramjwee_hits_total counter"
+        "# HELP daramjwee_stats_hits_total Lookups answered from a tier.\n# TYPE daramjwee_stats_hits_total counter"
     );
     for (site, s) in &stats {
         for (i, h) in s.hits.iter().enumerate() {
             let _ = writeln!(
                 out,
-                "daramjwee_hits_total{{site=\"{}\",tier=\"{i}\",store=\"{}\"}} {h}",
+                "daramjwee_stats_hits_total{{site=\"{}\",tier=\"{i}\",store=\"{}\"}} {h}",
                 site.settings.name,
                 site.cache.tier_name(i)
             );
@@ -250,12 +262,12 @@ fn metrics_text(router: &Router) -> String {
     for (name, help, get) in counters {
         let _ = writeln!(
             out,
-            "# HELP daramjwee_{name}_total {help}\n# TYPE daramjwee_{name}_total counter"
+            "# HELP daramjwee_stats_{name}_total {help}\n# TYPE daramjwee_stats_{name}_total counter"
         );
         for (site, s) in &stats {
             let _ = writeln!(
                 out,
-                "daramjwee_{name}_total{{site=\"{}\"}} {}",
+                "daramjwee_stats_{name}_total{{site=\"{}\"}} {}",
                 site.settings.name,
                 get(s)
             );

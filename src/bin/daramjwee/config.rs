@@ -115,6 +115,10 @@ struct SiteOpts {
     connect_timeout: Option<String>,
     upstream_timeout: Option<String>,
     idle_timeout: Option<String>,
+    lock_age: Option<String>,
+    lock_wait: Option<String>,
+    stream_window: Option<String>,
+    follower_retain: Option<String>,
     preserve_host: Option<bool>,
     strip_prefix: Option<bool>,
 }
@@ -139,6 +143,10 @@ struct SiteFile {
     connect_timeout: Option<String>,
     upstream_timeout: Option<String>,
     idle_timeout: Option<String>,
+    lock_age: Option<String>,
+    lock_wait: Option<String>,
+    stream_window: Option<String>,
+    follower_retain: Option<String>,
     preserve_host: Option<bool>,
     strip_prefix: Option<bool>,
 }
@@ -162,6 +170,10 @@ impl SiteFile {
             connect_timeout: or(&self.connect_timeout, &d.connect_timeout),
             upstream_timeout: or(&self.upstream_timeout, &d.upstream_timeout),
             idle_timeout: or(&self.idle_timeout, &d.idle_timeout),
+            lock_age: or(&self.lock_age, &d.lock_age),
+            lock_wait: or(&self.lock_wait, &d.lock_wait),
+            stream_window: or(&self.stream_window, &d.stream_window),
+            follower_retain: or(&self.follower_retain, &d.follower_retain),
             preserve_host: or(&self.preserve_host, &d.preserve_host),
             strip_prefix: or(&self.strip_prefix, &d.strip_prefix),
         }
@@ -228,6 +240,14 @@ pub struct SiteSettings {
     pub upstream_timeout: Duration,
     /// Longest pause in an upstream body during a fill.
     pub idle_timeout: Duration,
+    /// Coalescing: age after which a fill is no longer joined (engine default if unset).
+    pub lock_age: Option<Duration>,
+    /// Coalescing: how long a follower waits for the fill's head (engine default if unset).
+    pub lock_wait: Option<Duration>,
+    /// Bytes a fill may run ahead of its slowest reader (engine default if unset).
+    pub stream_window: Option<u64>,
+    /// Bytes of a fill kept so late followers can join it (engine default if unset).
+    pub follower_retain: Option<u64>,
 }
 
 /// An upstream origin: `http://authority[/base-path]`.
@@ -254,6 +274,10 @@ pub enum TierSpec {
     Memory(u64),
     /// A directory on disk, bounded in bytes.
     File(PathBuf, u64),
+    /// An object store URL (`s3://bucket/prefix`, `file:///dir`, ...): cold tier only, and only
+    /// in builds with the `object-store` feature.
+    #[cfg_attr(not(feature = "object-store"), allow(dead_code))]
+    Object(String),
 }
 
 impl std::fmt::Display for TierSpec {
@@ -261,6 +285,7 @@ impl std::fmt::Display for TierSpec {
         match self {
             TierSpec::Memory(n) => write!(f, "memory:{}", fmt_size(*n)),
             TierSpec::File(p, n) => write!(f, "file:{}:{}", p.display(), fmt_size(*n)),
+            TierSpec::Object(url) => f.write_str(url),
         }
     }
 }
@@ -410,7 +435,15 @@ fn validate_site(
         Some(h) => Some(h.to_ascii_lowercase()),
         None => None,
     };
-    let hot = parse_tier("hot", o.hot.as_deref().unwrap_or(DEFAULT_HOT))?;
+    let hot_spec = o.hot.as_deref().unwrap_or(DEFAULT_HOT);
+    let hot = match parse_tier("hot", hot_spec)? {
+        TierSpec::Object(_) => {
+            return err(format!(
+                "hot: `{hot_spec}`: an object store can only be the cold tier; use memory:SIZE or file:DIR:SIZE"
+            ))
+        }
+        t => t,
+    };
     let cold = match o.cold.as_deref() {
         None => Some(TierSpec::File(
             data_dir.join(name).join("cold"),
@@ -495,7 +528,21 @@ fn validate_site(
             o.idle_timeout.as_ref(),
             Duration::from_secs(30),
         )?,
+        lock_age: opt_dur("lock_age", o.lock_age.as_deref())?,
+        lock_wait: opt_dur("lock_wait", o.lock_wait.as_deref())?,
+        stream_window: opt_size("stream_window", o.stream_window.as_deref())?,
+        follower_retain: opt_size("follower_retain", o.follower_retain.as_deref())?,
     })
+}
+
+fn opt_dur(what: &str, v: Option<&str>) -> Result<Option<Duration>, ConfigError> {
+    v.map(|s| parse_duration(s).map_err(|e| ConfigError(format!("{what}: {e}"))))
+        .transpose()
+}
+
+fn opt_size(what: &str, v: Option<&str>) -> Result<Option<u64>, ConfigError> {
+    v.map(|s| parse_size(s).map_err(|e| ConfigError(format!("{what}: {e}"))))
+        .transpose()
 }
 
 /// Checks between sites: unique names, unique routes, no directory used twice.
@@ -516,6 +563,15 @@ fn check_sites(sites: &[SiteSettings]) -> Result<(), ConfigError> {
             ));
         }
         for t in [Some(&s.hot), s.cold.as_ref()].into_iter().flatten() {
+            if let TierSpec::Object(url) = t {
+                if let Some((_, other)) = dirs.iter().find(|(d, _)| d.as_os_str() == url.as_str()) {
+                    return err(format!(
+                        "site `{}`: object store {url} is already used by site `{other}`",
+                        s.name
+                    ));
+                }
+                dirs.push((PathBuf::from(url), &s.name));
+            }
             if let TierSpec::File(dir, _) = t {
                 if let Some((_, other)) = dirs.iter().find(|(d, _)| d == dir) {
                     return err(format!(
@@ -574,11 +630,7 @@ fn parse_upstream(s: &str) -> Result<UpstreamUrl, ConfigError> {
 fn parse_tier(which: &str, spec: &str) -> Result<TierSpec, ConfigError> {
     let bad = |why: String| ConfigError(format!("{which}: `{spec}`: {why}"));
     if spec.contains("://") {
-        return Err(bad(
-            "object-store tiers are not compiled into this build (the object-store tier has not \
-             landed yet); use file:DIR:SIZE"
-                .into(),
-        ));
+        return parse_object_url(spec).map_err(bad);
     }
     if let Some(size) = spec.strip_prefix("memory:") {
         let n = parse_size(size).map_err(bad)?;
@@ -599,6 +651,23 @@ fn parse_tier(which: &str, spec: &str) -> Result<TierSpec, ConfigError> {
     Err(bad(
         "expected memory:SIZE or file:DIR:SIZE (e.g. memory:256MiB)".into(),
     ))
+}
+
+/// Checks an object store URL now, so a typo is a configuration error, not a runtime failure.
+#[cfg(feature = "object-store")]
+fn parse_object_url(spec: &str) -> Result<TierSpec, String> {
+    let _checked = daramjwee::store::BucketStore::from_url(spec).map_err(|e| e.to_string())?;
+    Ok(TierSpec::Object(spec.to_string()))
+}
+
+#[cfg(not(feature = "object-store"))]
+fn parse_object_url(_spec: &str) -> Result<TierSpec, String> {
+    Err(
+        "object-store tiers are not compiled into this build; rebuild with \
+         `--features proxy,object-store` (add aws, gcp or azure for those backends), or use \
+         file:DIR:SIZE"
+            .into(),
+    )
 }
 
 /// Sizes: a number with an optional unit (B, KiB, MiB, GiB, TiB, or KB, MB, GB, TB in powers
@@ -718,6 +787,7 @@ mod tests {
         );
     }
 
+    #[cfg(not(feature = "object-store"))]
     #[test]
     fn object_store_cold_tier_says_not_compiled_in() {
         let e = Settings::load(&cli(&[
@@ -728,6 +798,25 @@ mod tests {
         ]))
         .unwrap_err();
         assert!(e.0.contains("not compiled into this build"), "{e}");
+    }
+
+    #[cfg(feature = "object-store")]
+    #[test]
+    fn object_store_url_is_a_cold_tier_and_never_a_hot_one() {
+        let s = Settings::load(&cli(&[
+            "--upstream",
+            "http://127.0.0.1:3000",
+            "--cold",
+            "memory:///",
+        ]))
+        .unwrap();
+        assert_eq!(s.sites[0].cold, Some(TierSpec::Object("memory:///".into())));
+        let e =
+            Settings::load(&cli(&["--upstream", "http://h", "--hot", "memory:///"])).unwrap_err();
+        assert!(e.0.contains("only be the cold tier"), "{e}");
+        let e = Settings::load(&cli(&["--upstream", "http://h", "--cold", "nosuch://b/p"]))
+            .unwrap_err();
+        assert!(e.0.contains("cold: `nosuch://b/p`"), "{e}");
     }
 
     #[test]

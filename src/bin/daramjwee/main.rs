@@ -65,6 +65,15 @@ fn main() -> ExitCode {
 }
 
 async fn run(settings: Settings) -> Result<(), String> {
+    // Before any cache is built: the engine registers its metric handles at build time.
+    let prometheus = match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()
+    {
+        Ok(h) => Some(h),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot install the Prometheus recorder; /metrics shows stats only");
+            None
+        }
+    };
     let mut sites = Vec::with_capacity(settings.sites.len());
     for s in &settings.sites {
         let name = s.name.clone();
@@ -95,6 +104,7 @@ async fn run(settings: Settings) -> Result<(), String> {
             let state = admin::AdminState {
                 router: router.clone(),
                 draining: draining.clone(),
+                prometheus,
             };
             Some(tokio::spawn(admin::serve(l, state)))
         }

@@ -15,18 +15,19 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use daramjwee::BoxError;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri, Version};
-use http_body::Body;
+use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use pin_project_lite::pin_project;
 use tower::Service;
 
 use crate::config::SiteSettings;
@@ -34,8 +35,125 @@ use crate::config::SiteSettings;
 /// The body the upstream client sends: any request body, boxed once.
 pub type UpstreamReqBody = UnsyncBoxBody<Bytes, BoxError>;
 
-/// A response body from [`Upstream`]: the upstream's own stream, or a short error text.
-pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+/// A response body from [`Upstream`]: the upstream's own stream (regrouped), or a short error
+/// text.
+pub type ProxyBody = Either<Coalesce<Incoming>, Full<Bytes>>;
+
+/// Largest chunk [`Coalesce`] builds.
+const COALESCE_MAX: usize = 256 << 10;
+
+pin_project! {
+    /// The upstream body regrouped into chunks of up to 256 KiB from whatever is ready now.
+    ///
+    /// hyper hands a client body over in read-buffer slices (as small as 8 KiB); the cache stores
+    /// the chunks it is given and every hit replays them as frames, so small chunks would cost
+    /// every later hit a write per slice. Only bytes already received are grouped: a chunk is
+    /// handed on as soon as the upstream has nothing more ready, so streaming latency (and a
+    /// slow origin's followers) never wait for a chunk to fill.
+    pub struct Coalesce<B: Body> {
+        #[pin]
+        inner: B,
+        // The first chunk, kept uncopied until a second one arrives.
+        first: Option<Bytes>,
+        buf: BytesMut,
+        // A frame (trailers) or error that arrived behind buffered data.
+        held: Option<Result<Frame<Bytes>, B::Error>>,
+        inner_done: bool,
+    }
+}
+
+impl<B: Body> Coalesce<B> {
+    /// Wraps an upstream body.
+    pub fn new(inner: B) -> Coalesce<B> {
+        Coalesce {
+            inner,
+            first: None,
+            buf: BytesMut::new(),
+            held: None,
+            inner_done: false,
+        }
+    }
+}
+
+impl<B: Body<Data = Bytes>> Body for Coalesce<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let mut this = self.project();
+        fn take(first: &mut Option<Bytes>, buf: &mut BytesMut) -> Option<Bytes> {
+            if !buf.is_empty() {
+                Some(buf.split().freeze())
+            } else {
+                first.take()
+            }
+        }
+        loop {
+            let buffered = this.first.as_ref().map_or(0, Bytes::len) + this.buf.len();
+            if buffered >= COALESCE_MAX {
+                let chunk = take(this.first, this.buf);
+                return Poll::Ready(chunk.map(|c| Ok(Frame::data(c))));
+            }
+            if buffered == 0 {
+                if let Some(held) = this.held.take() {
+                    return Poll::Ready(Some(held));
+                }
+            }
+            if *this.inner_done || this.held.is_some() {
+                return Poll::Ready(take(this.first, this.buf).map(|c| Ok(Frame::data(c))));
+            }
+            match this.inner.as_mut().poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) if data.is_empty() => {}
+                    Ok(data) => {
+                        if let Some(first) = this.first.take() {
+                            this.buf.reserve(first.len() + data.len());
+                            this.buf.extend_from_slice(&first);
+                            this.buf.extend_from_slice(&data);
+                        } else if this.buf.is_empty() {
+                            *this.first = Some(data);
+                        } else {
+                            this.buf.extend_from_slice(&data);
+                        }
+                    }
+                    Err(frame) => *this.held = Some(Ok(frame)),
+                },
+                Poll::Ready(Some(Err(e))) => *this.held = Some(Err(e)),
+                Poll::Ready(None) => *this.inner_done = true,
+                Poll::Pending => {
+                    return match take(this.first, this.buf) {
+                        Some(c) => Poll::Ready(Some(Ok(Frame::data(c)))),
+                        None => Poll::Pending,
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.first.is_none()
+            && self.buf.is_empty()
+            && self.held.is_none()
+            && (self.inner_done || self.inner.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let buffered = (self.first.as_ref().map_or(0, Bytes::len) + self.buf.len()) as u64;
+        if self.inner_done {
+            return SizeHint::with_exact(buffered);
+        }
+        let inner = self.inner.size_hint();
+        let mut hint = SizeHint::new();
+        hint.set_lower(inner.lower() + buffered);
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper + buffered);
+        }
+        hint
+    }
+}
 
 /// The client's address, put into request extensions by the listener for `X-Forwarded-For`.
 #[derive(Clone, Copy, Debug)]
@@ -186,7 +304,10 @@ where
             };
             let (mut parts, body) = res.into_parts();
             strip_hop_by_hop(&mut parts.headers);
-            Ok(Response::from_parts(parts, Either::Left(body)))
+            Ok(Response::from_parts(
+                parts,
+                Either::Left(Coalesce::new(body)),
+            ))
         })
     }
 }
@@ -366,6 +487,66 @@ mod tests {
         assert_eq!(out.headers()["x-forwarded-host"], "front.example");
         assert!(!out.headers().contains_key(header::CONNECTION));
         assert_eq!(out.version(), Version::HTTP_11);
+    }
+
+    /// A body that yields `chunks`, with a pending poll after every `pending_every` chunks.
+    fn chunked(
+        chunks: Vec<Bytes>,
+        pending_every: usize,
+    ) -> impl Body<Data = Bytes, Error = std::io::Error> {
+        let mut i = 0usize;
+        let mut pending = false;
+        let mut chunks = std::collections::VecDeque::from(chunks);
+        http_body_util::StreamBody::new(futures_util::stream::poll_fn(move |cx| {
+            if pending_every > 0 && i > 0 && i % pending_every == 0 && !pending {
+                pending = true;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            pending = false;
+            i += 1;
+            Poll::Ready(chunks.pop_front().map(|c| Ok(Frame::data(c))))
+        }))
+    }
+
+    async fn frames<B: Body<Data = Bytes>>(body: B) -> Vec<usize>
+    where
+        B::Error: std::fmt::Debug,
+    {
+        let mut body = std::pin::pin!(body);
+        let mut out = Vec::new();
+        while let Some(f) = body.frame().await {
+            if let Ok(d) = f.unwrap().into_data() {
+                out.push(d.len());
+            }
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn coalesce_groups_ready_chunks_up_to_the_limit() {
+        let chunks = vec![Bytes::from(vec![1u8; 16 << 10]); 40];
+        let sizes = frames(Coalesce::new(chunked(chunks, 0))).await;
+        assert_eq!(sizes, vec![256 << 10, 256 << 10, 128 << 10]);
+    }
+
+    #[tokio::test]
+    async fn coalesce_hands_on_what_it_has_when_the_upstream_pauses() {
+        let chunks = vec![Bytes::from(vec![1u8; 1000]); 6];
+        let sizes = frames(Coalesce::new(chunked(chunks, 2))).await;
+        assert_eq!(sizes, vec![2000, 2000, 2000]);
+    }
+
+    #[tokio::test]
+    async fn coalesce_passes_an_error_after_the_data_before_it() {
+        let stream = futures_util::stream::iter(vec![
+            Ok(Frame::data(Bytes::from_static(b"abc"))),
+            Err(std::io::Error::other("cut")),
+        ]);
+        let mut body = std::pin::pin!(Coalesce::new(http_body_util::StreamBody::new(stream)));
+        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(first, "abc");
+        assert!(body.frame().await.unwrap().is_err());
     }
 
     #[test]

@@ -67,8 +67,21 @@ impl Site {
     /// Opens the site's tiers and builds its service.
     pub async fn open(settings: SiteSettings) -> Result<Site, String> {
         let mut builder = Cache::builder()
+            .name(settings.name.clone())
             .workers(settings.workers.0, settings.workers.1)
             .idle_timeout(settings.idle_timeout);
+        if let Some(age) = settings.lock_age {
+            builder = builder.lock_age(age);
+        }
+        if let Some(wait) = settings.lock_wait {
+            builder = builder.lock_wait(wait);
+        }
+        if let Some(window) = settings.stream_window {
+            builder = builder.stream_window(window);
+        }
+        if let Some(retain) = settings.follower_retain {
+            builder = builder.follower_retain(retain);
+        }
         builder = builder.tier(open_tier(&settings.hot, &settings.eviction).await?, None);
         if let Some(cold) = &settings.cold {
             builder = builder.tier(open_tier(cold, &settings.eviction).await?, None);
@@ -122,6 +135,18 @@ async fn open_tier(spec: &TierSpec, policy: &PolicyKind) -> Result<Arc<dyn Store
                 .await
                 .map_err(|e| format!("cannot open file tier {}: {e}", dir.display()))?,
         ),
+        #[cfg(feature = "object-store")]
+        TierSpec::Object(url) => Arc::new(
+            daramjwee::store::BucketStore::from_url(url)
+                .and_then(|b| b.build())
+                .map_err(|e| format!("cannot open object store tier {url}: {e}"))?,
+        ),
+        #[cfg(not(feature = "object-store"))]
+        TierSpec::Object(url) => {
+            return Err(format!(
+                "object store tier {url}: not compiled into this build"
+            ))
+        }
     })
 }
 

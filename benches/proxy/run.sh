@@ -1,0 +1,178 @@
+#!/usr/bin/env bash
+# Proxy bench (issue 8): the same wrk load against nginx proxy_cache, Varnish, and daramjwee
+# with a memory and with a file hot tier, all in front of the same local origin, hot hits only.
+# Then server CPU time per 1 KiB hit with the server pinned to CPU 0 and wrk to CPU 1.
+#
+#   bash benches/proxy/run.sh     # about 5 minutes after the build (DURATION=10 s per case)
+#
+# Loopback only; every process it starts is stopped by PID on exit.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+trap cleanup EXIT
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+DURATION=${DURATION:-10}
+THREADS=${THREADS:-2}
+CONNS=${CONNS:-64}
+SIZES=${SIZES:-"1k 64k 1m 16m"}
+
+install_peers
+build_rust
+echo "machine: $(nproc) cores; before: $(uptime | sed 's/.*load/load/')"
+
+ORIGIN=18280 NGX=18281 VAR=18282 DJM=18283 DJF=18284 STATIC=18285
+SERVERS="nginx:$NGX varnish:$VAR daramjwee-mem:$DJM daramjwee-file:$DJF"
+
+# wrk_run PORT PATH [taskset prefix...]: prints "req_s mb_s p50_ms p99_ms requests"
+wrk_run() {
+    local port=$1 path=$2
+    shift 2
+    "$@" wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency "http://127.0.0.1:$port$path" |
+        awk '
+        function ms(v) { if (v ~ /us$/) return v/1000; if (v ~ /ms$/) return v+0; if (v ~ /s$/) return v*1000; return v }
+        function mb(v) { if (v ~ /GB$/) return v*1024; if (v ~ /MB$/) return v+0; if (v ~ /KB$/) return v/1024; if (v ~ /B$/) return v/1048576; return v }
+        /^ +50%/ { p50 = ms($2) }
+        /^ +99%/ { p99 = ms($2) }
+        /requests in/ { reqs = $1 }
+        /^Requests\/sec/ { rps = $2 }
+        /^Transfer\/sec/ { xfer = mb($2) }
+        /Non-2xx/ { bad = $NF }
+        END { printf "%.0f %.1f %.3f %.3f %d %d\n", rps, xfer, p50, p99, reqs, bad }'
+}
+
+warm() { # PORT
+    local s
+    for s in $SIZES; do
+        curl -s -o /dev/null "http://127.0.0.1:$1/obj/$s"
+        curl -s -o /dev/null "http://127.0.0.1:$1/obj/$s"
+    done
+}
+
+# CPU seconds (user+system) used so far by PID and its children processes.
+cpu_ticks() {
+    local pid total=0 p
+    for p in $1 $(ps -o pid= --ppid "$1" 2>/dev/null); do
+        [ -r "/proc/$p/stat" ] || continue
+        total=$((total + $(awk '{ print $14 + $15 }' "/proc/$p/stat")))
+    done
+    echo $total
+}
+
+start_origin $ORIGIN 86400
+
+# --- Part 1: throughput and latency, servers and wrk share both cores -----------------------
+log "part 1: ${DURATION}s per case, wrk -t$THREADS -c$CONNS"
+start_nginx $NGX $ORIGIN
+start_varnish $VAR $ORIGIN
+start_daramjwee daramjwee-mem $DJM $ORIGIN memory:2GiB
+start_daramjwee daramjwee-file $DJF $ORIGIN "file:$WORK/dj-file-hot:4GiB"
+for srv in $SERVERS; do warm "${srv#*:}"; done
+
+declare -A R
+for s in $SIZES; do
+    for srv in $SERVERS; do
+        name=${srv%%:*}
+        R[$s,$name]=$(wrk_run "${srv#*:}" "/obj/$s")
+        log "$s $name: ${R[$s,$name]}"
+    done
+done
+
+echo
+echo "Hot hits, wrk -t$THREADS -c$CONNS -d${DURATION}s, servers and wrk sharing 2 cores:"
+echo
+printf '| size | server | req/s | MB/s | p50 ms | p99 ms | non-2xx |\n|---|---|---|---|---|---|---|\n'
+for s in $SIZES; do
+    for srv in $SERVERS; do
+        name=${srv%%:*}
+        read -r rps mbs p50 p99 _ bad <<<"${R[$s,$name]}"
+        printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$s" "$name" "$rps" "$mbs" "$p50" "$p99" "$bad"
+    done
+done
+echo
+echo "Ratios (req/s: higher is better for daramjwee; p99: lower is better):"
+echo
+printf '| size | mem/nginx req/s | mem/varnish req/s | file/nginx req/s | file/varnish req/s | file/mem req/s | mem p99/nginx p99 | mem p99/varnish p99 |\n|---|---|---|---|---|---|---|---|\n'
+for s in $SIZES; do
+    read -r n_rps _ _ n_p99 _ <<<"${R[$s,nginx]}"
+    read -r v_rps _ _ v_p99 _ <<<"${R[$s,varnish]}"
+    read -r m_rps _ _ m_p99 _ <<<"${R[$s,daramjwee-mem]}"
+    read -r f_rps _ _ f_p99 _ <<<"${R[$s,daramjwee-file]}"
+    awk -v s="$s" -v n="$n_rps" -v v="$v_rps" -v m="$m_rps" -v f="$f_rps" -v np="$n_p99" -v vp="$v_p99" -v mp="$m_p99" \
+        'function r(a,b) { return b > 0 ? sprintf("%.2f", a/b) : "-" }
+         BEGIN { printf "| %s | %s | %s | %s | %s | %s | %s | %s |\n", s, r(m,n), r(m,v), r(f,n), r(f,v), r(f,m), r(mp,np), r(mp,vp) }'
+done
+
+# Stop part 1's servers (by PID, origin kept) before pinning.
+ORIGIN_PID=${PIDS[0]}
+for pid in "${PIDS[@]:1}"; do kill -TERM "$pid" 2>/dev/null || true; done
+for pid in "${PIDS[@]:1}"; do
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+done
+PIDS=("$ORIGIN_PID")
+
+# --- Part 2: CPU per 1 KiB hit, server on CPU 0, wrk on CPU 1 --------------------------------
+if [ "$(nproc)" -ge 2 ] && [[ " $SIZES " == *" 1k "* ]]; then
+    log "part 2: CPU per 1 KiB hit, server pinned to CPU 0, wrk to CPU 1"
+    mkdir -p "$WORK/static/obj"
+    curl -s -o "$WORK/static/obj/1k" "http://127.0.0.1:$ORIGIN/obj/1k"
+    sdir="$WORK/nginx-static"
+    mkdir -p "$sdir/tmp"
+    cat >"$sdir/nginx.conf" <<CONF
+user root;
+worker_processes 1;
+pid $sdir/nginx.pid;
+events { worker_connections 8192; }
+http {
+    access_log off;
+    sendfile off;
+    tcp_nodelay on;
+    keepalive_requests 1000000;
+    client_body_temp_path $sdir/tmp/body;
+    proxy_temp_path $sdir/tmp/proxy;
+    fastcgi_temp_path $sdir/tmp/fcgi;
+    uwsgi_temp_path $sdir/tmp/uwsgi;
+    scgi_temp_path $sdir/tmp/scgi;
+    open_file_cache max=1000;
+    server { listen 127.0.0.1:$STATIC backlog=4096; root $WORK/static; etag on; }
+}
+CONF
+    PIN="taskset -c 0"
+    declare -A C
+    run_pinned() { # NAME PORT PID
+        local before after out
+        before=$(cpu_ticks "$3")
+        out=$(wrk_run "$2" /obj/1k taskset -c 1)
+        after=$(cpu_ticks "$3")
+        read -r rps _ p50 p99 reqs _ <<<"$out"
+        C[$1]=$(awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" -v n="$reqs" -v r="$rps" -v p="$p99" \
+            'BEGIN { printf "%s %.2f %s", r, (t / hz) / n * 1e6, p }')
+        log "pinned $1: ${C[$1]}"
+    }
+    start "nginx-static" $PIN nginx -e "$sdir/error.log" -p "$sdir" -c "$sdir/nginx.conf" -g 'daemon off;'
+    wait_port $STATIC
+    run_pinned nginx-static $STATIC "$LAST_PID"
+    NGINX_WORKERS=1 start_nginx $NGX $ORIGIN $PIN
+    warm $NGX
+    run_pinned nginx-proxy_cache $NGX "$LAST_PID"
+    start_varnish $VAR $ORIGIN $PIN
+    warm $VAR
+    run_pinned varnish $VAR "$LAST_PID"
+    start_daramjwee daramjwee-mem $DJM $ORIGIN memory:2GiB $PIN
+    warm $DJM
+    run_pinned daramjwee-mem $DJM "$LAST_PID"
+    start_daramjwee daramjwee-file $DJF $ORIGIN "file:$WORK/dj-file-hot2:4GiB" $PIN
+    warm $DJF
+    run_pinned daramjwee-file $DJF "$LAST_PID"
+    echo
+    echo "CPU per 1 KiB hit, server pinned to CPU 0, wrk -t1 on CPU 1:"
+    echo
+    printf '| server | req/s | server CPU µs per hit | p99 ms |\n|---|---|---|---|\n'
+    for k in nginx-static nginx-proxy_cache varnish daramjwee-mem daramjwee-file; do
+        read -r rps us p99 <<<"${C[$k]}"
+        printf '| %s | %s | %s | %s |\n' "$k" "$rps" "$us" "$p99"
+    done
+fi
+echo
+echo "after: $(uptime | sed 's/.*load/load/') (other jobs on this shared machine compete for the same cores)"
