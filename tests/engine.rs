@@ -489,3 +489,46 @@ async fn a_refresh_can_be_scheduled_as_soon_as_the_fill_was_read() {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
+
+#[tokio::test]
+async fn a_write_started_before_a_prefix_purge_cannot_bring_its_key_back() {
+    let cache = Cache::builder().build();
+    let calls = Arc::new(AtomicUsize::new(0));
+    cache
+        .get("site/a", counting_origin(&calls, "old"))
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap();
+    let mut w = cache
+        .set("site/b", Metadata::new(StatusCode::OK))
+        .await
+        .unwrap();
+    w.write(Bytes::from_static(b"late")).await.unwrap();
+    let removed = cache.purge_prefix("site/").await.unwrap();
+    assert!(removed >= 1);
+    assert!(matches!(w.commit().await, Err(Error::Superseded)));
+    let hot = cache.tier_store(0).unwrap();
+    assert!(hot.head("site/a").await.unwrap().is_none());
+    assert!(hot.head("site/b").await.unwrap().is_none());
+    // A write that starts after the purge is not affected.
+    let mut w = cache
+        .set("site/b", Metadata::new(StatusCode::OK))
+        .await
+        .unwrap();
+    w.write(Bytes::from_static(b"new")).await.unwrap();
+    w.commit().await.unwrap();
+    assert_eq!(
+        cache
+            .get("site/b", never())
+            .await
+            .unwrap()
+            .body
+            .collect()
+            .await
+            .unwrap(),
+        "new"
+    );
+}

@@ -824,3 +824,38 @@ async fn admin_endpoints_are_not_reachable_on_the_public_listener() {
     );
     assert_eq!(origin.calls.load(Ordering::SeqCst), 4);
 }
+
+#[tokio::test]
+async fn purge_by_prefix_through_admin_removes_every_key_under_it() {
+    let (oaddr, origin) = serve_origin("o").await;
+    let proxy = Proxy::start(&["--upstream", &upstream(oaddr)]);
+    let c = client();
+    for p in ["/a/1", "/a/2", "/b/1"] {
+        get(&c, proxy.addr, p).await;
+        assert!(get(&c, proxy.addr, p)
+            .await
+            .cache_status()
+            .contains("; hit"));
+    }
+    assert_eq!(origin.calls.load(Ordering::SeqCst), 3);
+    let prefix = format!("http%3A%2F%2F{oaddr}%2Fa%2F");
+    let purged = post(
+        &c,
+        proxy.admin,
+        &format!("/purge?prefix={prefix}"),
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(purged.status, StatusCode::OK, "{}", purged.text());
+    for p in ["/a/1", "/a/2"] {
+        assert!(get(&c, proxy.addr, p)
+            .await
+            .cache_status()
+            .contains("fwd=uri-miss"));
+    }
+    assert!(get(&c, proxy.addr, "/b/1")
+        .await
+        .cache_status()
+        .contains("; hit"));
+    assert_eq!(origin.calls.load(Ordering::SeqCst), 5);
+}

@@ -34,6 +34,11 @@ pub(crate) struct KeyTable {
     shards: Box<[Shard]>,
     hasher: RandomState,
     tickets: AtomicU64,
+    /// Prefix purges that writes older than them must respect: (prefix, ticket). Pruned once
+    /// no write older than a purge is alive.
+    purges: Mutex<Vec<(Box<str>, u64)>>,
+    /// Tickets of live usages (fills, sets, copies), to know when a purge can be forgotten.
+    live: Mutex<std::collections::BTreeMap<u64, usize>>,
 }
 
 /// What a request found when it asked to fill a key.
@@ -57,6 +62,8 @@ impl KeyTable {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             hasher: RandomState::new(),
             tickets: AtomicU64::new(1),
+            purges: Mutex::new(Vec::new()),
+            live: Mutex::new(std::collections::BTreeMap::new()),
         })
     }
 
@@ -66,6 +73,54 @@ impl KeyTable {
 
     fn ticket(&self) -> u64 {
         self.tickets.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn track(&self, ticket: u64) {
+        *self.live.lock().entry(ticket).or_default() += 1;
+    }
+
+    fn untrack(&self, ticket: u64) {
+        let oldest = {
+            let mut live = self.live.lock();
+            if let Some(n) = live.get_mut(&ticket) {
+                *n -= 1;
+                if *n == 0 {
+                    live.remove(&ticket);
+                }
+            }
+            live.keys().next().copied()
+        };
+        let mut purges = self.purges.lock();
+        if !purges.is_empty() {
+            // A purge matters only to writes that started before it.
+            purges.retain(|(_, t)| oldest.is_some_and(|o| o < *t));
+        }
+    }
+
+    /// Registers a purge of every key under `prefix`: writes that started before it may no
+    /// longer commit such keys. Returns the keys with a write in flight, which the caller must
+    /// delete under their commit lock (a write may have passed its check just before).
+    pub(crate) fn purge_prefix(self: &Arc<Self>, prefix: &str) -> Vec<String> {
+        let ticket = self.ticket();
+        self.purges.lock().push((Box::from(prefix), ticket));
+        let mut keys = Vec::new();
+        for shard in self.shards.iter() {
+            let shard = shard.lock();
+            keys.extend(
+                shard
+                    .keys()
+                    .filter(|k| k.starts_with(prefix))
+                    .map(|k| k.to_string()),
+            );
+        }
+        keys
+    }
+
+    fn purged_since(&self, key: &str, ticket: u64) -> bool {
+        self.purges
+            .lock()
+            .iter()
+            .any(|(p, t)| *t > ticket && key.starts_with(&**p))
     }
 
     /// The fill in flight for `key`, if any (a finished one that is only committing does not
@@ -99,6 +154,7 @@ impl KeyTable {
         slot.users += 1;
         let ticket = self.ticket();
         drop(shard);
+        self.track(ticket);
         Claim::Lead(
             flight,
             Usage {
@@ -122,6 +178,7 @@ impl KeyTable {
             slot.flight = None;
         }
         drop(shard);
+        self.track(ticket);
         Usage {
             table: self.clone(),
             key: Box::from(key),
@@ -134,6 +191,7 @@ impl KeyTable {
         let mut shard = self.shard(key).lock();
         shard.entry(Box::from(key)).or_default().users += 1;
         drop(shard);
+        self.track(ticket);
         Usage {
             table: self.clone(),
             key: Box::from(key),
@@ -161,7 +219,7 @@ impl Usage {
             .lock()
             .get(&self.key)
             .map_or(0, |s| s.floor);
-        (self.ticket >= floor).then_some(guard)
+        (self.ticket >= floor && !self.table.purged_since(&self.key, self.ticket)).then_some(guard)
     }
 
     /// Takes the key's commit lock unconditionally (for `delete`).
@@ -186,12 +244,15 @@ impl Usage {
 
 impl Drop for Usage {
     fn drop(&mut self) {
-        let mut shard = self.table.shard(&self.key).lock();
-        if let Some(slot) = shard.get_mut(&self.key) {
-            slot.users = slot.users.saturating_sub(1);
-            if slot.users == 0 {
-                shard.remove(&self.key);
+        {
+            let mut shard = self.table.shard(&self.key).lock();
+            if let Some(slot) = shard.get_mut(&self.key) {
+                slot.users = slot.users.saturating_sub(1);
+                if slot.users == 0 {
+                    shard.remove(&self.key);
+                }
             }
         }
+        self.table.untrack(self.ticket);
     }
 }

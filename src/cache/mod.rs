@@ -1240,6 +1240,9 @@ impl Cache {
     /// entries were removed (summed over tiers). Tiers that cannot enumerate their keys are
     /// skipped; an error is returned only if no tier could purge.
     pub async fn purge_prefix(&self, prefix: &str) -> Result<u64, Error> {
+        // First make every write in flight under the prefix lose its right to commit, then
+        // remove what is stored, then the keys whose writes may have committed meanwhile.
+        let in_flight = self.inner.keys.purge_prefix(prefix);
         let mut removed = 0;
         let mut last_err = None;
         let mut any = false;
@@ -1255,6 +1258,11 @@ impl Cache {
                     last_err = Some(e);
                 }
             }
+        }
+        for key in in_flight {
+            // `delete` waits for the key's commit lock, so a commit that passed its check just
+            // before the purge is removed right after it.
+            let _ = self.delete(&key).await;
         }
         self.inner.metrics.purged(removed);
         self.sample_tiers();

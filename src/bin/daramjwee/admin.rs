@@ -96,12 +96,13 @@ async fn handle<B>(state: &AdminState, req: Request<B>) -> Response<Full<Bytes>>
         }
         _ => text(
             StatusCode::NOT_FOUND,
-            "endpoints: GET /healthz, GET /stats, GET /metrics, POST /purge?key=K[&site=S] or ?path=P[&host=H]\n",
+            "endpoints: GET /healthz, GET /stats, GET /metrics, POST /purge?key=K[&site=S], ?prefix=P[&site=S] or ?path=P[&host=H]\n",
         ),
     }
 }
 
 /// `POST /purge?key=K[&site=S]` deletes key `K` from site `S` (or from every site);
+/// `POST /purge?prefix=P[&site=S]` deletes every key starting with `P`;
 /// `POST /purge?path=P[&host=H]` deletes the key of a GET for `P` (with `Host: H`) from the
 /// site that request would be routed to.
 async fn purge(state: &AdminState, query: &str) -> Response<Full<Bytes>> {
@@ -115,6 +116,43 @@ async fn purge(state: &AdminState, query: &str) -> Response<Full<Bytes>> {
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     };
+    let pick_sites = |name: Option<&str>| -> Result<Vec<Arc<crate::server::Site>>, String> {
+        match name {
+            Some(name) => state
+                .router
+                .sites()
+                .iter()
+                .find(|s| s.settings.name == name)
+                .map(|s| vec![s.clone()])
+                .ok_or_else(|| format!("no site named `{name}`\n")),
+            None => Ok(state.router.sites().to_vec()),
+        }
+    };
+    if let Some(prefix) = get("prefix") {
+        let sites = match pick_sites(get("site")) {
+            Ok(s) => s,
+            Err(e) => return text(StatusCode::NOT_FOUND, e),
+        };
+        let mut purged = Vec::new();
+        for site in sites {
+            match site.cache.purge_prefix(prefix).await {
+                Ok(n) => {
+                    tracing::info!(site = %site.settings.name, %prefix, removed = n, "purged by prefix");
+                    purged.push(
+                        json!({ "site": site.settings.name, "prefix": prefix, "removed": n }),
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(site = %site.settings.name, error = %e, "purge by prefix failed");
+                    return json_response(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        &json!({ "error": e.to_string(), "site": site.settings.name, "prefix": prefix }),
+                    );
+                }
+            }
+        }
+        return json_response(StatusCode::OK, &json!({ "purged": purged }));
+    }
     let targets: Vec<(Arc<crate::server::Site>, String)> = if let Some(key) = get("key") {
         let sites: Vec<_> = match get("site") {
             Some(name) => match state
@@ -151,7 +189,7 @@ async fn purge(state: &AdminState, query: &str) -> Response<Full<Bytes>> {
     } else {
         return text(
             StatusCode::BAD_REQUEST,
-            "purge needs ?key=KEY[&site=NAME] or ?path=/PATH[&host=HOST] (percent-encoded)\n",
+            "purge needs ?key=KEY[&site=NAME], ?prefix=KEY_PREFIX[&site=NAME] or ?path=/PATH[&host=HOST] (percent-encoded)\n",
         );
     };
     let mut purged = Vec::new();
