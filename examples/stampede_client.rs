@@ -138,7 +138,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                     first: first.unwrap_or(head),
                     done,
                     bytes,
-                    ok: clean && status == StatusCode::OK && expect.map_or(true, |e| e == bytes),
+                    ok: clean && status == StatusCode::OK && expect.is_none_or(|e| e == bytes),
                 }
             };
             match tokio::time::timeout(timeout, run).await {

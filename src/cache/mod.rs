@@ -1038,7 +1038,8 @@ impl Cache {
                     declared.unwrap_or(0)
                 ));
             }
-            self.write_all(&mut writers, &chunk).await;
+            // Tier failures only drop that tier's copy.
+            let _ = self.write_all(key, &mut writers, &chunk, false).await;
             flight.push(chunk);
         }
         if let Some(d) = declared {
@@ -1068,22 +1069,31 @@ impl Cache {
         Ok(hot)
     }
 
-    /// Writes a chunk to every writer; a failing writer is dropped (its entry discarded) and the
-    /// fill goes on for the readers.
-    async fn write_all(&self, writers: &mut Vec<(usize, Box<dyn StoreWriter>)>, chunk: &Bytes) {
+    /// Writes a chunk to every writer. A failing writer is dropped (its entry discarded) and
+    /// the write goes on for the others; with `hot_required`, a failure of tier 0 is returned
+    /// instead (a `set` cannot succeed without the hot tier).
+    pub(crate) async fn write_all(
+        &self,
+        key: &str,
+        writers: &mut Vec<(usize, Box<dyn StoreWriter>)>,
+        chunk: &Bytes,
+        hot_required: bool,
+    ) -> Result<(), StoreError> {
         let op = self.inner.cfg.op_timeout;
         let mut i = 0;
         while i < writers.len() {
             let (tier, w) = &mut writers[i];
-            let res = match tokio::time::timeout(op, w.write(chunk.clone())).await {
-                Ok(r) => r,
-                Err(_) => Err(StoreError::Timeout {
-                    key: String::new(),
-                    after: op,
-                }),
-            };
+            let res = tokio::time::timeout(op, w.write(chunk.clone()))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(StoreError::Timeout {
+                        key: key.to_owned(),
+                        after: op,
+                    })
+                });
             match res {
                 Ok(()) => i += 1,
+                Err(e) if hot_required && *tier == 0 => return Err(e),
                 Err(e) => {
                     let name = self.inner.tiers[*tier].store.name();
                     if matches!(e, StoreError::TooLarge { .. }) {
@@ -1095,6 +1105,7 @@ impl Cache {
                 }
             }
         }
+        Ok(())
     }
 
     /// Replaces the metadata in every tier that holds the entry (a not-modified refresh).

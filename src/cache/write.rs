@@ -70,28 +70,10 @@ impl CacheWriter {
                 return Err(Error::TooLong { expected: d });
             }
         }
-        let op = self.cache.op_timeout();
-        let mut i = 0;
-        while i < self.writers.len() {
-            let (tier, w) = &mut self.writers[i];
-            let res = tokio::time::timeout(op, w.write(chunk.clone()))
-                .await
-                .unwrap_or_else(|_| {
-                    Err(StoreError::Timeout {
-                        key: self.key.clone(),
-                        after: op,
-                    })
-                });
-            match res {
-                Ok(()) => i += 1,
-                Err(e) if *tier == 0 => return Err(Error::Store(e)),
-                Err(e) => {
-                    tracing::warn!(error = %e, "lower tier dropped from a set");
-                    self.writers.swap_remove(i);
-                }
-            }
-        }
-        Ok(())
+        self.cache
+            .write_all(&self.key, &mut self.writers, &chunk, true)
+            .await
+            .map_err(Error::Store)
     }
 
     /// Bytes written so far.

@@ -298,7 +298,7 @@ pub(crate) fn verdict(
             return Verdict::Validate;
         }
     }
-    let fresh = meta.fresh_until.map_or(true, |u| now < u);
+    let fresh = meta.fresh_until.is_none_or(|u| now < u);
     if fresh {
         return Verdict::Fresh;
     }

@@ -929,7 +929,7 @@ mod tests {
         assert_eq!(lens, vec![BLOCK, 100_000 - BLOCK]);
         let all: Vec<u8> = chunks.concat();
         let expected: Vec<u8> = (0..1000u32)
-            .flat_map(|i| std::iter::repeat((i % 251) as u8).take(100))
+            .flat_map(|i| std::iter::repeat_n((i % 251) as u8, 100))
             .collect();
         assert_eq!(all, expected);
     }
