@@ -171,9 +171,15 @@ async fn delete_then_get_goes_to_origin() {
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
 
-#[tokio::test]
-async fn set_racing_a_slow_fill_wins() {
-    let cache = Cache::builder().build();
+/// Starts a lookup of `k` whose origin answers `body` only when the returned sender fires;
+/// the task yields the body the lookup streamed.
+fn slow_fill(
+    cache: &Cache,
+    body: &'static str,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Bytes>,
+) {
     let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
     let c2 = cache.clone();
     let fill = tokio::spawn(async move {
@@ -182,13 +188,20 @@ async fn set_racing_a_slow_fill_wins() {
                 let _ = release_rx.await;
                 Ok::<_, daramjwee::BoxError>(Fetched::Entry {
                     meta: Metadata::new(StatusCode::OK),
-                    body: EntryBody::from_bytes("stale fill"),
+                    body: EntryBody::from_bytes(body),
                 })
             })
             .await
             .unwrap();
         lookup.body.collect().await.unwrap()
     });
+    (release_tx, fill)
+}
+
+#[tokio::test]
+async fn set_racing_a_slow_fill_wins() {
+    let cache = Cache::builder().build();
+    let (release_tx, fill) = slow_fill(&cache, "stale fill");
     // Let the fill start and wait on its origin.
     tokio::time::sleep(Duration::from_millis(20)).await;
     let mut w = cache.set("k", Metadata::new(StatusCode::OK)).await.unwrap();
@@ -203,21 +216,7 @@ async fn set_racing_a_slow_fill_wins() {
 #[tokio::test]
 async fn delete_racing_a_slow_fill_wins() {
     let cache = Cache::builder().build();
-    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
-    let c2 = cache.clone();
-    let fill = tokio::spawn(async move {
-        let lookup = c2
-            .get("k", move |_| async move {
-                let _ = release_rx.await;
-                Ok::<_, daramjwee::BoxError>(Fetched::Entry {
-                    meta: Metadata::new(StatusCode::OK),
-                    body: EntryBody::from_bytes("old"),
-                })
-            })
-            .await
-            .unwrap();
-        lookup.body.collect().await.unwrap()
-    });
+    let (release_tx, fill) = slow_fill(&cache, "old");
     tokio::time::sleep(Duration::from_millis(20)).await;
     cache.delete("k").await.unwrap();
     release_tx.send(()).unwrap();

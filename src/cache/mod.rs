@@ -1223,6 +1223,15 @@ impl Cache {
 
     /// Removes `key` from every tier. A fill in progress for it will not store its result.
     pub async fn delete(&self, key: &str) -> Result<(), Error> {
+        let res = self.remove(key).await;
+        self.inner.metrics.purged(1);
+        self.sample_tiers();
+        res
+    }
+
+    /// Removes `key` from every tier under its commit lock, raising its generation floor.
+    /// Records nothing: callers count what they purged.
+    async fn remove(&self, key: &str) -> Result<(), Error> {
         let usage = self.inner.keys.writer(key, true);
         let _lock = usage.lock().await;
         let mut first_err = None;
@@ -1242,8 +1251,6 @@ impl Cache {
                 }
             }
         }
-        self.inner.metrics.purged(1);
-        self.sample_tiers();
         first_err.map_or(Ok(()), Err)
     }
 
@@ -1271,9 +1278,10 @@ impl Cache {
             }
         }
         for key in in_flight {
-            // `delete` waits for the key's commit lock, so a commit that passed its check just
-            // before the purge is removed right after it.
-            let _ = self.delete(&key).await;
+            // `remove` waits for the key's commit lock, so a commit that passed its check just
+            // before the purge is removed right after it. Not counted again: the purge is
+            // counted once, by what the tiers removed.
+            let _ = self.remove(&key).await;
         }
         self.inner.metrics.purged(removed);
         self.sample_tiers();
