@@ -426,9 +426,21 @@ impl Cache {
     ) -> impl Future<Output = Result<Lookup, Error>> + Send + 'a {
         // Declaring `Send` here (instead of leaking it from an `async fn`) lets callers spawn
         // the future without tripping rustc's higher-ranked auto-trait inference on closures.
+        self.get_found(key, opts, fetcher, None)
+    }
+
+    /// [`get_with`](Cache::get_with), starting from an entry already read from the first tier
+    /// by [`lookup_now`](Cache::lookup_now), so it is neither read nor counted as a hit twice.
+    pub(crate) fn get_found<'a, F: Fetcher>(
+        &'a self,
+        key: &'a str,
+        opts: GetOptions,
+        fetcher: F,
+        found: Option<StoredEntry>,
+    ) -> impl Future<Output = Result<Lookup, Error>> + Send + 'a {
         let span = trace_span!("daramjwee.lookup", key = %key_hash(key), outcome = field::Empty, tier = field::Empty);
         async move {
-            let res = self.get_inner(key, opts, fetcher).await;
+            let res = self.get_inner(key, opts, fetcher, found).await;
             self.record(&res);
             if let Ok(l) = &res {
                 let span = tracing::Span::current();
@@ -477,11 +489,51 @@ impl Cache {
         &self.inner.name
     }
 
+    /// Answers a fresh hit from the first tier without waiting, when its store can answer
+    /// synchronously ([`Store::try_get_now`]) and `judge` (or, on [`Verdict::Default`], the
+    /// tier's TTL) calls the entry fresh. The hit is counted as [`get_with`](Cache::get_with)
+    /// counts it.
+    ///
+    /// `Err(Some(entry))`: the entry was found but is not fresh; hand it to
+    /// [`get_found`](Cache::get_found). `Err(None)`: nothing could be answered at once.
+    ///
+    /// This is the HTTP face's hit path: it lets a hit skip building the origin fetcher.
+    pub(crate) fn lookup_now(
+        &self,
+        key: &str,
+        judge: impl FnOnce(&Metadata, SystemTime) -> Verdict,
+    ) -> Result<Lookup, Option<StoredEntry>> {
+        let inner = &self.inner;
+        let tier = &inner.tiers[0];
+        if inner.closed.load(Ordering::Acquire) || tier.store.is_null() {
+            return Err(None);
+        }
+        let entry = match tier.store.try_get_now(key) {
+            Some(Ok(Some(entry))) => entry,
+            // Misses, faults and stores that need to wait take the full path (which also
+            // counts the fault).
+            _ => return Err(None),
+        };
+        let now = SystemTime::now();
+        let fresh = match judge(&entry.meta, now) {
+            Verdict::Fresh => true,
+            Verdict::Default => entry.meta.is_fresh(now, tier.ttl_for(&entry.meta)),
+            Verdict::Stale { .. } | Verdict::Validate => false,
+        };
+        if !fresh {
+            return Err(Some(entry));
+        }
+        let res = Ok(self.serve_hit(0, key, entry, false, &GetOptions::default()));
+        self.record(&res);
+        res.map_err(|_: Error| None)
+    }
+
     async fn get_inner<F: Fetcher>(
         &self,
         key: &str,
         opts: GetOptions,
         fetcher: F,
+        mut found: Option<StoredEntry>,
     ) -> Result<Lookup, Error> {
         let inner = &self.inner;
         if inner.closed.load(Ordering::Acquire) {
@@ -490,8 +542,13 @@ impl Cache {
         let now = SystemTime::now();
         let mut previous = None;
         for (i, tier) in inner.tiers.iter().enumerate() {
-            let Some(entry) = self.read_tier(i, key).await else {
-                continue;
+            let found = if i == 0 { found.take() } else { None };
+            let entry = match found {
+                Some(entry) => entry,
+                None => match self.read_tier(i, key).await {
+                    Some(entry) => entry,
+                    None => continue,
+                },
             };
             if let Some(judge) = &opts.judge {
                 match (judge.0)(&entry.meta, now) {

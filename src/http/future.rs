@@ -16,7 +16,7 @@ pin_project! {
     /// The response future of [`CacheService`](super::CacheService).
     ///
     /// Requests the cache does not handle (other methods, `no-store`) poll the inner service's
-    /// future directly; cache lookups run as one boxed future.
+    /// future directly; a fresh hit is ready at once; other lookups run as one boxed future.
     pub struct ResponseFuture<F, ResB, E> {
         #[pin]
         kind: Kind<F, ResB, E>,
@@ -34,6 +34,9 @@ pin_project! {
         Cached {
             fut: BoxFuture<Result<Response<CacheBody<ResB>>, E>>,
         },
+        Ready {
+            res: Option<Response<CacheBody<ResB>>>,
+        },
     }
 }
 
@@ -44,6 +47,13 @@ impl<F, ResB, E> ResponseFuture<F, ResB, E> {
                 fut,
                 status: status.map(|s| s.to_header()),
             },
+        }
+    }
+
+    /// A response known at once (a fresh hit).
+    pub(crate) fn ready(res: Response<CacheBody<ResB>>) -> Self {
+        ResponseFuture {
+            kind: Kind::Ready { res: Some(res) },
         }
     }
 
@@ -71,6 +81,10 @@ where
                 Poll::Ready(Ok(res))
             }
             KindProj::Cached { fut } => fut.as_mut().poll(cx),
+            KindProj::Ready { res } => match res.take() {
+                Some(res) => Poll::Ready(Ok(res)),
+                None => panic!("ResponseFuture polled after completion"),
+            },
         }
     }
 }

@@ -22,7 +22,7 @@ use super::status::CacheStatus;
 use super::vary::{self, Vary};
 use super::CACHE_STATUS;
 use crate::cache::{Cache, Fetched, Fetcher, GetOptions, Lookup, Outcome, Verdict};
-use crate::entry::{EntryBody, Metadata};
+use crate::entry::{EntryBody, Metadata, StoredEntry};
 use crate::error::{BoxError, Error};
 
 /// The middleware service built by [`CacheLayer`](super::CacheLayer): answers GET and HEAD from
@@ -94,59 +94,108 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let rule = policy::request_rule(req.method(), req.headers());
-        // Take the service that was driven to readiness; leave a clone in its place.
-        let clone = self.inner.clone();
-        let mut svc = std::mem::replace(&mut self.inner, clone);
-        let status = |fwd| {
-            self.config.cache_status.then(|| CacheStatus {
-                fwd: Some(fwd),
-                ..Default::default()
-            })
-        };
-        if let RequestRule::Bypass(_) = rule {
-            self.cache.record_bypass();
-        }
-        match rule {
-            RequestRule::Bypass(reason) if is_unsafe(req.method()) => {
-                let mut target = head_of(&req);
-                target.method = Method::GET;
-                let config = self.config.clone();
-                let cache = self.cache.clone();
-                let status = status(reason);
-                let fut = svc.call(req);
-                ResponseFuture::cached(Box::pin(async move {
-                    let res = fut.await?;
-                    // RFC 9111 §4.4: a successful unsafe request invalidates the target URI
-                    // (and same-origin Location / Content-Location), before the response is
-                    // handed on, so the client's next GET cannot see the old entry.
-                    if res.status().is_success() || res.status().is_redirection() {
-                        for key in invalidation_keys(&config, &target, res.headers()) {
-                            if let Err(e) = cache.delete(&key).await {
-                                tracing::warn!(error = %e, "invalidation after unsafe request failed");
-                            }
-                        }
-                    }
-                    let mut res = res.map(CacheBody::origin);
-                    if let Some(s) = status {
-                        res.headers_mut().insert(CACHE_STATUS, s.to_header());
-                    }
-                    Ok(res)
-                }))
-            }
+        match policy::request_rule(req.method(), req.headers()) {
+            RequestRule::Lookup { directives, head } => self.lookup(req, directives, head),
             RequestRule::Bypass(reason) => {
-                ResponseFuture::passthrough(svc.call(req), status(reason))
-            }
-            RequestRule::Lookup { directives, head } => {
-                let call = CachedCall {
-                    cache: self.cache.clone(),
-                    config: self.config.clone(),
-                    head,
-                    directives: Arc::new(directives),
-                };
-                ResponseFuture::cached(Box::pin(call.run(svc, req)))
+                self.cache.record_bypass();
+                self.bypass(req, reason)
             }
         }
+    }
+}
+
+impl<S> CacheService<S> {
+    /// Takes the service that was driven to readiness, leaving a clone in its place.
+    fn take_ready(&mut self) -> S
+    where
+        S: Clone,
+    {
+        let clone = self.inner.clone();
+        std::mem::replace(&mut self.inner, clone)
+    }
+
+    /// A GET or HEAD the cache answers.
+    fn lookup<B, ResB>(
+        &mut self,
+        req: Request<B>,
+        directives: RequestDirectives,
+        head: bool,
+    ) -> ResponseFuture<S::Future, ResB, S::Error>
+    where
+        S: Service<Request<B>, Response = Response<ResB>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Send + 'static,
+        B: Default + Send + 'static,
+        ResB: Body<Data = Bytes> + Send + 'static,
+        ResB::Error: Into<BoxError>,
+    {
+        let (parts, body) = req.into_parts();
+        let key = (self.config.key_fn)(&parts);
+        let answer = Answer {
+            cache: &self.cache,
+            config: &self.config,
+            head,
+        };
+        let found = match answer.fresh_hit(&key, &parts, &directives) {
+            // A fresh hit in the first tier is answered here, before any origin request head,
+            // fetcher or boxed future is built; the inner service keeps its readiness.
+            Ok(res) => return ResponseFuture::ready(res),
+            Err(found) => found,
+        };
+        let call = CachedCall {
+            cache: self.cache.clone(),
+            config: self.config.clone(),
+            head,
+            directives: Arc::new(directives),
+        };
+        let svc = self.take_ready();
+        ResponseFuture::cached(Box::pin(call.run(svc, parts, body, key, found)))
+    }
+
+    /// A request the cache does not answer (its method or its directives): passed to the
+    /// inner service; a successful unsafe one invalidates what it names.
+    fn bypass<B, ResB>(
+        &mut self,
+        req: Request<B>,
+        reason: &'static str,
+    ) -> ResponseFuture<S::Future, ResB, S::Error>
+    where
+        S: Service<Request<B>, Response = Response<ResB>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Send + 'static,
+        ResB: Body<Data = Bytes> + Send + 'static,
+    {
+        let status = self.config.cache_status.then(|| CacheStatus {
+            fwd: Some(reason),
+            ..Default::default()
+        });
+        let mut svc = self.take_ready();
+        if !is_unsafe(req.method()) {
+            return ResponseFuture::passthrough(svc.call(req), status);
+        }
+        let mut target = head_of(&req);
+        target.method = Method::GET;
+        let config = self.config.clone();
+        let cache = self.cache.clone();
+        let fut = svc.call(req);
+        ResponseFuture::cached(Box::pin(async move {
+            let res = fut.await?;
+            // RFC 9111 §4.4: a successful unsafe request invalidates the target URI (and
+            // same-origin Location / Content-Location), before the response is handed on, so
+            // the client's next GET cannot see the old entry.
+            if res.status().is_success() || res.status().is_redirection() {
+                for key in invalidation_keys(&config, &target, res.headers()) {
+                    if let Err(e) = cache.delete(&key).await {
+                        tracing::warn!(error = %e, "invalidation after unsafe request failed");
+                    }
+                }
+            }
+            let mut res = res.map(CacheBody::origin);
+            if let Some(s) = status {
+                res.headers_mut().insert(CACHE_STATUS, s.to_header());
+            }
+            Ok(res)
+        }))
     }
 }
 
@@ -534,10 +583,23 @@ impl CachedCall {
         (f, rx)
     }
 
+    fn answer(&self) -> Answer<'_> {
+        Answer {
+            cache: &self.cache,
+            config: &self.config,
+            head: self.head,
+        }
+    }
+
+    /// The lookup of `key` for the request `parts`, `found` being what
+    /// [`Answer::fresh_hit`] read from the first tier.
     async fn run<S, B, ResB>(
         self,
         svc: S,
-        req: Request<B>,
+        parts: Parts,
+        body: B,
+        key: String,
+        found: Option<StoredEntry>,
     ) -> Result<Response<CacheBody<ResB>>, S::Error>
     where
         S: Service<Request<B>, Response = Response<ResB>> + Clone + Send + 'static,
@@ -547,12 +609,13 @@ impl CachedCall {
         ResB: Body<Data = Bytes> + Send + 'static,
         ResB::Error: Into<BoxError>,
     {
-        let (parts, body) = req.into_parts();
-        let key = (self.config.key_fn)(&parts);
         let fallback = svc.clone();
         let origin = origin_parts(&parts);
         let (fetcher, mut rx) = self.fetcher(svc.clone(), head_copy(&origin), body, &key, None);
-        let mut result = self.cache.get_with(&key, self.options(), fetcher).await;
+        let mut result = self
+            .cache
+            .get_found(&key, self.options(), fetcher, found)
+            .await;
         // §4.1: a marker at the primary key sends the request on to its variant.
         let marker = result
             .as_ref()
@@ -579,22 +642,22 @@ impl CachedCall {
         }
         match result {
             Ok(lookup) if lookup.outcome == Outcome::Pass => match rx.try_recv() {
-                Ok(Side::Response(res, reason)) => Ok(self.pass(res, reason)),
+                Ok(Side::Response(res, reason)) => Ok(self.answer().pass(res, reason)),
                 Ok(Side::Error(e)) => Err(e),
-                _ => Ok(self.respond(lookup, &parts, None)),
+                _ => Ok(self.answer().respond(lookup, &parts, None)),
             },
             Ok(lookup) => {
                 let sie = match rx.try_recv() {
                     Ok(Side::StaleIfError(code)) => Some(code),
                     _ => None,
                 };
-                Ok(self.respond(lookup, &parts, sie))
+                Ok(self.answer().respond(lookup, &parts, sie))
             }
             Err(Error::NotCached) if self.directives.only_if_cached => {
                 // RFC 9111 §5.2.1.7: only-if-cached and nothing usable stored.
                 let mut res = Response::new(CacheBody::empty());
                 *res.status_mut() = StatusCode::GATEWAY_TIMEOUT;
-                self.stamp(
+                self.answer().stamp(
                     &mut res,
                     CacheStatus {
                         fwd: Some("miss"),
@@ -635,7 +698,7 @@ impl CachedCall {
         let res = svc.call(Request::from_parts(parts, B::default())).await?;
         let mut res = res.map(CacheBody::origin);
         policy::strip_hop_by_hop(res.headers_mut());
-        self.stamp(
+        self.answer().stamp(
             &mut res,
             CacheStatus {
                 fwd: Some(fwd),
@@ -643,6 +706,55 @@ impl CachedCall {
             },
         );
         Ok(res)
+    }
+
+}
+
+/// What turns a lookup into a response: the parts of a request's context the answer needs,
+/// borrowed, so the fresh-hit path builds nothing it does not send.
+struct Answer<'a> {
+    cache: &'a Cache,
+    config: &'a HttpConfig,
+    head: bool,
+}
+
+impl Answer<'_> {
+    /// The response for a fresh hit in the first tier, if there is one; otherwise what was
+    /// found there (to be handed to the full lookup, so it is not read twice).
+    fn fresh_hit<ResB>(
+        &self,
+        key: &str,
+        parts: &Parts,
+        directives: &RequestDirectives,
+    ) -> Result<Response<CacheBody<ResB>>, Option<StoredEntry>> {
+        let judge = |meta: &Metadata, now| {
+            if vary::is_marker(meta) {
+                // Resolved below, through the variant's own key.
+                Verdict::Validate
+            } else {
+                policy::verdict(&self.config.mode, directives, meta, now)
+            }
+        };
+        match self.cache.lookup_now(key, judge) {
+            Ok(lookup) => Ok(self.respond(lookup, parts, None)),
+            Err(Some(found)) if vary::is_marker(&found.meta) => {
+                // The URL varies: a fresh hit of this client's variant is answered just as
+                // well. The marker itself goes to the full lookup otherwise.
+                let Some((nonce, names)) = vary::read_marker(&found.meta) else {
+                    return Err(Some(found));
+                };
+                let origin = origin_parts(parts);
+                let vkey = vary::variant_key(key, &nonce, &names, &origin.headers);
+                let judge = |meta: &Metadata, now| {
+                    policy::verdict(&self.config.mode, directives, meta, now)
+                };
+                match self.cache.lookup_now(&vkey, judge) {
+                    Ok(lookup) => Ok(self.respond(lookup, parts, None)),
+                    Err(_) => Err(Some(found)),
+                }
+            }
+            Err(found) => Err(found),
+        }
     }
 
     fn pass<ResB>(&self, res: Response<ResB>, reason: &'static str) -> Response<CacheBody<ResB>> {
