@@ -531,3 +531,85 @@ async fn a_write_started_before_a_prefix_purge_cannot_bring_its_key_back() {
         "new"
     );
 }
+
+/// A memory store whose next `get` misses once, as a read that ran just before another fill
+/// committed would (the race is injected; the store is otherwise real).
+#[derive(Debug)]
+struct MissOnce {
+    inner: MemStore,
+    miss_next: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl Store for MissOnce {
+    fn name(&self) -> &'static str {
+        "miss-once"
+    }
+    async fn get(
+        &self,
+        key: &str,
+    ) -> Result<Option<daramjwee::StoredEntry>, daramjwee::StoreError> {
+        if self.miss_next.swap(false, Ordering::SeqCst) {
+            return Ok(None);
+        }
+        self.inner.get(key).await
+    }
+    async fn head(&self, key: &str) -> Result<Option<Metadata>, daramjwee::StoreError> {
+        self.inner.head(key).await
+    }
+    async fn put(
+        &self,
+        key: &str,
+        meta: Metadata,
+    ) -> Result<Box<dyn daramjwee::store::StoreWriter>, daramjwee::StoreError> {
+        self.inner.put(key, meta).await
+    }
+    async fn update_metadata(
+        &self,
+        key: &str,
+        meta: Metadata,
+    ) -> Result<bool, daramjwee::StoreError> {
+        self.inner.update_metadata(key, meta).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), daramjwee::StoreError> {
+        self.inner.delete(key).await
+    }
+    async fn clear(&self) -> Result<(), daramjwee::StoreError> {
+        self.inner.clear().await
+    }
+}
+
+#[tokio::test]
+async fn a_fill_committed_between_the_lookup_and_the_claim_is_served_not_fetched_again() {
+    let store = Arc::new(MissOnce {
+        inner: MemStore::new(1 << 20),
+        miss_next: false.into(),
+    });
+    let cache = Cache::builder()
+        .tier(store.clone(), None)
+        .default_ttl(Duration::from_secs(60))
+        .build();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let first = cache
+        .get("k", counting_origin(&calls, "stored once"))
+        .await
+        .unwrap();
+    assert_eq!(first.body.collect().await.unwrap(), "stored once");
+    tokio::task::yield_now().await;
+    // The lookup's tier read misses (as if it ran just before the commit); the claim's second
+    // read finds the entry, so the origin is not called again.
+    store.miss_next.store(true, Ordering::SeqCst);
+    let again = cache
+        .get("k", counting_origin(&calls, "fetched twice"))
+        .await
+        .unwrap();
+    assert_eq!(
+        again.outcome,
+        Outcome::Hit {
+            tier: 0,
+            stale: false
+        }
+    );
+    assert_eq!(again.body.collect().await.unwrap(), "stored once");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Cache, Inner, Probation, Stats, Tier};
+use crate::cache::flight::RetainBudget;
 use crate::cache::keys::KeyTable;
 use crate::metrics::Metrics;
 use crate::store::{MemStore, Store};
@@ -87,6 +88,7 @@ pub(super) struct Config {
     pub idle_timeout: Duration,
     pub window: u64,
     pub retain: u64,
+    pub retain_total: u64,
 }
 
 impl Default for CacheBuilder {
@@ -105,7 +107,8 @@ impl Default for CacheBuilder {
                 op_timeout: Duration::from_secs(10),
                 idle_timeout: Duration::from_secs(30),
                 window: 1 << 20,
-                retain: 4 << 20,
+                retain: 32 << 20,
+                retain_total: 128 << 20,
             },
         }
     }
@@ -227,9 +230,20 @@ impl CacheBuilder {
     }
 
     /// Bytes of a fill kept from its start so late followers can join it while it streams
-    /// (default 4 MiB). Followers arriving later wait for the fill to be stored.
+    /// (default 32 MiB). While a fill's body fits, every follower streams it from byte 0 and
+    /// the fill runs at the origin's pace; a larger body is no longer kept whole (bounded by
+    /// [`stream_window`](Self::stream_window) instead), and followers arriving after its start
+    /// was dropped wait for the fill to be stored.
     pub fn follower_retain(mut self, bytes: u64) -> Self {
         self.cfg.retain = bytes;
+        self
+    }
+
+    /// Bytes all fills may keep from their starts together (default 128 MiB): the bound on
+    /// [`follower_retain`](Self::follower_retain) memory when many large fills run at once. A
+    /// fill that would go over it stops retaining, as a body over `follower_retain` does.
+    pub fn follower_retain_total(mut self, bytes: u64) -> Self {
+        self.cfg.retain_total = bytes;
         self
     }
 
@@ -263,6 +277,7 @@ impl CacheBuilder {
                 workers: WorkerPool::new(cfg.workers.0, cfg.workers.1),
                 probation,
                 closed: Default::default(),
+                retain_budget: RetainBudget::new(cfg.retain_total),
                 cfg,
             }),
         }

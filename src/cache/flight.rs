@@ -4,15 +4,18 @@
 //! The fill task pushes chunks into a bounded log; each [`FlightReader`] (the request that started
 //! the fill, and every follower that joined it) reads the log from the start at its own pace.
 //!
-//! Memory stays bounded: the log keeps the whole body only while it is smaller than the retain
-//! budget (so late followers can still start from byte 0); past that, chunks every reader has read
-//! are dropped, late followers wait for the fill to finish and then read the stored entry, and the
+//! Memory stays bounded: the log keeps the whole body only while it fits both the per-fill retain
+//! limit and the budget all fills share. While it does, late followers start from byte 0 and the
+//! fill runs at the origin's pace, not its slowest reader's (as Varnish streams an object that is
+//! still arriving): the bytes are held anyway. Past that, chunks every reader has read are
+//! dropped, late followers wait for the fill to finish and then read the stored entry, and the
 //! fill never runs more than the window ahead of its slowest reader.
 //!
 //! A fill that fails ends every reader with an error, never with a clean end. A fill whose readers
 //! have all gone (and that is not a background refresh) is abandoned, and leaves no entry.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
@@ -34,6 +37,9 @@ pub(crate) enum Head {
     Body(Arc<Metadata>),
     /// The origin confirmed the stored entry; readers read it from the store.
     NotModified,
+    /// A fresh entry was found stored after all (another fill committed it just before this
+    /// one was claimed); readers read it from the store.
+    Stored,
     /// The response must not be shared: each follower fetches on its own.
     Pass,
     /// The fill failed before the head.
@@ -56,6 +62,8 @@ struct State {
     total: u64,
     /// While true, nothing is trimmed and a new reader can start at byte 0.
     retain_all: bool,
+    /// Bytes of `held` charged to the shared [`RetainBudget`] (while `retain_all`).
+    charged: u64,
     readers: HashMap<u64, Reader>,
     next_reader: u64,
     /// `Some(Ok)` after a clean end, `Some(Err)` after a failure.
@@ -67,12 +75,51 @@ struct State {
 }
 
 /// Limits of one flight.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct FlightLimits {
     /// Bytes the fill may run ahead of its slowest reader.
     pub window: u64,
     /// Bytes kept from the start so late followers can join at byte 0.
     pub retain: u64,
+    /// What all flights of a cache may retain together.
+    pub budget: Arc<RetainBudget>,
+}
+
+/// The bytes all flights of one cache may keep from their starts, together: with many large
+/// fills at once, the ones that would go over it stop retaining (their late followers then wait
+/// for the stored entry), so memory stays bounded whatever the number of fills.
+#[derive(Debug)]
+pub(crate) struct RetainBudget {
+    used: AtomicU64,
+    limit: u64,
+}
+
+impl RetainBudget {
+    pub(crate) fn new(limit: u64) -> Arc<RetainBudget> {
+        Arc::new(RetainBudget {
+            used: AtomicU64::new(0),
+            limit,
+        })
+    }
+
+    /// Charges `n` bytes, unless that would go over the limit.
+    fn try_charge(&self, n: u64) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(n).filter(|&u| u <= self.limit)
+            })
+            .is_ok()
+    }
+
+    fn release(&self, n: u64) {
+        self.used.fetch_sub(n, Ordering::AcqRel);
+    }
+
+    /// Bytes charged now.
+    #[cfg(test)]
+    pub(crate) fn used(&self) -> u64 {
+        self.used.load(Ordering::Acquire)
+    }
 }
 
 /// The shared state of one fill.
@@ -94,6 +141,7 @@ impl Flight {
                 held: 0,
                 total: 0,
                 retain_all: true,
+                charged: 0,
                 readers: HashMap::new(),
                 next_reader: 0,
                 end: None,
@@ -186,6 +234,11 @@ impl Flight {
             if !st.detached && st.readers.is_empty() {
                 return Poll::Ready(false);
             }
+            if st.retain_all {
+                // Every byte is kept anyway: readers behind cost no more memory, so the fill
+                // keeps the origin's pace (and is stored sooner).
+                return Poll::Ready(true);
+            }
             let slowest = st.readers.values().map(|r| r.pos).min().unwrap_or(st.total);
             let unread: u64 = st
                 .chunks
@@ -208,9 +261,15 @@ impl Flight {
             let mut st = self.state.lock();
             st.total += chunk.len() as u64;
             st.held += chunk.len() as u64;
+            let n = chunk.len() as u64;
             st.chunks.push_back(chunk);
-            if st.retain_all && st.held > self.limits.retain {
-                st.retain_all = false;
+            if st.retain_all {
+                if st.held <= self.limits.retain && self.limits.budget.try_charge(n) {
+                    st.charged += n;
+                } else {
+                    st.retain_all = false;
+                    self.limits.budget.release(std::mem::take(&mut st.charged));
+                }
             }
             trim(&mut st);
         }
@@ -245,6 +304,13 @@ impl Flight {
         for w in wakers {
             w.wake();
         }
+    }
+}
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        let charged = std::mem::take(&mut self.state.get_mut().charged);
+        self.limits.budget.release(charged);
     }
 }
 
@@ -292,11 +358,16 @@ impl Stream for FlightReader {
         let mut st = this.flight.state.lock();
         let idx = this.pos.checked_sub(st.first);
         if let Some(chunk) = idx.and_then(|i| st.chunks.get(i as usize)).cloned() {
+            // Only a reader at the front can let chunks go: skip the scan over every reader
+            // otherwise (with a thousand followers it would run a thousand times per chunk).
+            let at_front = idx == Some(0);
             this.pos += 1;
             if let Some(r) = st.readers.get_mut(&this.id) {
                 r.pos = this.pos;
             }
-            trim(&mut st);
+            if at_front {
+                trim(&mut st);
+            }
             let filler = st.filler.take();
             drop(st);
             if let Some(w) = filler {
@@ -336,5 +407,103 @@ impl Drop for FlightReader {
         if let Some(w) = filler {
             w.wake();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn limits(window: u64, retain: u64, budget: &Arc<RetainBudget>) -> FlightLimits {
+        FlightLimits {
+            window,
+            retain,
+            budget: budget.clone(),
+        }
+    }
+
+    async fn read_all(reader: FlightReader) -> Vec<u8> {
+        let body = reader.into_body().collect().await.expect("clean end");
+        body.to_vec()
+    }
+
+    #[tokio::test]
+    async fn a_retained_fill_runs_ahead_of_a_reader_that_does_not_read() {
+        let budget = RetainBudget::new(1 << 20);
+        let flight = Flight::new(limits(4, 1 << 20, &budget), false);
+        let idle = flight.join().expect("first reader");
+        // Far more than the 4-byte window, with a reader that reads nothing: every push finds
+        // room because the bytes are retained anyway.
+        for i in 0..100u8 {
+            let room = tokio::time::timeout(Duration::from_secs(1), flight.wait_room()).await;
+            assert_eq!(room, Ok(true), "push {i} waited for the idle reader");
+            flight.push(Bytes::from(vec![i; 8]));
+        }
+        assert_eq!(budget.used(), 800);
+        // A follower arriving now still starts at byte 0.
+        let late = flight.join().expect("start still held");
+        flight.finish(Ok(()));
+        let want: Vec<u8> = (0..100u8).flat_map(|i| [i; 8]).collect();
+        assert_eq!(read_all(late).await, want);
+        assert_eq!(read_all(idle).await, want);
+        drop(flight);
+        assert_eq!(
+            budget.used(),
+            0,
+            "the budget is given back when the flight ends"
+        );
+    }
+
+    #[tokio::test]
+    async fn past_the_retain_limit_the_window_paces_the_fill_and_late_joins_are_refused() {
+        let budget = RetainBudget::new(1 << 20);
+        let flight = Flight::new(limits(16, 32, &budget), false);
+        let mut reader = flight.join().expect("first reader");
+        for _ in 0..5 {
+            assert!(flight.wait_room().await);
+            flight.push(Bytes::from_static(b"12345678"));
+        }
+        // 40 bytes pushed: over the 32-byte retain limit, so the start is no longer kept.
+        assert_eq!(
+            budget.used(),
+            0,
+            "a flight that stops retaining gives its charge back"
+        );
+        // 40 unread bytes > 16-byte window: the fill waits for the reader.
+        let room = tokio::time::timeout(Duration::from_millis(50), flight.wait_room()).await;
+        assert!(room.is_err(), "the fill must wait for its slowest reader");
+        // Nothing is dropped before the reader has read it; once it has, the start is gone.
+        assert!(flight.join().is_some(), "unread chunks are still held");
+        let first = std::future::poll_fn(|cx| std::pin::Pin::new(&mut reader).poll_next(cx)).await;
+        assert_eq!(first.expect("a chunk").expect("no error"), "12345678");
+        assert!(
+            flight.join().is_none(),
+            "the start is gone for late followers"
+        );
+        flight.finish(Ok(()));
+        assert_eq!(read_all(reader).await, b"12345678".repeat(4));
+    }
+
+    #[tokio::test]
+    async fn fills_share_one_retain_budget() {
+        let budget = RetainBudget::new(24);
+        let a = Flight::new(limits(1 << 20, 1 << 20, &budget), false);
+        let b = Flight::new(limits(1 << 20, 1 << 20, &budget), false);
+        let ra = a.join().expect("reader a");
+        let rb = b.join().expect("reader b");
+        a.push(Bytes::from_static(b"aaaaaaaaaaaaaaaa")); // 16 of 24 used
+        b.push(Bytes::from_static(b"bbbbbbbbbbbbbbbb")); // would be 32: b stops retaining
+        assert_eq!(budget.used(), 16);
+        assert!(a.join().is_some(), "a keeps its start");
+        // b still holds its chunk for its reader, but once read it is dropped.
+        a.finish(Ok(()));
+        b.finish(Ok(()));
+        assert_eq!(read_all(rb).await, b"bbbbbbbbbbbbbbbb");
+        assert!(b.join().is_none(), "b's start was dropped once read");
+        assert_eq!(read_all(ra).await, b"aaaaaaaaaaaaaaaa");
+        drop(a);
+        assert_eq!(budget.used(), 0);
     }
 }

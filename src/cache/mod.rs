@@ -51,7 +51,7 @@ pub use fetcher::{Fetched, Fetcher};
 pub use write::CacheWriter;
 
 use self::builder::Config;
-use self::flight::{Flight, FlightLimits, Head};
+use self::flight::{Flight, FlightLimits, Head, RetainBudget};
 use self::keys::{Claim, KeyTable, Usage};
 use crate::entry::{EntryBody, Metadata, StoredEntry};
 use crate::error::{CloseError, Error, StoreError};
@@ -327,6 +327,8 @@ struct Inner {
     workers: WorkerPool,
     probation: Option<Probation>,
     closed: AtomicBool,
+    /// What this cache's fills may retain for late followers, together.
+    retain_budget: Arc<RetainBudget>,
     cfg: Config,
     stats: Stats,
 }
@@ -590,7 +592,19 @@ impl Cache {
         if opts.only_cached {
             return Err(Error::NotCached);
         }
-        self.fill(key, previous, fetcher).await
+        self.fill(key, previous, fetcher, &opts).await
+    }
+
+    /// Whether `meta`, stored in tier `tier`, may be served as fresh under `opts` (without a
+    /// background refresh).
+    fn fresh_for(&self, tier: usize, meta: &Metadata, opts: &GetOptions, now: SystemTime) -> bool {
+        match opts.judge.as_ref().map(|j| (j.0)(meta, now)) {
+            Some(Verdict::Fresh) => true,
+            Some(Verdict::Stale { .. } | Verdict::Validate) => false,
+            Some(Verdict::Default) | None => {
+                !opts.revalidate && meta.is_fresh(now, self.inner.tiers[tier].ttl_for(meta))
+            }
+        }
     }
 
     /// Reads one tier, failing open: errors and timeouts are logged, counted and reported as a
@@ -738,6 +752,7 @@ impl Cache {
         let limits = FlightLimits {
             window: self.inner.cfg.window,
             retain: self.inner.cfg.retain,
+            budget: self.inner.retain_budget.clone(),
         };
         self.inner.keys.claim(key, self.inner.cfg.lock_age, || {
             Flight::new(limits, detached)
@@ -750,9 +765,34 @@ impl Cache {
         key: &str,
         previous: Option<Arc<Metadata>>,
         fetcher: F,
+        opts: &GetOptions,
     ) -> Result<Lookup, Error> {
         match self.claim(key, false) {
             Claim::Lead(flight, usage) => {
+                if previous.is_none() {
+                    // Checked again under the claim: another fill may have committed and let
+                    // go of the key between our tier reads and the claim. Fills now finish at
+                    // the origin's pace, so under load that gap is reachable; without this
+                    // check it costs a second origin call.
+                    if let Some(entry) = self.read_tier(0, key).await {
+                        if self.fresh_for(0, &entry.meta, opts, SystemTime::now()) {
+                            // Anyone who joined meanwhile reads the entry from the store.
+                            flight.set_head(Head::Stored);
+                            flight.finish(Ok(()));
+                            usage.retire(&flight);
+                            drop(usage);
+                            bump(&self.inner.stats.hits[0]);
+                            return Ok(Lookup {
+                                outcome: Outcome::Hit {
+                                    tier: 0,
+                                    stale: false,
+                                },
+                                meta: entry.meta,
+                                body: entry.body,
+                            });
+                        }
+                    }
+                }
                 let reader = flight.join();
                 let (pass_tx, pass_rx) = tokio::sync::oneshot::channel();
                 let this = self.clone();
@@ -802,7 +842,9 @@ impl Cache {
                         }
                     }
                     Head::Failed(e) => Err(Error::Fetch(e.into())),
-                    Head::Pending => Err(Error::FillAbandoned("fill ended without a head".into())),
+                    Head::Pending | Head::Stored => {
+                        Err(Error::FillAbandoned("fill ended without a head".into()))
+                    }
                 }
             }
             Claim::Follow(flight) => self.follow(key, flight, fetcher).await,
@@ -818,21 +860,7 @@ impl Cache {
         let wait = self.inner.cfg.lock_wait;
         let Some(reader) = flight.join() else {
             // The fill's start is gone: wait until it is stored, then read it from the tiers.
-            if tokio::time::timeout(wait, flight.wait_finished())
-                .await
-                .is_ok()
-            {
-                for i in 0..self.inner.tiers.len() {
-                    if let Some(entry) = self.read_tier(i, key).await {
-                        return Ok(Lookup {
-                            outcome: Outcome::Coalesced,
-                            meta: entry.meta,
-                            body: entry.body,
-                        });
-                    }
-                }
-            }
-            return self.fetch_alone(fetcher).await;
+            return self.after_stored(key, &flight, fetcher).await;
         };
         match tokio::time::timeout(wait, flight.head()).await {
             Ok(Head::Body(meta)) => Ok(Lookup {
@@ -846,12 +874,42 @@ impl Cache {
                 self.after_not_modified(key).await
             }
             Ok(Head::Failed(e)) => Err(Error::Fetch(e.into())),
+            Ok(Head::Stored) => {
+                drop(reader);
+                self.after_stored(key, &flight, fetcher).await
+            }
             // Not shareable, or the leader is too slow: fetch on our own, store nothing.
             Ok(Head::Pass) | Ok(Head::Pending) | Err(_) => {
                 drop(reader);
                 self.fetch_alone(fetcher).await
             }
         }
+    }
+
+    /// Waits (at most `lock_wait`) for the flight to end, then reads what it stored; fetches
+    /// alone if nothing is there.
+    async fn after_stored<F: Fetcher>(
+        &self,
+        key: &str,
+        flight: &Flight,
+        fetcher: F,
+    ) -> Result<Lookup, Error> {
+        let wait = self.inner.cfg.lock_wait;
+        if tokio::time::timeout(wait, flight.wait_finished())
+            .await
+            .is_ok()
+        {
+            for i in 0..self.inner.tiers.len() {
+                if let Some(entry) = self.read_tier(i, key).await {
+                    return Ok(Lookup {
+                        outcome: Outcome::Coalesced,
+                        meta: entry.meta,
+                        body: entry.body,
+                    });
+                }
+            }
+        }
+        self.fetch_alone(fetcher).await
     }
 
     /// Fetches without coalescing or storing (the fallback of followers).

@@ -707,7 +707,6 @@ impl CachedCall {
         );
         Ok(res)
     }
-
 }
 
 /// What turns a lookup into a response: the parts of a request's context the answer needs,
