@@ -176,6 +176,28 @@ pub(super) struct Opened {
 /// larger than the tail read costs one more read. Larger bodies are left in the file for the
 /// caller to stream; their crc is checked as they are read.
 pub(super) fn open_entry(path: &Path, tail_hint: usize) -> Result<Opened, ReadFailure> {
+    open_entry_with(path, tail_hint, read_exact_at)
+}
+
+/// [`open_entry`] without waiting for the disk: every read must be served from the page cache
+/// ([`read_cached_at`]), or it fails with [`io::ErrorKind::WouldBlock`] and the caller moves
+/// the whole open to a blocking thread. Opening the file itself may still look the path up on
+/// disk (a hot tier's directories are normally cached).
+pub(super) fn open_entry_cached(path: &Path, tail_hint: usize) -> Result<Opened, ReadFailure> {
+    open_entry_with(path, tail_hint, |file, buf, offset| {
+        if read_cached_at(file, buf, offset)? {
+            Ok(())
+        } else {
+            Err(io::ErrorKind::WouldBlock.into())
+        }
+    })
+}
+
+fn open_entry_with(
+    path: &Path,
+    tail_hint: usize,
+    read_exact_at: impl Fn(&File, &mut [u8], u64) -> io::Result<()>,
+) -> Result<Opened, ReadFailure> {
     let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(ReadFailure::Missing),
@@ -274,6 +296,42 @@ pub(super) fn copy_body(src: &Opened, dst: &mut File) -> io::Result<bool> {
 
 /// Reads exactly `buf.len()` bytes at `offset` without moving a shared cursor, so one open file
 /// can serve concurrent readers.
+/// Fills `buf` from `offset` only if every byte is in the page cache: `Ok(true)` when it was
+/// read, `Ok(false)` when reading would wait for the disk (Linux `preadv2` with `RWF_NOWAIT`),
+/// or always on platforms that cannot tell, so the caller reads on a blocking thread instead.
+/// A file shorter than `offset + buf.len()` is an [`io::ErrorKind::UnexpectedEof`] error.
+pub(super) fn read_cached_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<bool> {
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::io::{preadv2, Errno, ReadWriteFlags};
+        let mut done = 0;
+        while done < buf.len() {
+            let mut slices = [io::IoSliceMut::new(&mut buf[done..])];
+            match preadv2(
+                file,
+                &mut slices,
+                offset + done as u64,
+                ReadWriteFlags::NOWAIT,
+            ) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => done += n,
+                Err(Errno::INTR) => {}
+                // Not cached (AGAIN), or a kernel or file system without RWF_NOWAIT.
+                Err(Errno::AGAIN | Errno::OPNOTSUPP | Errno::NOSYS | Errno::INVAL) => {
+                    return Ok(false)
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(true)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (file, buf, offset);
+        Ok(false)
+    }
+}
+
 pub(super) fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
     #[cfg(unix)]
     {

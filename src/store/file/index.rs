@@ -30,6 +30,10 @@ pub(super) struct Inner {
     pub(super) max_object_size: u64,
     pub(super) fsync: bool,
     pub(super) commit_mode: CommitMode,
+    /// Page-cached hits are opened on the calling task ([`FileStoreBuilder::inline_reads`]).
+    ///
+    /// [`FileStoreBuilder::inline_reads`]: super::FileStoreBuilder::inline_reads
+    pub(super) inline_reads: bool,
     /// Serialise commit, delete, metadata updates and removals per key. Owned guards let a
     /// blocking task keep the lock even when the future that took it is cancelled.
     pub(super) stripes: Box<[Arc<AsyncMutex<()>>]>,

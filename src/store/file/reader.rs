@@ -36,11 +36,16 @@ impl BodyReader {
         }
         let n = (self.end - self.pos).min(CHUNK as u64) as usize;
         let (file, pos) = (Arc::clone(&self.file), self.pos);
-        let read = blocking(move || {
-            let mut buf = vec![0u8; n];
-            format::read_exact_at(&file, &mut buf, pos).map(|()| buf)
-        })
-        .await;
+        let mut buf = vec![0u8; n];
+        // Page-cached bytes are read inline: a hop to a blocking thread costs more than the
+        // copy. Only a read that would wait for the disk takes the hop.
+        let read = match format::read_cached_at(&file, &mut buf, pos) {
+            Ok(true) => Ok(buf),
+            Ok(false) => {
+                blocking(move || format::read_exact_at(&file, &mut buf, pos).map(|()| buf)).await
+            }
+            Err(e) => Err(e),
+        };
         let buf = match read {
             Ok(buf) => buf,
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {

@@ -753,3 +753,85 @@ async fn commit_cancelled_midway_leaves_no_entry_and_no_temp_file() {
     assert!(files_under(dir.path()).is_empty());
     assert_eq!(read(&store, "k").await, None);
 }
+
+#[tokio::test]
+async fn page_cached_hits_are_answered_inline_with_identical_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), 64 << 20).await;
+    let small = pattern(1024, 3);
+    let large = pattern(300_000, 4);
+    put(&store, "small", &small).await;
+    put(&store, "large", &large).await;
+    // Just written, so in the page cache: both open inline.
+    for (key, want) in [("small", &small), ("large", &large)] {
+        let entry = store
+            .try_get_now(key)
+            .expect("answered inline")
+            .expect("no error")
+            .expect("a hit");
+        assert_eq!(entry.meta.etag.as_deref(), Some("\"v1\""));
+        assert_eq!(
+            &entry.body.collect().await.expect("clean body")[..],
+            &want[..]
+        );
+    }
+    // A key the index does not hold is a miss without touching the disk.
+    assert!(matches!(store.try_get_now("absent"), Some(Ok(None))));
+}
+
+#[tokio::test]
+async fn inline_reads_can_be_turned_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::builder(dir.path())
+        .policy(fifo())
+        .inline_reads(false)
+        .open()
+        .await
+        .unwrap();
+    put(&store, "k", b"body").await;
+    assert!(
+        store.try_get_now("k").is_none(),
+        "every read takes the blocking path"
+    );
+    assert_eq!(read(&store, "k").await.as_deref(), Some(&b"body"[..]));
+}
+
+#[tokio::test]
+async fn a_corrupt_file_is_never_served_inline_and_the_full_read_removes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), 64 << 20).await;
+    put(&store, "k", b"small body read in one go").await;
+    let path = entry_path(dir.path(), "k");
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[3] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+    // Inline, the corrupt entry is handed to `get` (which cleans up), never served.
+    assert!(store.try_get_now("k").is_none());
+    assert!(store.get("k").await.unwrap().is_none());
+    assert!(!path.exists());
+    assert!(matches!(store.try_get_now("k"), Some(Ok(None))));
+}
+
+#[test]
+fn cached_reads_fill_the_buffer_or_report_eof() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f");
+    let data = pattern(100_000, 7);
+    std::fs::write(&path, &data).unwrap();
+    let file = std::fs::File::open(&path).unwrap();
+    let mut buf = vec![0u8; 50_000];
+    if super::format::read_cached_at(&file, &mut buf, 25_000).unwrap() {
+        assert_eq!(buf, data[25_000..75_000]);
+    } else {
+        // Only where the platform cannot tell what is cached.
+        assert!(
+            !cfg!(target_os = "linux"),
+            "a just-written file is in the page cache"
+        );
+    }
+    let mut past_end = vec![0u8; 10];
+    let err = super::format::read_cached_at(&file, &mut past_end, 99_995);
+    if cfg!(target_os = "linux") {
+        assert_eq!(err.unwrap_err().kind(), std::io::ErrorKind::UnexpectedEof);
+    }
+}
