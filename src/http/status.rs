@@ -21,7 +21,8 @@ pub(crate) struct CacheStatus {
 
 impl CacheStatus {
     pub(crate) fn to_header(&self) -> HeaderValue {
-        let mut s = String::with_capacity(64);
+        // Rendered on the stack and copied once into the value (one allocation per response).
+        let mut s = StackStr::default();
         s.push_str(CACHE_NAME);
         if self.hit {
             s.push_str("; hit");
@@ -44,7 +45,88 @@ impl CacheStatus {
         if let Some(d) = self.detail {
             let _ = write!(s, "; detail={d}");
         }
-        // Only ASCII tokens and digits are written above.
-        HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static(CACHE_NAME))
+        // Only ASCII tokens and digits are written above; a detail too long for the buffer
+        // (a custom store's name) leaves the bare name rather than a cut field.
+        let value = if s.overflow {
+            None
+        } else {
+            HeaderValue::from_bytes(s.as_bytes()).ok()
+        };
+        value.unwrap_or_else(|| HeaderValue::from_static(CACHE_NAME))
+    }
+}
+
+/// A small fixed buffer for [`CacheStatus::to_header`]: the built-in fields fit in 128 bytes; a
+/// write past the end is refused and remembered (`overflow`) instead of growing the buffer.
+struct StackStr {
+    buf: [u8; 128],
+    len: usize,
+    overflow: bool,
+}
+
+impl Default for StackStr {
+    fn default() -> Self {
+        StackStr {
+            buf: [0; 128],
+            len: 0,
+            overflow: false,
+        }
+    }
+}
+
+impl StackStr {
+    fn push_str(&mut self, s: &str) {
+        let _ = self.write_str(s);
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl Write for StackStr {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        let Some(dst) = self.buf.get_mut(self.len..end) else {
+            self.overflow = true;
+            return Err(std::fmt::Error);
+        };
+        dst.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_field_is_rendered_in_order() {
+        let s = CacheStatus {
+            hit: true,
+            fwd: Some("stale"),
+            fwd_status: Some(304),
+            ttl: Some(-12),
+            stored: true,
+            collapsed: true,
+            detail: Some("memory"),
+        };
+        assert_eq!(
+            s.to_header(),
+            "daramjwee; hit; fwd=stale; fwd-status=304; ttl=-12; stored; collapsed; detail=memory"
+        );
+        assert_eq!(CacheStatus::default().to_header(), "daramjwee");
+    }
+
+    #[test]
+    fn a_detail_too_long_for_the_buffer_leaves_the_bare_name() {
+        let long: &'static str = Box::leak("x".repeat(200).into_boxed_str());
+        let s = CacheStatus {
+            hit: true,
+            detail: Some(long),
+            ..Default::default()
+        };
+        assert_eq!(s.to_header(), CACHE_NAME);
     }
 }
