@@ -1026,4 +1026,44 @@ mod tests {
         assert_eq!(rt.stats().groups, 1);
         assert_eq!(b.runtime().stats().groups, 1);
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shared_slots_hold_under_concurrent_spawns_from_two_groups() {
+        let rt = WorkerRuntime::new(3);
+        let groups = [rt.group(1, 64), rt.group(2, 64)];
+        let active = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let spawners: Vec<_> = groups
+            .iter()
+            .map(|pool| {
+                let (pool, active, peak) = (pool.clone(), active.clone(), peak.clone());
+                tokio::spawn(async move {
+                    let mut accepted = 0u64;
+                    for _ in 0..300 {
+                        let (active, peak) = (active.clone(), peak.clone());
+                        accepted += u64::from(pool.try_spawn(async move {
+                            let now = active.fetch_add(1, Ordering::SeqCst) + 1;
+                            peak.fetch_max(now, Ordering::SeqCst);
+                            tokio::task::yield_now().await;
+                            active.fetch_sub(1, Ordering::SeqCst);
+                        }));
+                        tokio::task::yield_now().await;
+                    }
+                    accepted
+                })
+            })
+            .collect();
+        let mut accepted = Vec::new();
+        for s in spawners {
+            accepted.push(s.await.unwrap());
+        }
+        for (pool, accepted) in groups.iter().zip(accepted) {
+            pool.close(Duration::from_secs(60)).await.unwrap();
+            let s = pool.stats();
+            assert_eq!((s.completed, s.completed + s.dropped), (accepted, 300));
+        }
+        assert!(peak.load(Ordering::SeqCst) <= 3);
+        let s = rt.stats();
+        assert_eq!((s.running, s.waiting), (0, 0));
+    }
 }
