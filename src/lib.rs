@@ -47,4 +47,4 @@ pub use cache::{
 };
 pub use entry::{EntryBody, EntryKind, Metadata, StoredEntry};
 pub use error::{BoxError, CloseError, Error, StoreError};
-pub use worker::{WorkerPool, WorkerStats};
+pub use worker::{RuntimeStats, WorkerPool, WorkerRuntime, WorkerStats};

@@ -1,10 +1,16 @@
-//! The bounded background pool that runs refreshes and cold-tier fills.
+//! The bounded background pools that run refreshes and cold-tier fills, and the runtime they
+//! share.
 //!
-//! Background work is best effort: at most `concurrency` tasks run at once, at most `queue` more
-//! wait, and anything beyond that is dropped and counted rather than queued without bound.
+//! Background work is best effort: at most `concurrency` tasks run at once, a bounded number
+//! more wait, and anything beyond that is dropped and counted rather than queued without bound.
+//! A [`WorkerRuntime`] owns the running slots; each [`WorkerPool`] is one group of it, with its
+//! own queue bound, counters and close/drain, and a weight. When tasks of several groups wait,
+//! freed slots go to the groups in proportion to their weights (stride scheduling), so one busy
+//! cache cannot starve another's refreshes, while a lone busy group may use every slot.
 //! [`WorkerPool::try_spawn`] must never block, never panic and never let one task's panic reach
-//! another task or the pool's counters.
+//! another task or the pool's counters; no lock is held while a waiter is woken.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -13,13 +19,340 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use tokio::sync::{Notify, Semaphore};
+use parking_lot::Mutex;
+use tokio::sync::{oneshot, Notify};
 
 use crate::error::CloseError;
 
-/// A bounded pool of background tasks on the current tokio runtime.
+/// Running slots shared by several [`WorkerPool`]s, handed out by weight.
 ///
-/// Cloning is cheap and clones share the pool.
+/// At most `concurrency` tasks of all its groups run at once. When a slot frees and tasks of
+/// several groups wait, it goes to the group that is furthest behind its weighted share, so
+/// over any busy stretch each waiting group starts tasks in proportion to its weight. A group
+/// that had nothing waiting banks no credit: when it becomes busy again it competes from the
+/// current point, not from where it left off. A group alone uses every slot.
+///
+/// Cloning is cheap and clones share the runtime. Tasks run on the tokio runtime current at
+/// [`WorkerPool::try_spawn`]; this type only decides when they start.
+///
+/// ```
+/// use daramjwee::{Cache, WorkerRuntime};
+/// use std::time::Duration;
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+/// // Four background slots for two caches; `busy` gets three of every four when both wait.
+/// let runtime = WorkerRuntime::new(4);
+/// let busy = Cache::builder().worker_pool(runtime.group(3, 1024)).build();
+/// let quiet = Cache::builder().worker_pool(runtime.group(1, 256)).build();
+/// assert_eq!(runtime.stats().groups, 2);
+///
+/// // Closing one cache drains its group only.
+/// busy.close(Duration::from_secs(5)).await.unwrap();
+/// assert!(quiet.stats().dropped_tasks == 0);
+/// # });
+/// ```
+#[derive(Clone)]
+pub struct WorkerRuntime {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    concurrency: usize,
+    sched: Mutex<Sched>,
+}
+
+/// The scheduler's state. Only short, non-blocking sections run under its lock: nothing is
+/// sent, woken or dropped there (a dropped [`Slot`] would take the lock again).
+struct Sched {
+    /// Slots not held by a task. Invariant: when it is above zero no live waiter is queued.
+    free: usize,
+    /// The pass of the last grant: where a group that becomes busy starts from.
+    vtime: u128,
+    next_group: u64,
+    next_waiter: u64,
+    groups: Vec<GroupSched>,
+}
+
+struct GroupSched {
+    id: u64,
+    /// `STRIDE1 / weight`: how far the group's pass moves per task started.
+    stride: u128,
+    /// The group's virtual time; the waiting group with the lowest pass goes next.
+    pass: u128,
+    waiters: VecDeque<Waiter>,
+}
+
+struct Waiter {
+    id: u64,
+    tx: oneshot::Sender<Slot>,
+}
+
+/// The pass distance of a weight-1 group per task. Large, so that `STRIDE1 / weight` rounds
+/// by a negligible fraction for any `u32` weight; passes are `u128` so they never wrap.
+const STRIDE1: u128 = 1 << 40;
+
+/// A snapshot of a [`WorkerRuntime`]'s slots.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RuntimeStats {
+    /// Most tasks running at once, across all groups.
+    pub concurrency: usize,
+    /// Slots held by tasks now.
+    pub running: usize,
+    /// Tasks waiting for a slot, across all groups (accepted tasks that have not been polled
+    /// yet are not counted).
+    pub waiting: usize,
+    /// Groups alive (pools not yet dropped).
+    pub groups: usize,
+}
+
+impl WorkerRuntime {
+    /// A runtime running at most `concurrency` tasks at once (at least 1), with no groups yet.
+    pub fn new(concurrency: usize) -> WorkerRuntime {
+        let concurrency = concurrency.max(1);
+        WorkerRuntime {
+            shared: Arc::new(Shared {
+                concurrency,
+                sched: Mutex::new(Sched {
+                    free: concurrency,
+                    vtime: 0,
+                    next_group: 0,
+                    next_waiter: 0,
+                    groups: Vec::new(),
+                }),
+            }),
+        }
+    }
+
+    /// A new group: a [`WorkerPool`] whose tasks run on this runtime's slots.
+    ///
+    /// `weight` (0 is taken as 1) is the group's share when several groups wait: a group of
+    /// weight 3 starts three tasks for every one of a group of weight 1. The group accepts at
+    /// most the runtime's concurrency plus `queue` tasks not yet finished; more are dropped and
+    /// counted in the group's own [`WorkerStats`]. The group leaves the runtime when its last
+    /// clone and its last task are gone.
+    pub fn group(&self, weight: u32, queue: usize) -> WorkerPool {
+        let weight = weight.max(1);
+        let id = {
+            let mut s = self.shared.sched.lock();
+            let id = s.next_group;
+            s.next_group += 1;
+            s.groups.push(GroupSched {
+                id,
+                stride: STRIDE1 / u128::from(weight),
+                pass: 0,
+                waiters: VecDeque::new(),
+            });
+            id
+        };
+        let limit = self.shared.concurrency.saturating_add(queue);
+        WorkerPool {
+            inner: Arc::new(PoolInner {
+                runtime: self.shared.clone(),
+                group: id,
+                weight,
+                limit,
+                in_system: AtomicUsize::new(0),
+                running: AtomicUsize::new(0),
+                dropped: AtomicU64::new(0),
+                completed: AtomicU64::new(0),
+                panicked: AtomicU64::new(0),
+                closed: AtomicBool::new(false),
+                drained: Notify::new(),
+            }),
+        }
+    }
+
+    /// Most tasks running at once, across all groups.
+    pub fn concurrency(&self) -> usize {
+        self.shared.concurrency
+    }
+
+    /// A snapshot of the slots.
+    pub fn stats(&self) -> RuntimeStats {
+        let s = self.shared.sched.lock();
+        RuntimeStats {
+            concurrency: self.shared.concurrency,
+            running: self.shared.concurrency - s.free,
+            waiting: s.groups.iter().map(|g| g.waiters.len()).sum(),
+            groups: s.groups.len(),
+        }
+    }
+}
+
+impl fmt::Debug for WorkerRuntime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkerRuntime")
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl Sched {
+    fn group_mut(&mut self, id: u64) -> Option<&mut GroupSched> {
+        self.groups.iter_mut().find(|g| g.id == id)
+    }
+
+    /// Charges `group` for one task start.
+    fn charge(&mut self, group: usize) {
+        let g = &mut self.groups[group];
+        g.pass = g.pass.max(self.vtime);
+        self.vtime = g.pass;
+        g.pass += g.stride;
+        self.free -= 1;
+    }
+
+    /// Hands free slots to waiters, the group with the lowest pass first (ties: the older
+    /// group). The grants are returned to be sent once the lock is released.
+    fn grant(&mut self, shared: &Arc<Shared>, out: &mut Vec<(oneshot::Sender<Slot>, Slot)>) {
+        while self.free > 0 {
+            let next = self
+                .groups
+                .iter()
+                .enumerate()
+                .filter(|(_, g)| !g.waiters.is_empty())
+                .min_by_key(|(_, g)| (g.pass, g.id))
+                .map(|(i, _)| i);
+            let Some(i) = next else { break };
+            let Some(w) = self.groups[i].waiters.pop_front() else {
+                break;
+            };
+            // A waiter dropped without taking its entry out (it is doing so now) is skipped
+            // without charge; one dropped after this check gives the slot back on send.
+            // Dropping a sender whose receiver is gone wakes no one, so it may happen here.
+            if w.tx.is_closed() {
+                continue;
+            }
+            self.charge(i);
+            out.push((
+                w.tx,
+                Slot {
+                    shared: shared.clone(),
+                    armed: true,
+                },
+            ));
+        }
+    }
+}
+
+impl Shared {
+    /// Waits for a running slot for a task of `group`.
+    async fn acquire(self: &Arc<Self>, group: u64) -> Slot {
+        loop {
+            let (id, rx) = {
+                let mut s = self.sched.lock();
+                if s.free > 0 {
+                    if let Some(i) = s.groups.iter().position(|g| g.id == group) {
+                        s.charge(i);
+                        return Slot {
+                            shared: self.clone(),
+                            armed: true,
+                        };
+                    }
+                }
+                let id = s.next_waiter;
+                s.next_waiter += 1;
+                let vtime = s.vtime;
+                let (tx, rx) = oneshot::channel();
+                match s.group_mut(group) {
+                    Some(g) => {
+                        // An idle group banks no credit: it starts from the current pass.
+                        if g.waiters.is_empty() {
+                            g.pass = g.pass.max(vtime);
+                        }
+                        g.waiters.push_back(Waiter { id, tx });
+                    }
+                    // Unreachable: the group lives while its pool does. Run rather than hang.
+                    None => {
+                        return Slot {
+                            shared: self.clone(),
+                            armed: false,
+                        }
+                    }
+                }
+                (id, rx)
+            };
+            let mut wait = WaitGuard {
+                shared: self,
+                group,
+                id,
+                rx: Some(rx),
+            };
+            if let Some(rx) = wait.rx.as_mut() {
+                if let Ok(slot) = rx.await {
+                    wait.rx = None;
+                    return slot;
+                }
+            }
+            // The sender went away without a slot (it cannot, but stay correct): queue again.
+        }
+    }
+
+    /// Gives `n` slots back and hands them on. A grant whose waiter is gone comes back here
+    /// instead of being dropped, so a long line of cancelled waiters does not recurse.
+    fn release(self: &Arc<Self>, mut n: usize) {
+        let mut grants = Vec::new();
+        while n > 0 {
+            {
+                let mut s = self.sched.lock();
+                s.free += n;
+                debug_assert!(s.free <= self.concurrency);
+                s.grant(self, &mut grants);
+            }
+            n = 0;
+            for (tx, slot) in grants.drain(..) {
+                if let Err(mut slot) = tx.send(slot) {
+                    slot.armed = false;
+                    n += 1;
+                }
+            }
+        }
+    }
+}
+
+/// A running slot. Dropping it gives the slot back, wherever that happens: at the end of a
+/// task, or inside a channel whose waiter was dropped after the slot was sent to it.
+struct Slot {
+    shared: Arc<Shared>,
+    armed: bool,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if self.armed {
+            self.shared.release(1);
+        }
+    }
+}
+
+/// A queued waiter. Dropping it before it got a slot takes its entry out of the queue; a slot
+/// already sent to it is freed with the channel, after the lock is released.
+struct WaitGuard<'a> {
+    shared: &'a Arc<Shared>,
+    group: u64,
+    id: u64,
+    rx: Option<oneshot::Receiver<Slot>>,
+}
+
+impl Drop for WaitGuard<'_> {
+    fn drop(&mut self) {
+        let Some(rx) = self.rx.take() else { return };
+        let removed = {
+            let mut s = self.shared.sched.lock();
+            s.group_mut(self.group).and_then(|g| {
+                let at = g.waiters.iter().position(|w| w.id == self.id)?;
+                g.waiters.remove(at)
+            })
+        };
+        drop(removed);
+        drop(rx);
+    }
+}
+
+/// A bounded pool of background tasks: one group of a [`WorkerRuntime`].
+///
+/// [`WorkerPool::new`] makes a pool with a runtime of its own; [`WorkerRuntime::group`] makes
+/// pools that share one. Cloning is cheap and clones share the pool.
 ///
 /// ```
 /// use daramjwee::WorkerPool;
@@ -39,7 +372,9 @@ pub struct WorkerPool {
 }
 
 struct PoolInner {
-    concurrency: usize,
+    runtime: Arc<Shared>,
+    group: u64,
+    weight: u32,
     /// Most tasks accepted and not finished (running + waiting).
     limit: usize,
     /// Accepted and not yet finished. It is the admission counter and the drain condition.
@@ -49,17 +384,24 @@ struct PoolInner {
     completed: AtomicU64,
     panicked: AtomicU64,
     closed: AtomicBool,
-    permits: Semaphore,
     drained: Notify,
+}
+
+impl Drop for PoolInner {
+    fn drop(&mut self) {
+        // Every task holds the pool, so no waiter of this group is left.
+        let mut s = self.runtime.sched.lock();
+        s.groups.retain(|g| g.id != self.group);
+    }
 }
 
 /// A snapshot of a [`WorkerPool`]'s counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct WorkerStats {
-    /// Tasks running now.
+    /// Tasks of this pool running now.
     pub running: usize,
-    /// Tasks accepted and waiting for a free slot.
+    /// Tasks of this pool accepted and waiting for a free slot.
     pub queued: usize,
     /// Tasks refused since the pool was created (pool full, closed, or no runtime).
     pub dropped: u64,
@@ -70,24 +412,10 @@ pub struct WorkerStats {
 }
 
 impl WorkerPool {
-    /// A pool running at most `concurrency` tasks at once (at least 1) with at most `queue`
-    /// more waiting.
+    /// A pool with a runtime of its own: at most `concurrency` tasks at once (at least 1) with
+    /// at most `queue` more waiting.
     pub fn new(concurrency: usize, queue: usize) -> WorkerPool {
-        let concurrency = concurrency.max(1);
-        WorkerPool {
-            inner: Arc::new(PoolInner {
-                concurrency,
-                limit: concurrency.saturating_add(queue),
-                in_system: AtomicUsize::new(0),
-                running: AtomicUsize::new(0),
-                dropped: AtomicU64::new(0),
-                completed: AtomicU64::new(0),
-                panicked: AtomicU64::new(0),
-                closed: AtomicBool::new(false),
-                permits: Semaphore::new(concurrency),
-                drained: Notify::new(),
-            }),
-        }
+        WorkerRuntime::new(concurrency).group(1, queue)
     }
 
     /// Runs `fut` in the background on the current tokio runtime, if the pool has room.
@@ -148,9 +476,21 @@ impl WorkerPool {
         }
     }
 
-    /// Most tasks running at once.
+    /// Most tasks running at once: the runtime's concurrency, which this pool may share.
     pub fn concurrency(&self) -> usize {
-        self.inner.concurrency
+        self.inner.runtime.concurrency
+    }
+
+    /// The pool's share of the runtime when several groups wait.
+    pub fn weight(&self) -> u32 {
+        self.inner.weight
+    }
+
+    /// The runtime this pool is a group of.
+    pub fn runtime(&self) -> WorkerRuntime {
+        WorkerRuntime {
+            shared: self.inner.runtime.clone(),
+        }
     }
 
     /// Whether [`close`](Self::close) was called.
@@ -159,7 +499,7 @@ impl WorkerPool {
     }
 
     /// Stops accepting work and waits until every accepted task has finished, or `timeout`
-    /// passes.
+    /// passes. Other groups of the same runtime are not affected.
     ///
     /// On timeout the tasks keep running and the error says how many were still pending.
     /// Calling it again waits again.
@@ -197,7 +537,8 @@ impl WorkerPool {
 impl fmt::Debug for WorkerPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WorkerPool")
-            .field("concurrency", &self.inner.concurrency)
+            .field("concurrency", &self.inner.runtime.concurrency)
+            .field("weight", &self.inner.weight)
             .field("limit", &self.inner.limit)
             .field("closed", &self.is_closed())
             .field("stats", &self.stats())
@@ -228,9 +569,7 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     let inner = ticket.inner.clone();
-    // The semaphore is never closed, so acquiring only waits; treat an error as a free slot
-    // rather than losing the task.
-    let _permit = inner.permits.acquire().await.ok();
+    let slot = inner.runtime.acquire(inner.group).await;
     inner.running.fetch_add(1, Ordering::SeqCst);
     ticket.running = true;
     // The task's state is dropped with it on panic; nothing of ours is left half-updated.
@@ -243,7 +582,9 @@ where
             tracing::error!("background task panicked");
         }
     }
-    // Release the place (and wake `close`) only after the outcome is counted.
+    // Free the slot, then the place (waking `close`) once the outcome is counted, so a
+    // drained pool holds no slot of the runtime.
+    drop(slot);
     drop(ticket);
 }
 
@@ -448,5 +789,281 @@ mod tests {
             assert_eq!(stats.completed as usize, finished);
             assert_eq!((stats.running, stats.queued), (0, 0));
         }
+    }
+
+    /// Queues `n` tasks on each of `groups` (alternating), each logging its tag when it starts.
+    fn queue_logged(groups: &[(char, &WorkerPool)], n: usize, log: &Arc<Mutex<Vec<char>>>) {
+        for _ in 0..n {
+            for &(tag, pool) in groups {
+                let log = log.clone();
+                assert!(pool.try_spawn(async move { log.lock().push(tag) }));
+            }
+        }
+    }
+
+    /// With the single slot held by a gated task of `holder`, queues 40 tasks on each group,
+    /// frees the slot, and returns the order in which the 80 started.
+    async fn start_order(
+        rt: &WorkerRuntime,
+        holder: &WorkerPool,
+        groups: &[(char, &WorkerPool)],
+    ) -> Vec<char> {
+        let gate = Arc::new(Semaphore::new(0));
+        let (active, peak) = (Arc::default(), Arc::default());
+        assert!(holder.try_spawn(gated(&gate, &active, &peak)));
+        settle(|| rt.stats().running == 1).await;
+        let log = Arc::new(Mutex::new(Vec::new()));
+        queue_logged(groups, 40, &log);
+        settle(|| rt.stats().waiting == 80).await;
+        gate.add_permits(1);
+        settle(|| log.lock().len() == 80).await;
+        let order = log.lock().clone();
+        order
+    }
+
+    #[tokio::test]
+    async fn waiting_groups_share_a_slot_in_proportion_to_their_weights() {
+        let rt = WorkerRuntime::new(1);
+        let heavy = rt.group(3, 100);
+        let light = rt.group(1, 100);
+        let order = start_order(&rt, &light, &[('h', &heavy), ('l', &light)]).await;
+        let heavy_first = order[..40].iter().filter(|&&t| t == 'h').count();
+        assert!(
+            (29..=31).contains(&heavy_first),
+            "{heavy_first} of 40: {order:?}"
+        );
+        // Stride scheduling interleaves: the light group never waits more than 4 starts.
+        let longest_heavy_run = order[..40]
+            .split(|&t| t == 'l')
+            .map(<[char]>::len)
+            .max()
+            .unwrap();
+        assert!(longest_heavy_run <= 4, "{order:?}");
+        assert_eq!(heavy.stats().completed, 40);
+        assert_eq!(light.stats().completed, 41);
+    }
+
+    #[tokio::test]
+    async fn an_idle_group_banks_no_credit() {
+        let rt = WorkerRuntime::new(1);
+        let heavy = rt.group(3, 100);
+        let light = rt.group(1, 100);
+        // The light group runs alone for a while; the heavy group's pass stays behind.
+        let log = Arc::new(Mutex::new(Vec::new()));
+        queue_logged(&[('l', &light)], 60, &log);
+        settle(|| light.stats().completed == 60).await;
+        let order = start_order(&rt, &light, &[('h', &heavy), ('l', &light)]).await;
+        let heavy_first = order[..40].iter().filter(|&&t| t == 'h').count();
+        // Had it banked the idle time, the heavy group would take all of the first 40.
+        assert!(
+            (29..=31).contains(&heavy_first),
+            "{heavy_first} of 40: {order:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_group_drops_its_own_tasks_and_no_other() {
+        let rt = WorkerRuntime::new(2);
+        let full = rt.group(1, 1);
+        let other = rt.group(1, 4);
+        let gate = Arc::new(Semaphore::new(0));
+        let (active, peak) = (Arc::default(), Arc::default());
+        // Limit: the runtime's 2 slots plus a queue of 1.
+        for _ in 0..3 {
+            assert!(full.try_spawn(gated(&gate, &active, &peak)));
+        }
+        assert!(!full.try_spawn(async {}));
+        assert!(!full.try_spawn(async {}));
+        let ran = Arc::new(AtomicUsize::new(0));
+        for _ in 0..6 {
+            let ran = ran.clone();
+            assert!(other.try_spawn(async move {
+                ran.fetch_add(1, Ordering::SeqCst);
+            }));
+        }
+        assert!(!other.try_spawn(async {}), "other's own limit is 2 + 4");
+        assert_eq!((full.stats().dropped, other.stats().dropped), (2, 1));
+        settle(|| rt.stats().waiting == 7).await;
+        // One slot frees: `other` has waited less than `full` has run, so it goes first even
+        // though `full` queued earlier.
+        gate.add_permits(1);
+        settle(|| ran.load(Ordering::SeqCst) >= 1).await;
+        gate.add_permits(2);
+        other.close(Duration::from_secs(60)).await.unwrap();
+        full.close(Duration::from_secs(60)).await.unwrap();
+        assert_eq!(ran.load(Ordering::SeqCst), 6);
+        assert_eq!((full.stats().completed, other.stats().completed), (3, 6));
+        assert_eq!(rt.stats().running, 0);
+    }
+
+    #[test]
+    fn a_waiter_dropped_before_or_after_its_grant_gives_the_slot_back() {
+        let rt = WorkerRuntime::new(1);
+        let pool = rt.group(1, 0);
+        let (shared, group) = (&pool.inner.runtime, pool.inner.group);
+        let first = shared.acquire(group).now_or_never().expect("a free slot");
+        // Dropped while queued: its entry leaves the queue.
+        let mut queued = Box::pin(shared.acquire(group));
+        assert!(queued.as_mut().now_or_never().is_none());
+        assert_eq!(rt.stats().waiting, 1);
+        drop(queued);
+        assert_eq!(rt.stats().waiting, 0);
+        // Dropped after the slot was sent to it, before it was polled again.
+        let mut granted = Box::pin(shared.acquire(group));
+        assert!(granted.as_mut().now_or_never().is_none());
+        drop(first);
+        let s = rt.stats();
+        assert_eq!(
+            (s.running, s.waiting),
+            (1, 0),
+            "the slot went to the waiter"
+        );
+        drop(granted);
+        assert_eq!(rt.stats().running, 0, "and came back when it was dropped");
+        let again = shared.acquire(group).now_or_never();
+        assert!(again.is_some(), "the slot can be taken again");
+    }
+
+    #[test]
+    fn tasks_dropped_with_their_tokio_runtime_give_every_slot_back() {
+        let rt = WorkerRuntime::new(2);
+        let a = rt.group(1, 16);
+        let b = rt.group(2, 16);
+        let gate = Arc::new(Semaphore::new(0));
+        let (active, peak) = (Arc::default(), Arc::default());
+        let tokio_rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        tokio_rt.block_on(async {
+            for _ in 0..8 {
+                assert!(a.try_spawn(gated(&gate, &active, &peak)));
+                assert!(b.try_spawn(gated(&gate, &active, &peak)));
+            }
+            settle(|| rt.stats().waiting == 14).await;
+        });
+        assert_eq!(rt.stats().running, 2);
+        // Drops every task: the running ones free their slots, which are handed to waiters that
+        // are dropped in turn.
+        drop(tokio_rt);
+        let s = rt.stats();
+        assert_eq!((s.running, s.waiting), (0, 0));
+        for p in [&a, &b] {
+            let s = p.stats();
+            assert_eq!((s.running, s.queued), (0, 0));
+        }
+        // Later work runs at full concurrency again.
+        let tokio_rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        tokio_rt.block_on(async {
+            let gate = Arc::new(Semaphore::new(0));
+            let (active, peak) = (Arc::new(AtomicUsize::new(0)), Arc::default());
+            for _ in 0..6 {
+                assert!(a.try_spawn(gated(&gate, &active, &peak)));
+            }
+            settle(|| active.load(Ordering::SeqCst) == 2).await;
+            gate.add_permits(6);
+            a.close(Duration::from_secs(60)).await.unwrap();
+            assert_eq!(a.stats().completed, 6);
+        });
+    }
+
+    #[tokio::test]
+    async fn closing_one_group_drains_it_and_leaves_the_other_working() {
+        let rt = WorkerRuntime::new(2);
+        let closing = rt.group(1, 8);
+        let staying = rt.group(1, 8);
+        let gate = Arc::new(Semaphore::new(0));
+        let (active, peak) = (Arc::default(), Arc::default());
+        for _ in 0..4 {
+            assert!(closing.try_spawn(gated(&gate, &active, &peak)));
+        }
+        let closer = {
+            let pool = closing.clone();
+            tokio::spawn(async move { pool.close(Duration::from_secs(3600)).await })
+        };
+        settle(|| closing.is_closed()).await;
+        assert!(!closing.try_spawn(async {}), "closed");
+        assert!(!staying.is_closed());
+        let ran = Arc::new(AtomicUsize::new(0));
+        for _ in 0..3 {
+            let ran = ran.clone();
+            assert!(staying.try_spawn(async move {
+                ran.fetch_add(1, Ordering::SeqCst);
+            }));
+        }
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!closer.is_finished(), "close returned with work pending");
+        gate.add_permits(4);
+        closer.await.unwrap().unwrap();
+        assert_eq!(closing.stats().completed, 4);
+        settle(|| ran.load(Ordering::SeqCst) == 3).await;
+        // The other group still takes work, and may use every slot.
+        let gate = Arc::new(Semaphore::new(0));
+        let (active, peak) = (Arc::new(AtomicUsize::new(0)), Arc::default());
+        for _ in 0..4 {
+            assert!(staying.try_spawn(gated(&gate, &active, &peak)));
+        }
+        settle(|| active.load(Ordering::SeqCst) == 2).await;
+        gate.add_permits(4);
+        staying.close(Duration::from_secs(60)).await.unwrap();
+        assert_eq!(staying.stats().completed, 7);
+        assert_eq!((closing.stats().dropped, staying.stats().dropped), (1, 0));
+    }
+
+    #[test]
+    fn a_group_leaves_the_runtime_when_its_pool_is_dropped() {
+        let rt = WorkerRuntime::new(2);
+        let a = rt.group(0, 1);
+        assert_eq!(a.weight(), 1, "weight 0 is taken as 1");
+        let b = rt.group(5, 1);
+        assert_eq!((b.weight(), b.concurrency()), (5, 2));
+        assert_eq!(rt.stats().groups, 2);
+        drop(a);
+        assert_eq!(rt.stats().groups, 1);
+        assert_eq!(b.runtime().stats().groups, 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shared_slots_hold_under_concurrent_spawns_from_two_groups() {
+        let rt = WorkerRuntime::new(3);
+        let groups = [rt.group(1, 64), rt.group(2, 64)];
+        let active = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let spawners: Vec<_> = groups
+            .iter()
+            .map(|pool| {
+                let (pool, active, peak) = (pool.clone(), active.clone(), peak.clone());
+                tokio::spawn(async move {
+                    let mut accepted = 0u64;
+                    for _ in 0..300 {
+                        let (active, peak) = (active.clone(), peak.clone());
+                        accepted += u64::from(pool.try_spawn(async move {
+                            let now = active.fetch_add(1, Ordering::SeqCst) + 1;
+                            peak.fetch_max(now, Ordering::SeqCst);
+                            tokio::task::yield_now().await;
+                            active.fetch_sub(1, Ordering::SeqCst);
+                        }));
+                        tokio::task::yield_now().await;
+                    }
+                    accepted
+                })
+            })
+            .collect();
+        let mut accepted = Vec::new();
+        for s in spawners {
+            accepted.push(s.await.unwrap());
+        }
+        for (pool, accepted) in groups.iter().zip(accepted) {
+            pool.close(Duration::from_secs(60)).await.unwrap();
+            let s = pool.stats();
+            assert_eq!((s.completed, s.completed + s.dropped), (accepted, 300));
+        }
+        assert!(peak.load(Ordering::SeqCst) <= 3);
+        let s = rt.stats();
+        assert_eq!((s.running, s.waiting), (0, 0));
     }
 }

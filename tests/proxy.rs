@@ -692,6 +692,90 @@ async fn sites_route_by_prefix_to_their_own_upstream_and_cache() {
     assert_eq!(v["sites"]["b"]["misses"], 2, "{v}");
 }
 
+/// Polls `/stats` (bounded) until `site` has committed `n` fills.
+async fn wait_fills(c: &TestClient, admin: SocketAddr, site: &str, n: u64) -> serde_json::Value {
+    for _ in 0..1000 {
+        let v: serde_json::Value =
+            serde_json::from_slice(&get(c, admin, "/stats").await.body).unwrap();
+        if v["sites"][site]["fills_committed"].as_u64() >= Some(n) {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("site `{site}` never committed {n} fills");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weighted_sites_share_one_background_runtime() {
+    let (a, origin_a) = serve_origin("from-a").await;
+    let (b, origin_b) = serve_origin("from-b").await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("weighted.toml");
+    // Default cold tiers (files under --data-dir): each hot fill is copied down by a
+    // background task, so both sites' groups of the shared runtime must run work.
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+            workers = 2
+
+            [defaults]
+            hot = "memory:8MiB"
+            queue = 64
+
+            [[site]]
+            name = "a"
+            prefix = "/a"
+            strip_prefix = true
+            upstream = "http://{a}"
+            weight = 3
+
+            [[site]]
+            name = "b"
+            upstream = "http://{b}"
+            queue = 16
+            "#
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_daramjwee"))
+        .args(["--config", cfg.to_str().unwrap(), "--check"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("workers = 2 (shared by all sites)"), "{text}");
+    assert!(
+        text.contains("site a: ") && text.contains("weight=3 queue=64"),
+        "{text}"
+    );
+    assert!(
+        text.contains("site b: ") && text.contains("weight=1 queue=16"),
+        "{text}"
+    );
+
+    let proxy = Proxy::start(&["--config", cfg.to_str().unwrap()]);
+    let c = client();
+    for i in 0..4 {
+        assert_eq!(
+            get(&c, proxy.addr, &format!("/a/x{i}")).await.text(),
+            "from-a"
+        );
+        assert_eq!(
+            get(&c, proxy.addr, &format!("/y{i}")).await.text(),
+            "from-b"
+        );
+    }
+    // Four hot fills and four background cold copies per site.
+    let v = wait_fills(&c, proxy.admin, "a", 8).await;
+    let v_b = wait_fills(&c, proxy.admin, "b", 8).await;
+    assert_eq!(v["sites"]["a"]["dropped_tasks"], 0, "{v}");
+    assert_eq!(v_b["sites"]["b"]["dropped_tasks"], 0, "{v_b}");
+    assert_eq!(get(&c, proxy.addr, "/a/x0").await.text(), "from-a");
+    assert_eq!(origin_a.calls.load(Ordering::SeqCst), 4);
+    assert_eq!(origin_b.calls.load(Ordering::SeqCst), 4);
+}
+
 #[cfg(feature = "object-store")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn object_store_cold_tier_serves_after_a_restart() {
@@ -746,6 +830,18 @@ fn bad_configuration_exits_2_with_a_clear_message() {
         "[[site]]\nname = \"a\"\nupstrem = \"http://127.0.0.1:1\"\n",
     )
     .unwrap();
+    let weight0 = dir.path().join("weight0.toml");
+    std::fs::write(
+        &weight0,
+        "[[site]]\nname = \"a\"\nupstream = \"http://127.0.0.1:1\"\nweight = 0\n",
+    )
+    .unwrap();
+    let site_workers = dir.path().join("site-workers.toml");
+    std::fs::write(
+        &site_workers,
+        "[[site]]\nname = \"a\"\nupstream = \"http://127.0.0.1:1\"\nworkers = 8\n",
+    )
+    .unwrap();
     let cases: Vec<(Vec<String>, &str)> = vec![
         (vec![], "no upstream"),
         (
@@ -791,6 +887,23 @@ fn bad_configuration_exits_2_with_a_clear_message() {
             "cannot read",
         ),
         (vec!["--no-such-flag".into()], "--no-such-flag"),
+        (
+            vec!["--config".into(), weight0.to_str().unwrap().into()],
+            "site `a`: weight: 0 is not in 1..=1000",
+        ),
+        (
+            vec!["--config".into(), site_workers.to_str().unwrap().into()],
+            "set `workers = N` at the top level",
+        ),
+        (
+            vec![
+                "--upstream".into(),
+                "http://h".into(),
+                "--workers".into(),
+                "0".into(),
+            ],
+            "workers: 0 is not in 1..=1024",
+        ),
     ];
     for (args, expect) in cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();

@@ -70,6 +70,8 @@ impl Freshness {
 #[must_use]
 pub struct CacheBuilder {
     tiers: Vec<(Arc<dyn Store>, Option<Freshness>)>,
+    /// A pool given by [`worker_pool`](Self::worker_pool), used instead of a private one.
+    pool: Option<WorkerPool>,
     pub(super) cfg: Config,
 }
 
@@ -95,6 +97,7 @@ impl Default for CacheBuilder {
     fn default() -> Self {
         CacheBuilder {
             tiers: Vec::new(),
+            pool: None,
             cfg: Config {
                 name: "default".to_owned(),
                 freshness: Freshness::default(),
@@ -189,9 +192,30 @@ impl CacheBuilder {
     }
 
     /// Background pool: at most `concurrency` refreshes and cold copies run at once, and at most
-    /// `queue` wait; more are dropped and counted (default 4 and 1024).
+    /// `queue` wait; more are dropped and counted (default 4 and 1024). The pool is the
+    /// cache's own; it replaces a pool given by [`worker_pool`](Self::worker_pool) before.
     pub fn workers(mut self, concurrency: usize, queue: usize) -> Self {
         self.cfg.workers = (concurrency.max(1), queue);
+        self.pool = None;
+        self
+    }
+
+    /// Runs background work on `pool` instead of a pool of the cache's own, typically a group
+    /// of a [`WorkerRuntime`](crate::WorkerRuntime) that several caches share by weight.
+    /// Replaces [`workers`](Self::workers) set before.
+    ///
+    /// [`Cache::close`] closes the pool, so give each cache its own group.
+    ///
+    /// ```
+    /// use daramjwee::{Cache, WorkerRuntime};
+    ///
+    /// let runtime = WorkerRuntime::new(8);
+    /// let images = Cache::builder().name("images").worker_pool(runtime.group(3, 1024)).build();
+    /// let api = Cache::builder().name("api").worker_pool(runtime.group(1, 256)).build();
+    /// # let _ = (images, api);
+    /// ```
+    pub fn worker_pool(mut self, pool: WorkerPool) -> Self {
+        self.pool = Some(pool);
         self
     }
 
@@ -254,6 +278,9 @@ impl CacheBuilder {
                 .push((Arc::new(MemStore::new(DEFAULT_HOT_BYTES)), None));
         }
         let cfg = self.cfg;
+        let workers = self
+            .pool
+            .unwrap_or_else(|| WorkerPool::new(cfg.workers.0, cfg.workers.1));
         let tiers: Box<[Tier]> = self
             .tiers
             .into_iter()
@@ -274,7 +301,7 @@ impl CacheBuilder {
                 stats: Stats::new(tiers.len()),
                 tiers,
                 keys: KeyTable::new(),
-                workers: WorkerPool::new(cfg.workers.0, cfg.workers.1),
+                workers,
                 probation,
                 closed: Default::default(),
                 retain_budget: RetainBudget::new(cfg.retain_total),

@@ -58,7 +58,7 @@ pub struct Cli {
     /// Freshness of stored 404/410 responses under `origin-trusting` [default: 5s].
     #[arg(long, value_name = "DURATION")]
     pub negative_ttl: Option<String>,
-    /// Background refreshes and cold copies running at once, per site [default: 4].
+    /// Background refreshes and cold copies running at once, shared by all sites [default: 4].
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
     /// Background tasks waiting, per site; more are dropped and counted [default: 1024].
@@ -93,6 +93,7 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     drain_timeout: Option<String>,
     close_timeout: Option<String>,
+    workers: Option<usize>,
     #[serde(default)]
     defaults: SiteOpts,
     #[serde(default)]
@@ -110,7 +111,9 @@ struct SiteOpts {
     policy: Option<String>,
     ttl: Option<String>,
     negative_ttl: Option<String>,
-    workers: Option<usize>,
+    /// Refused with a pointer to the top-level `workers` and per-site `weight`.
+    workers: Option<toml::Value>,
+    weight: Option<i64>,
     queue: Option<usize>,
     connect_timeout: Option<String>,
     upstream_timeout: Option<String>,
@@ -138,7 +141,9 @@ struct SiteFile {
     policy: Option<String>,
     ttl: Option<String>,
     negative_ttl: Option<String>,
-    workers: Option<usize>,
+    /// Refused with a pointer to the top-level `workers` and per-site `weight`.
+    workers: Option<toml::Value>,
+    weight: Option<i64>,
     queue: Option<usize>,
     connect_timeout: Option<String>,
     upstream_timeout: Option<String>,
@@ -166,6 +171,7 @@ impl SiteFile {
             ttl: or(&self.ttl, &d.ttl),
             negative_ttl: or(&self.negative_ttl, &d.negative_ttl),
             workers: or(&self.workers, &d.workers),
+            weight: or(&self.weight, &d.weight),
             queue: or(&self.queue, &d.queue),
             connect_timeout: or(&self.connect_timeout, &d.connect_timeout),
             upstream_timeout: or(&self.upstream_timeout, &d.upstream_timeout),
@@ -205,6 +211,8 @@ pub struct Settings {
     pub drain_timeout: Duration,
     /// Bound on waiting for background cache work at shutdown.
     pub close_timeout: Duration,
+    /// Background tasks running at once, shared by all sites.
+    pub workers: usize,
     /// Sites, in the order written.
     pub sites: Vec<SiteSettings>,
 }
@@ -232,8 +240,10 @@ pub struct SiteSettings {
     pub eviction: PolicyKind,
     /// Caching rules.
     pub mode: PolicyMode,
-    /// Background pool size and queue bound.
-    pub workers: (usize, usize),
+    /// The site's share of the shared background runtime when several sites wait for it.
+    pub weight: u32,
+    /// Background tasks of this site waiting beyond the runtime's slots; more are dropped.
+    pub queue: usize,
     /// Upstream connect timeout.
     pub connect_timeout: Duration,
     /// Upstream response-head timeout.
@@ -295,6 +305,11 @@ const DEFAULT_ADMIN: &str = "127.0.0.1:9090";
 const DEFAULT_DATA_DIR: &str = "./daramjwee-data";
 const DEFAULT_HOT: &str = "memory:256MiB";
 const DEFAULT_COLD_BYTES: u64 = 1 << 30;
+/// Largest `weight`: beyond a thousand to one a share is indistinguishable from none.
+const MAX_WEIGHT: u32 = 1000;
+const PER_SITE_WORKERS: &str = "workers: background slots are shared by all sites now; set \
+     `workers = N` at the top level of the file (or --workers) and give this site a `weight` \
+     (its share when sites compete) and a `queue`";
 
 impl Settings {
     /// Reads the file named by `--config` (if any), merges the flags over it and validates.
@@ -352,14 +367,20 @@ impl Settings {
             policy: cli.policy.clone(),
             ttl: cli.ttl.clone(),
             negative_ttl: cli.negative_ttl.clone(),
-            workers: cli.workers,
             queue: cli.queue,
             connect_timeout: cli.connect_timeout.clone(),
             upstream_timeout: cli.upstream_timeout.clone(),
             idle_timeout: cli.idle_timeout.clone(),
             ..Default::default()
         };
+        if file.defaults.workers.is_some() {
+            return err(format!("[defaults] {PER_SITE_WORKERS}"));
+        }
         let defaults = flags.opts_over(&file.defaults);
+        let workers = cli.workers.or(file.workers).unwrap_or(4);
+        if workers == 0 || workers > 1024 {
+            return err(format!("workers: {workers} is not in 1..=1024"));
+        }
 
         let site_files = if file.site.is_empty() {
             vec![SiteFile {
@@ -385,6 +406,7 @@ impl Settings {
             admin,
             drain_timeout,
             close_timeout,
+            workers,
             sites,
         })
     }
@@ -496,10 +518,14 @@ fn validate_site(
             ))
         }
     };
-    let workers = o.workers.unwrap_or(4);
-    if workers == 0 || workers > 1024 {
-        return err(format!("workers: {workers} is not in 1..=1024"));
+    if o.workers.is_some() {
+        return err(PER_SITE_WORKERS);
     }
+    let weight = o.weight.unwrap_or(1);
+    let weight = match u32::try_from(weight) {
+        Ok(w @ 1..=MAX_WEIGHT) => w,
+        _ => return err(format!("weight: {weight} is not in 1..={MAX_WEIGHT}")),
+    };
     let queue = o.queue.unwrap_or(1024);
     Ok(SiteSettings {
         name: name.to_string(),
@@ -512,7 +538,8 @@ fn validate_site(
         cold,
         eviction,
         mode,
-        workers: (workers, queue),
+        weight,
+        queue,
         connect_timeout: dur_or(
             "connect_timeout",
             o.connect_timeout.as_ref(),
@@ -885,5 +912,57 @@ mod tests {
         .unwrap();
         let e = Settings::merge(&cli(&[]), file).unwrap_err();
         assert!(e.0.contains("already used"), "{e}");
+    }
+
+    #[test]
+    fn shared_workers_and_site_weights_resolve_with_defaults() {
+        let toml = r#"
+            workers = 6
+            [defaults]
+            upstream = "http://127.0.0.1:1"
+            cold = "none"
+            queue = 100
+            [[site]]
+            name = "a"
+            prefix = "/a"
+            weight = 3
+            queue = 10
+            [[site]]
+            name = "b"
+            "#;
+        let s = Settings::merge(&cli(&[]), toml::from_str(toml).unwrap()).unwrap();
+        assert_eq!(s.workers, 6);
+        assert_eq!((s.sites[0].weight, s.sites[0].queue), (3, 10));
+        assert_eq!((s.sites[1].weight, s.sites[1].queue), (1, 100));
+        let s = Settings::merge(&cli(&["--workers", "9"]), toml::from_str(toml).unwrap()).unwrap();
+        assert_eq!(s.workers, 9, "the flag overrides the file");
+        let s = Settings::load(&cli(&["--upstream", "http://h"])).unwrap();
+        assert_eq!(
+            (s.workers, s.sites[0].weight, s.sites[0].queue),
+            (4, 1, 1024)
+        );
+    }
+
+    #[test]
+    fn per_site_workers_and_out_of_range_weights_are_refused() {
+        let load = |toml: &str| {
+            let file: FileConfig = toml::from_str(toml).unwrap();
+            Settings::merge(&cli(&[]), file).unwrap_err().0
+        };
+        let e = load("[[site]]\nname = \"a\"\nupstream = \"http://h\"\nworkers = 8\n");
+        assert!(e.starts_with("site `a`: workers:"), "{e}");
+        assert!(e.contains("top level") && e.contains("`weight`"), "{e}");
+        let e = load("[defaults]\nupstream = \"http://h\"\nworkers = 8\n");
+        assert!(e.starts_with("[defaults] workers:"), "{e}");
+        for (w, shown) in [("0", "0"), ("1001", "1001"), ("-2", "-2")] {
+            let e = load(&format!(
+                "[[site]]\nname = \"a\"\nupstream = \"http://h\"\nweight = {w}\n"
+            ));
+            assert_eq!(e, format!("site `a`: weight: {shown} is not in 1..=1000"));
+        }
+        let e = load("workers = 0\n[defaults]\nupstream = \"http://h\"\n");
+        assert_eq!(e, "workers: 0 is not in 1..=1024");
+        let e = Settings::load(&cli(&["--upstream", "http://h", "--workers", "2000"])).unwrap_err();
+        assert_eq!(e.0, "workers: 2000 is not in 1..=1024");
     }
 }

@@ -74,15 +74,18 @@ async fn run(settings: Settings) -> Result<(), String> {
             None
         }
     };
+    // One background runtime for every site: each site's cache is a weighted group of it.
+    let workers = daramjwee::WorkerRuntime::new(settings.workers);
     let mut sites = Vec::with_capacity(settings.sites.len());
     for s in &settings.sites {
         let name = s.name.clone();
-        let site = Site::open(s.clone())
+        let site = Site::open(s.clone(), &workers)
             .await
             .map_err(|e| format!("site `{name}`: {e}"))?;
         tracing::info!(
             site = %name,
             upstream = %s.upstream,
+            weight = s.weight,
             hot = %s.hot,
             cold = %s.cold.as_ref().map_or("none".into(), |c| c.to_string()),
             "site ready"
@@ -178,9 +181,10 @@ fn print_settings(s: &Settings) {
         s.admin.map_or("off".to_string(), |a| a.to_string())
     );
     println!("drain_timeout = {:?}", s.drain_timeout);
+    println!("workers = {} (shared by all sites)", s.workers);
     for site in &s.sites {
         println!(
-            "site {}: host={} prefix={} upstream={} hot={} cold={} eviction={} policy={:?} workers={}/{}",
+            "site {}: host={} prefix={} upstream={} hot={} cold={} eviction={} policy={:?} weight={} queue={}",
             site.name,
             site.host.as_deref().unwrap_or("*"),
             site.prefix,
@@ -189,8 +193,8 @@ fn print_settings(s: &Settings) {
             site.cold.as_ref().map_or("none".into(), |c| c.to_string()),
             site.eviction.name(),
             site.mode,
-            site.workers.0,
-            site.workers.1,
+            site.weight,
+            site.queue,
         );
     }
 }

@@ -1,6 +1,7 @@
 //! Sites, the request router, and the proxy listener with graceful shutdown.
 //!
-//! Each site owns a [`Cache`] and an [`Upstream`]; the router picks a site per request (by
+//! Each site owns a [`Cache`] and an [`Upstream`]; the caches' background work runs on one
+//! [`WorkerRuntime`], each site a group of it with its own weight and queue. The router picks a site per request (by
 //! `Host`, then by the longest path prefix) and calls the site's cache service. The listener
 //! speaks HTTP/1.1 and h2c (prior knowledge) on one port, and on shutdown stops accepting, lets
 //! in-flight exchanges finish within a bound, and then returns. Nothing here parses cache
@@ -18,7 +19,7 @@ use bytes::Bytes;
 use daramjwee::eviction::PolicyKind;
 use daramjwee::http::{default_key, CacheBody, CacheLayer, CacheService};
 use daramjwee::store::{FileStore, MemStore, Store};
-use daramjwee::Cache;
+use daramjwee::{Cache, WorkerRuntime};
 use http::request::Parts;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
@@ -64,11 +65,12 @@ impl std::fmt::Debug for Site {
 }
 
 impl Site {
-    /// Opens the site's tiers and builds its service.
-    pub async fn open(settings: SiteSettings) -> Result<Site, String> {
+    /// Opens the site's tiers and builds its service; its background work is a group of
+    /// `workers` with the site's weight and queue.
+    pub async fn open(settings: SiteSettings, workers: &WorkerRuntime) -> Result<Site, String> {
         let mut builder = Cache::builder()
             .name(settings.name.clone())
-            .workers(settings.workers.0, settings.workers.1)
+            .worker_pool(workers.group(settings.weight, settings.queue))
             .idle_timeout(settings.idle_timeout);
         if let Some(age) = settings.lock_age {
             builder = builder.lock_age(age);
