@@ -11,7 +11,6 @@ mod common;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -265,6 +264,10 @@ async fn a_full_disk_fails_open_stores_nothing_partial_and_recovers_when_space_i
         rig.cache.stats()
     );
     assert_no_temp_files(&cache_dir).await;
+    eprintln!(
+        "disk full: {kept} of {smalls} small objects stored, {} store errors, every body intact",
+        rig.cache.stats().store_errors
+    );
 
     // 3. Every committed file reads back whole after a restart (nothing partial was renamed
     // into place).
