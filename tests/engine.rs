@@ -611,6 +611,9 @@ async fn a_fill_committed_between_the_lookup_and_the_claim_is_served_not_fetched
         }
     );
     assert_eq!(again.body.collect().await.unwrap(), "stored once");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
 /// Regression (found by the disk-full test): a reader that has every declared byte may drop
 /// its body before the origin's end of stream arrives. The fill was then taken for orphaned
 /// and abandoned, so a body larger than the stream window was never stored.
