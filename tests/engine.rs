@@ -616,11 +616,15 @@ async fn a_fill_committed_between_the_lookup_and_the_claim_is_served_not_fetched
 
 /// Regression (found by the disk-full test): a reader that has every declared byte may drop
 /// its body before the origin's end of stream arrives. The fill was then taken for orphaned
-/// and abandoned, so a body larger than the stream window was never stored.
+/// and abandoned, so a body larger than the stream window (and than what fills retain for
+/// late followers) was never stored.
 #[tokio::test]
 async fn a_reader_leaving_after_the_declared_length_does_not_abandon_the_fill() {
     use futures_util::StreamExt;
-    let cache = Cache::builder().stream_window(64 << 10).build();
+    let cache = Cache::builder()
+        .stream_window(64 << 10)
+        .follower_retain(0)
+        .build();
     let calls = Arc::new(AtomicUsize::new(0));
     let body: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 251) as u8).collect();
     let mut got = cache
