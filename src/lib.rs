@@ -41,6 +41,12 @@ pub mod metrics;
 pub mod store;
 pub mod worker;
 
+/// Entry points for the cargo-fuzz targets in `fuzz/`: not a public API, may change at any time.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+#[path = "fuzz.rs"]
+pub mod __fuzz;
+
 pub use cache::{
     Cache, CacheBuilder, CacheStats, CacheWriter, ColdFill, Fetched, Fetcher, Freshness,
     GetOptions, Judge, Lookup, Outcome, Promotion, Verdict,

@@ -613,3 +613,46 @@ async fn a_fill_committed_between_the_lookup_and_the_claim_is_served_not_fetched
     assert_eq!(again.body.collect().await.unwrap(), "stored once");
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
+
+/// Regression (found by the disk-full test): a reader that has every declared byte may drop
+/// its body before the origin's end of stream arrives. The fill was then taken for orphaned
+/// and abandoned, so a body larger than the stream window (and than what fills retain for
+/// late followers) was never stored.
+#[tokio::test]
+async fn a_reader_leaving_after_the_declared_length_does_not_abandon_the_fill() {
+    use futures_util::StreamExt;
+    let cache = Cache::builder()
+        .stream_window(64 << 10)
+        .follower_retain(0)
+        .build();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let body: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 251) as u8).collect();
+    let mut got = cache
+        .get("k", counting_origin(&calls, body.clone()))
+        .await
+        .unwrap();
+    let mut read = Vec::new();
+    while read.len() < body.len() {
+        read.extend_from_slice(&got.body.next().await.unwrap().unwrap());
+    }
+    assert_eq!(read, body);
+    // Like hyper does once Content-Length bytes are sent: drop without waiting for the end.
+    drop(got);
+    let hot = cache.tier_store(0).unwrap();
+    let mut stored = false;
+    for _ in 0..200 {
+        if hot.head("k").await.unwrap().is_some() {
+            stored = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        stored,
+        "a complete body was not stored: {:?}",
+        cache.stats()
+    );
+    let hit = cache.get("k", never()).await.unwrap();
+    assert_eq!(hit.body.collect().await.unwrap(), body);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}

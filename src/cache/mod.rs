@@ -1134,7 +1134,10 @@ impl Cache {
         let declared = meta.content_length;
         let mut received: u64 = 0;
         loop {
-            if !flight.wait_room().await {
+            // A reader that has every declared byte may leave before the origin's end of
+            // stream (hyper drops a body once Content-Length is sent): the body is complete,
+            // so the fill goes on to its end and commits.
+            if !flight.wait_room().await && declared != Some(received) {
                 return Err("every reader left; fill abandoned".into());
             }
             let chunk = match tokio::time::timeout(cfg.idle_timeout, body.next()).await {

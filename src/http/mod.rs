@@ -28,10 +28,10 @@ mod handle;
 mod key;
 mod layer;
 pub mod policy;
-mod range;
+pub(crate) mod range;
 mod service;
 mod status;
-mod vary;
+pub(crate) mod vary;
 
 pub use body::CacheBody;
 pub use future::ResponseFuture;
