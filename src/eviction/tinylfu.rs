@@ -2,17 +2,20 @@
 //! Policy", ACM ToS 2017), the design behind Caffeine, with byte weights.
 //!
 //! New entries enter a small LRU *window* (1% of the capacity in bytes). When the window is over
-//! its share, its least recent entry (the candidate) duels the main region's victim: the one a
-//! count-min sketch says was accessed less often is evicted, and a winning candidate joins the
-//! main region. The main region is a segmented LRU: *probation* for newcomers, *protected*
-//! (80% of the main share) for entries hit while in probation.
+//! its share, its least recent entry (the candidate) moves to the main region if it fits there;
+//! otherwise it duels the main region's victim, and the one a count-min sketch says was accessed
+//! less often is evicted. A candidate that wins stays at the window's tail and duels the next
+//! victim, until it fits: like Caffeine's eviction of weighted entries, a heavy candidate must
+//! out-count every entry it displaces, not just the first. The main region is a segmented LRU:
+//! *probation* for newcomers, *protected* (80% of the main share) for entries hit while in
+//! probation.
 //!
 //! The sketch has four rows of saturating 4-bit counts (stored in bytes), 16 counters per row
 //! for each tracked entry; it is halved after ten samples per counter so that old popularity
-//! fades, and grows with the number of tracked entries (growing forgets the counts, which
-//! happens once per doubling). Its hashing is fixed,
-//! not random, so replays are reproducible; ids are expected to be digests of keys, and
-//! raising a victim's count needs a collision in all four rows.
+//! fades, and grows with the number of tracked entries. Growing keeps what it learned: the
+//! wider table starts as copies of the narrower one, so every id's estimate is unchanged.
+//! Its hashing is fixed, not random, so replays are reproducible; ids are expected to be
+//! digests of keys, and raising a victim's count needs a collision in all four rows.
 //! This module must never let the sketch decide anything but duels: `len()` and `weight()`
 //! count only tracked entries.
 
@@ -67,16 +70,27 @@ impl Sketch {
         }
     }
 
-    /// Grows the sketch to `WIDTH_PER_ENTRY` counters per row for each of `entries`; the counts
-    /// start over.
+    /// Grows the sketch to `WIDTH_PER_ENTRY` counters per row for each of `entries`, keeping
+    /// every estimate.
+    ///
+    /// Widths are powers of two and a slot is `hash & (width - 1)`, so an id's slot in the wider
+    /// row, reduced modulo the old width, is its old slot: filling each wider row with copies of
+    /// the old one gives every id the counts it had. (Starting over instead forgot everything
+    /// learned while the cache warmed up; on the replay trace at 1 GiB that cost 15% more
+    /// misses.) Collisions counted in the narrow table stay counted until halving fades them.
     fn reserve(&mut self, entries: usize) {
         let entries = entries.saturating_mul(WIDTH_PER_ENTRY);
         if entries <= self.width {
             return;
         }
+        let (old, old_width) = (std::mem::take(&mut self.counters), self.width);
         self.width = entries.next_power_of_two();
-        self.counters = vec![0; ROWS * self.width];
-        self.samples = 0;
+        self.counters = Vec::with_capacity(ROWS * self.width);
+        for row in old.chunks_exact(old_width) {
+            for _ in 0..self.width / old_width {
+                self.counters.extend_from_slice(row);
+            }
+        }
     }
 
     fn slots(&self, id: u64) -> [usize; ROWS] {
@@ -261,6 +275,8 @@ impl EvictionPolicy for TinyLfu {
 
     fn evict(&mut self) -> Option<u64> {
         // Each pass either returns or moves one entry out of the window, so this terminates.
+        // A candidate that wins a duel stays in the window (its tail) until it fits in main, so
+        // the next call makes it duel the next victim.
         while self.window_weight > self.window_target {
             let candidate = self.window.tail;
             let w = self.slab.get(candidate).weight;
@@ -274,13 +290,12 @@ impl EvictionPolicy for TinyLfu {
             }
             let cand_freq = self.sketch.estimate(self.slab.get(candidate).id);
             let victim_freq = self.sketch.estimate(self.slab.get(victim).id);
-            if cand_freq > victim_freq {
-                let evicted = self.drop_slot(victim);
-                self.unlink(candidate);
-                self.link(candidate, Region::Probation);
-                return Some(evicted);
-            }
-            return Some(self.drop_slot(candidate));
+            let evicted = if cand_freq > victim_freq {
+                victim
+            } else {
+                candidate
+            };
+            return Some(self.drop_slot(evicted));
         }
         let victim = match self.main_victim() {
             NIL => self.window.tail,
@@ -311,6 +326,11 @@ mod tests {
             cap in 0u64..2000,
         ) {
             model::check(TinyLfu::new(cap), &ops)?;
+        }
+
+        #[test]
+        fn tinylfu_store_never_exceeds_its_byte_capacity(ops in model::ops(), cap in 0u64..2000) {
+            model::check_bounded(TinyLfu::new(cap), cap, &ops)?;
         }
     }
 
@@ -353,7 +373,9 @@ mod tests {
         // As above, after the first evict probation holds 2 3 (oldest first).
         // Id 5 was seen three times before (e.g. filled and removed), so inserting it makes its
         // sketch 4. Window = 85 bytes; 20 + 85 > 99, so 5 duels probation's oldest, 2
-        // (sketch 1): 4 > 1, 2 is evicted and 5 joins probation.
+        // (sketch 1): 4 > 1, 2 is evicted and 5 stays at the window's tail.
+        // The next evict: 10 + 85 <= 99, so 5 moves to probation (3 5), the window is within
+        // its byte, and main's victim, probation's oldest, 3, is evicted.
         let mut p = TinyLfu::new(100);
         for id in 1..=3 {
             p.insert(id, 10);
@@ -364,8 +386,38 @@ mod tests {
         }
         p.insert(5, 85);
         assert_eq!(p.evict(), Some(2));
+        assert_eq!(p.slab.get(p.index[&5]).region, Region::Window);
+        assert_eq!(p.evict(), Some(3));
         assert_eq!(p.slab.get(p.index[&5]).region, Region::Probation);
-        assert_eq!((p.len(), p.weight()), (2, 95));
+        assert_eq!((p.len(), p.weight()), (1, 85));
+    }
+
+    #[test]
+    fn tinylfu_heavy_candidate_must_beat_every_victim_it_displaces() {
+        // Capacity 100: window 1 byte, main 99. Insert 9 (4 bytes), 1, 2, 3 (30 each); evict():
+        // all four move to probation (94 <= 99), then probation's oldest, 9, is evicted.
+        // Probation, oldest first: 1 2 3 (90 bytes); sketch 1 each, then 2 is raised to 5.
+        // Insert 5 (60 bytes), seen twice before: sketch 3.
+        // evict(): 90 + 60 > 99, duel with 1: 3 > 1, so 1 is evicted; 5 stays in the window.
+        // evict(): 60 + 60 > 99, duel with 2: 3 > 5 is false, so 5 is evicted.
+        // (Moving 5 to main after its first win, as this policy once did, evicted 2 next: the
+        // most frequent entry paid for a candidate that beat only a cold one.)
+        let mut p = TinyLfu::new(100);
+        p.insert(9, 4);
+        for id in 1..=3 {
+            p.insert(id, 30);
+        }
+        assert_eq!(p.evict(), Some(9));
+        for _ in 0..4 {
+            p.sketch.increment(2);
+        }
+        for _ in 0..2 {
+            p.sketch.increment(5);
+        }
+        p.insert(5, 60);
+        assert_eq!(p.evict(), Some(1));
+        assert_eq!(p.evict(), Some(5));
+        assert_eq!(drain(&mut p), vec![2, 3]);
     }
 
     #[test]
@@ -404,13 +456,31 @@ mod tests {
     }
 
     #[test]
-    fn sketch_grows_with_tracked_entries_and_starts_over() {
+    fn sketch_growth_keeps_every_estimate() {
+        // 64 counters per row; 5 entries need 80, so the rows double to 128 counters, each
+        // filled with two copies of the old row: ids keep their counts, unseen ids stay at 0.
         let mut s = Sketch::new();
-        s.increment(1);
+        for _ in 0..3 {
+            s.increment(1);
+        }
+        for _ in 0..5 {
+            s.increment(2);
+        }
         s.reserve(MIN_WIDTH / WIDTH_PER_ENTRY);
-        assert_eq!(s.estimate(1), 1);
+        assert_eq!(s.width, MIN_WIDTH);
         s.reserve(MIN_WIDTH / WIDTH_PER_ENTRY + 1);
-        assert_eq!((s.width, s.estimate(1)), (2 * MIN_WIDTH, 0));
+        assert_eq!(s.width, 2 * MIN_WIDTH);
+        assert_eq!((s.estimate(1), s.estimate(2), s.estimate(3)), (3, 5, 0));
+        // Counting goes on in the wider table, and the halving period grew with it:
+        // 8 samples so far, halving at 10 * 128 = 1280.
+        s.increment(1);
+        assert_eq!(s.estimate(1), 4);
+        for _ in 0..(SAMPLES_PER_COUNTER * 2 * MIN_WIDTH - 10) {
+            s.increment(7);
+        }
+        assert_eq!(s.estimate(2), 5);
+        s.increment(7);
+        assert_eq!((s.estimate(1), s.estimate(2)), (2, 2));
     }
 
     #[test]
