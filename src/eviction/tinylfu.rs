@@ -2,13 +2,10 @@
 //! Policy", ACM ToS 2017), the design behind Caffeine, with byte weights.
 //!
 //! New entries enter a small LRU *window* (1% of the capacity in bytes). When the window is over
-//! its share, its least recent entry (the candidate) moves to the main region if it fits there;
-//! otherwise it duels the main region's victim, and the one a count-min sketch says was accessed
-//! less often is evicted. A candidate that wins stays at the window's tail and duels the next
-//! victim, until it fits: like Caffeine's eviction of weighted entries, a heavy candidate must
-//! out-count every entry it displaces, not just the first. The main region is a segmented LRU:
-//! *probation* for newcomers, *protected* (80% of the main share) for entries hit while in
-//! probation.
+//! its share, its least recent entry (the candidate) duels the main region's victim: the one a
+//! count-min sketch says was accessed less often is evicted, and a winning candidate joins the
+//! main region. The main region is a segmented LRU: *probation* for newcomers, *protected*
+//! (80% of the main share) for entries hit while in probation.
 //!
 //! The sketch has four rows of saturating 4-bit counts (stored in bytes), 16 counters per row
 //! for each tracked entry; it is halved after ten samples per counter so that old popularity
@@ -275,8 +272,6 @@ impl EvictionPolicy for TinyLfu {
 
     fn evict(&mut self) -> Option<u64> {
         // Each pass either returns or moves one entry out of the window, so this terminates.
-        // A candidate that wins a duel stays in the window (its tail) until it fits in main, so
-        // the next call makes it duel the next victim.
         while self.window_weight > self.window_target {
             let candidate = self.window.tail;
             let w = self.slab.get(candidate).weight;
@@ -290,12 +285,13 @@ impl EvictionPolicy for TinyLfu {
             }
             let cand_freq = self.sketch.estimate(self.slab.get(candidate).id);
             let victim_freq = self.sketch.estimate(self.slab.get(victim).id);
-            let evicted = if cand_freq > victim_freq {
-                victim
-            } else {
-                candidate
-            };
-            return Some(self.drop_slot(evicted));
+            if cand_freq > victim_freq {
+                let evicted = self.drop_slot(victim);
+                self.unlink(candidate);
+                self.link(candidate, Region::Probation);
+                return Some(evicted);
+            }
+            return Some(self.drop_slot(candidate));
         }
         let victim = match self.main_victim() {
             NIL => self.window.tail,
@@ -373,9 +369,7 @@ mod tests {
         // As above, after the first evict probation holds 2 3 (oldest first).
         // Id 5 was seen three times before (e.g. filled and removed), so inserting it makes its
         // sketch 4. Window = 85 bytes; 20 + 85 > 99, so 5 duels probation's oldest, 2
-        // (sketch 1): 4 > 1, 2 is evicted and 5 stays at the window's tail.
-        // The next evict: 10 + 85 <= 99, so 5 moves to probation (3 5), the window is within
-        // its byte, and main's victim, probation's oldest, 3, is evicted.
+        // (sketch 1): 4 > 1, 2 is evicted and 5 joins probation.
         let mut p = TinyLfu::new(100);
         for id in 1..=3 {
             p.insert(id, 10);
@@ -386,38 +380,44 @@ mod tests {
         }
         p.insert(5, 85);
         assert_eq!(p.evict(), Some(2));
-        assert_eq!(p.slab.get(p.index[&5]).region, Region::Window);
-        assert_eq!(p.evict(), Some(3));
         assert_eq!(p.slab.get(p.index[&5]).region, Region::Probation);
-        assert_eq!((p.len(), p.weight()), (1, 85));
+        assert_eq!((p.len(), p.weight()), (2, 95));
     }
 
     #[test]
-    fn tinylfu_heavy_candidate_must_beat_every_victim_it_displaces() {
-        // Capacity 100: window 1 byte, main 99. Insert 9 (4 bytes), 1, 2, 3 (30 each); evict():
-        // all four move to probation (94 <= 99), then probation's oldest, 9, is evicted.
-        // Probation, oldest first: 1 2 3 (90 bytes); sketch 1 each, then 2 is raised to 5.
-        // Insert 5 (60 bytes), seen twice before: sketch 3.
-        // evict(): 90 + 60 > 99, duel with 1: 3 > 1, so 1 is evicted; 5 stays in the window.
-        // evict(): 60 + 60 > 99, duel with 2: 3 > 5 is false, so 5 is evicted.
-        // (Moving 5 to main after its first win, as this policy once did, evicted 2 next: the
-        // most frequent entry paid for a candidate that beat only a cold one.)
-        let mut p = TinyLfu::new(100);
-        p.insert(9, 4);
-        for id in 1..=3 {
-            p.insert(id, 30);
+    fn tinylfu_remembers_counts_learnt_before_the_sketch_grew() {
+        // Capacity 1000: window 10 bytes, main 990. Insert 1..=9 (100 bytes each); right after
+        // inserting 2, count it 3 more times (sketch 4). The sketch starts at 64 counters per
+        // row and grows at the 5th entry (80 > 64) and the 9th (144 > 128) to 256; the counts
+        // survive both growths.
+        // evict(): 1..=9 move to probation (900 <= 990), then its oldest, 1, is evicted.
+        // Insert 10 (200 bytes, seen twice before: sketch 3): 800 + 200 > 990, so it duels
+        // probation's oldest, 2: 3 > 4 is false and 10 is evicted. (A sketch that started over
+        // when it grew would have counted 2 as 0 and evicted it.)
+        // Insert 11 (200 bytes, seen four times before: sketch 5): 5 > 4, so 2 is evicted.
+        let mut p = TinyLfu::new(1000);
+        for id in 1..=9 {
+            p.insert(id, 100);
+            if id == 2 {
+                for _ in 0..3 {
+                    p.sketch.increment(2);
+                }
+            }
         }
-        assert_eq!(p.evict(), Some(9));
-        for _ in 0..4 {
-            p.sketch.increment(2);
-        }
-        for _ in 0..2 {
-            p.sketch.increment(5);
-        }
-        p.insert(5, 60);
+        assert_eq!((p.sketch.width, p.sketch.estimate(2)), (256, 4));
         assert_eq!(p.evict(), Some(1));
-        assert_eq!(p.evict(), Some(5));
-        assert_eq!(drain(&mut p), vec![2, 3]);
+        for _ in 0..2 {
+            p.sketch.increment(10);
+        }
+        p.insert(10, 200);
+        assert_eq!(p.evict(), Some(10));
+        for _ in 0..4 {
+            p.sketch.increment(11);
+        }
+        p.insert(11, 200);
+        assert_eq!(p.evict(), Some(2));
+        assert_eq!(p.slab.get(p.index[&11]).region, Region::Probation);
+        assert_eq!((p.len(), p.weight()), (8, 900));
     }
 
     #[test]
