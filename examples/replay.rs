@@ -1,8 +1,11 @@
 //! Replays cache workloads through daramjwee's eviction policies and prints their miss ratios.
 //!
 //! ```text
-//! cargo run --release --example replay -- [--trace PATH] [--quick] [--keys N] [--requests N] [--plot PATH]
+//! cargo run --release --example replay -- [--trace PATH] [--quick] [--trace-only] [--keys N] [--requests N] [--plot PATH]
 //! ```
+//!
+//! `--trace-only` skips the Zipf workloads and always prints the miss counts at libCacheSim's
+//! reference sizes (a fast check, about a minute, while working on a policy for the trace).
 //!
 //! Workloads: the CloudPhysics block-I/O trace in libCacheSim's `oracleGeneral` format (objects
 //! weighted by their size in bytes; default path `../shared/traces/cloudPhysicsIO.oracleGeneral.bin`
@@ -397,6 +400,7 @@ fn zipf(alpha: f64, keys: usize, requests: usize, seed: u64) -> Workload {
 struct Args {
     trace: PathBuf,
     quick: bool,
+    trace_only: bool,
     keys: usize,
     requests: usize,
     plot: Option<PathBuf>,
@@ -406,6 +410,7 @@ fn parse_args() -> Result<Args, String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut trace = root.join("../shared/traces/cloudPhysicsIO.oracleGeneral.bin");
     let mut quick = false;
+    let mut trace_only = false;
     let mut keys = None;
     let mut requests = None;
     let mut plot = None;
@@ -415,13 +420,15 @@ fn parse_args() -> Result<Args, String> {
         match arg.as_str() {
             "--trace" => trace = PathBuf::from(value("--trace")?),
             "--quick" => quick = true,
+            "--trace-only" => trace_only = true,
             "--keys" => keys = Some(value("--keys")?.parse().map_err(|e| format!("{e}"))?),
             "--requests" => {
                 requests = Some(value("--requests")?.parse().map_err(|e| format!("{e}"))?)
             }
             "--plot" => plot = Some(PathBuf::from(value("--plot")?)),
             "-h" | "--help" => return Err(
-                "usage: replay [--trace PATH] [--quick] [--keys N] [--requests N] [--plot PATH]"
+                "usage: replay [--trace PATH] [--quick] [--trace-only] [--keys N] [--requests N] \
+                 [--plot PATH]"
                     .into(),
             ),
             other => return Err(format!("unknown argument {other:?}")),
@@ -432,7 +439,7 @@ fn parse_args() -> Result<Args, String> {
     } else {
         (500_000, 5_000_000)
     };
-    if plot.is_none() && !quick {
+    if plot.is_none() && !quick && !trace_only {
         plot = Some(root.join("docs/eviction-miss-ratio.png"));
     }
     let (keys, requests) = (
@@ -445,6 +452,7 @@ fn parse_args() -> Result<Args, String> {
     Ok(Args {
         trace,
         quick,
+        trace_only,
         keys,
         requests,
         plot,
@@ -544,7 +552,11 @@ fn main() {
     let mut all = Vec::new();
     println!(
         "## Miss ratios ({} run: Zipf {} keys x {} requests, seed fixed)",
-        if args.quick { "quick" } else { "full" },
+        match (args.trace_only, args.quick) {
+            (true, _) => "trace-only",
+            (false, true) => "quick",
+            (false, false) => "full",
+        },
         args.keys,
         args.requests
     );
@@ -553,7 +565,7 @@ fn main() {
             let r = replay(&trace, &[0.001, 0.003, 0.01, 0.03, 0.1, 0.3]);
             print_table(&r, "miss ratio", Stats::miss_ratio);
             print_table(&r, "byte miss ratio", Stats::byte_miss_ratio);
-            if !args.quick {
+            if !args.quick || args.trace_only {
                 print_reference(&trace);
             }
             all.push(r);
@@ -564,7 +576,12 @@ fn main() {
             args.trace.display()
         ),
     }
-    for (i, alpha) in [0.7, 0.9, 1.0].into_iter().enumerate() {
+    let alphas: &[f64] = if args.trace_only {
+        &[]
+    } else {
+        &[0.7, 0.9, 1.0]
+    };
+    for (i, &alpha) in alphas.iter().enumerate() {
         let w = zipf(alpha, args.keys, args.requests, 0x5eed_0000 + i as u64);
         eprintln!("{}: working set {} keys", w.name, w.working_set);
         let r = replay(&w, &FRACTIONS);

@@ -334,6 +334,47 @@ pub(super) mod model {
         prop_assert_eq!((policy.len(), policy.weight()), (0, 0));
         Ok(())
     }
+
+    /// Replays `ops` as a store of `cap` bytes drives a policy: an insert heavier than the whole
+    /// store is refused, any other insert (or weight update) is followed by evictions while the
+    /// policy is over `cap`, and victims leave the store. After every step the policy's weight
+    /// is within `cap` and equals the store's sum of live weights exactly.
+    pub(crate) fn check_bounded(
+        mut policy: impl EvictionPolicy,
+        cap: u64,
+        ops: &[Op],
+    ) -> Result<(), TestCaseError> {
+        let mut live: HashMap<u64, u64> = HashMap::new();
+        for op in ops {
+            match *op {
+                Op::Insert(id, w) if w <= cap => {
+                    policy.insert(id, w);
+                    live.insert(id, w);
+                }
+                Op::Insert(..) => {}
+                Op::Touch(id) => policy.touch(id),
+                Op::Remove(id) => {
+                    policy.remove(id);
+                    live.remove(&id);
+                }
+                Op::Evict => {
+                    if let Some(id) = policy.evict() {
+                        prop_assert!(live.remove(&id).is_some(), "evicted dead id {id}");
+                    }
+                }
+            }
+            while policy.weight() > cap {
+                let victim = policy.evict();
+                prop_assert!(victim.is_some(), "over capacity with nothing to evict");
+                let id = victim.unwrap_or_default();
+                prop_assert!(live.remove(&id).is_some(), "evicted dead id {id}");
+            }
+            prop_assert!(policy.weight() <= cap);
+            prop_assert_eq!(policy.weight(), live.values().sum::<u64>());
+            prop_assert_eq!(policy.len(), live.len());
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -345,6 +386,11 @@ mod tests {
         #[test]
         fn lru_random_ops_keep_accounting_and_drain_exactly(ops in model::ops()) {
             model::check(Lru::new(), &ops)?;
+        }
+
+        #[test]
+        fn lru_store_never_exceeds_its_byte_capacity(ops in model::ops(), cap in 0u64..2000) {
+            model::check_bounded(Lru::new(), cap, &ops)?;
         }
     }
 

@@ -275,6 +275,11 @@ mod tests {
         fn s3fifo_random_ops_keep_accounting_and_drain_exactly(ops in model::ops(), cap in 0u64..2000) {
             model::check(S3Fifo::new(cap), &ops)?;
         }
+
+        #[test]
+        fn s3fifo_store_never_exceeds_its_byte_capacity(ops in model::ops(), cap in 0u64..2000) {
+            model::check_bounded(S3Fifo::new(cap), cap, &ops)?;
+        }
     }
 
     fn drain(p: &mut impl EvictionPolicy) -> Vec<u64> {

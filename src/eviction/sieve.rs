@@ -132,6 +132,11 @@ mod tests {
         fn sieve_random_ops_keep_accounting_and_drain_exactly(ops in model::ops()) {
             model::check(Sieve::new(), &ops)?;
         }
+
+        #[test]
+        fn sieve_store_never_exceeds_its_byte_capacity(ops in model::ops(), cap in 0u64..2000) {
+            model::check_bounded(Sieve::new(), cap, &ops)?;
+        }
     }
 
     fn drain(p: &mut impl EvictionPolicy) -> Vec<u64> {
