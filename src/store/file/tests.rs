@@ -121,6 +121,13 @@ fn disk_bytes(dir: &Path) -> u64 {
         .sum()
 }
 
+/// Flips bits of the byte at `at` in the file at `path` (corruption behind the store's back).
+fn flip_byte(path: &Path, at: usize, mask: u8) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[at] ^= mask;
+    std::fs::write(path, &bytes).unwrap();
+}
+
 fn entry_path(dir: &Path, key: &str) -> PathBuf {
     Loc::of(key).path(&dir.join("objects"))
 }
@@ -221,10 +228,8 @@ async fn corrupt_trailer_is_a_miss_and_the_file_is_removed() {
     for (key, at_end) in [("record", 40), ("footer", 10)] {
         put(&store, key, &pattern(200_000, 1)).await;
         let path = entry_path(dir.path(), key);
-        let mut bytes = std::fs::read(&path).unwrap();
-        let i = bytes.len() - at_end;
-        bytes[i] ^= 0x20;
-        std::fs::write(&path, &bytes).unwrap();
+        let len = std::fs::metadata(&path).unwrap().len() as usize;
+        flip_byte(&path, len - at_end, 0x20);
         assert!(store.head(key).await.unwrap().is_none(), "{key}");
         assert!(!path.exists(), "{key}: corrupt file still on disk");
         assert_eq!(read(&store, key).await, None);
@@ -240,9 +245,7 @@ async fn flipped_body_byte_ends_the_stream_with_an_error() {
     let body = pattern(300_000, 9);
     put(&store, "k", &body).await;
     let path = entry_path(dir.path(), "k");
-    let mut bytes = std::fs::read(&path).unwrap();
-    bytes[150_000] ^= 1;
-    std::fs::write(&path, &bytes).unwrap();
+    flip_byte(&path, 150_000, 1);
 
     let mut stream = store
         .get("k")
@@ -270,9 +273,7 @@ async fn flipped_byte_in_a_small_body_is_a_miss() {
     let store = open(dir.path(), 64 << 20).await;
     put(&store, "k", b"small body read in one go").await;
     let path = entry_path(dir.path(), "k");
-    let mut bytes = std::fs::read(&path).unwrap();
-    bytes[3] ^= 1;
-    std::fs::write(&path, &bytes).unwrap();
+    flip_byte(&path, 3, 1);
     assert!(store.get("k").await.unwrap().is_none());
     assert!(!path.exists());
 }
@@ -545,9 +546,7 @@ async fn update_metadata_of_a_corrupt_body_drops_the_entry() {
     let store = open(dir.path(), 64 << 20).await;
     put(&store, "k", &pattern(200_000, 6)).await;
     let path = entry_path(dir.path(), "k");
-    let mut bytes = std::fs::read(&path).unwrap();
-    bytes[1000] ^= 1;
-    std::fs::write(&path, &bytes).unwrap();
+    flip_byte(&path, 1000, 1);
     assert!(!store.update_metadata("k", meta()).await.unwrap());
     assert!(files_under(dir.path()).is_empty());
     assert_eq!(store.used_bytes(), Some(0));
@@ -802,9 +801,7 @@ async fn a_corrupt_file_is_never_served_inline_and_the_full_read_removes_it() {
     let store = open(dir.path(), 64 << 20).await;
     put(&store, "k", b"small body read in one go").await;
     let path = entry_path(dir.path(), "k");
-    let mut bytes = std::fs::read(&path).unwrap();
-    bytes[3] ^= 1;
-    std::fs::write(&path, &bytes).unwrap();
+    flip_byte(&path, 3, 1);
     // Inline, the corrupt entry is handed to `get` (which cleans up), never served.
     assert!(store.try_get_now("k").is_none());
     assert!(store.get("k").await.unwrap().is_none());
