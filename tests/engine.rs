@@ -532,18 +532,53 @@ async fn a_write_started_before_a_prefix_purge_cannot_bring_its_key_back() {
     );
 }
 
-/// A memory store whose next `get` misses once, as a read that ran just before another fill
-/// committed would (the race is injected; the store is otherwise real).
+/// A memory store with two injected faults: its next `get` can be made to miss once (as a read
+/// that ran just before another fill committed would), and its commits can be held until the
+/// test lets them go (a slow `fsync` or upload). Otherwise it is a real `MemStore`.
 #[derive(Debug)]
-struct MissOnce {
+struct Injected {
     inner: MemStore,
     miss_next: std::sync::atomic::AtomicBool,
+    hold_commits: std::sync::atomic::AtomicBool,
+    commit_gate: Arc<tokio::sync::Semaphore>,
+}
+
+impl Injected {
+    fn new() -> Arc<Injected> {
+        Arc::new(Injected {
+            inner: MemStore::new(1 << 20),
+            miss_next: false.into(),
+            hold_commits: false.into(),
+            commit_gate: Arc::new(tokio::sync::Semaphore::new(0)),
+        })
+    }
+}
+
+struct GatedWriter {
+    inner: Box<dyn daramjwee::store::StoreWriter>,
+    gate: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 #[async_trait::async_trait]
-impl Store for MissOnce {
+impl daramjwee::store::StoreWriter for GatedWriter {
+    async fn write(&mut self, chunk: Bytes) -> Result<(), daramjwee::StoreError> {
+        self.inner.write(chunk).await
+    }
+    async fn commit(self: Box<Self>) -> Result<(), daramjwee::StoreError> {
+        if let Some(gate) = &self.gate {
+            gate.acquire().await.expect("gate open").forget();
+        }
+        self.inner.commit().await
+    }
+    fn written(&self) -> u64 {
+        self.inner.written()
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for Injected {
     fn name(&self) -> &'static str {
-        "miss-once"
+        "injected"
     }
     async fn get(
         &self,
@@ -562,7 +597,14 @@ impl Store for MissOnce {
         key: &str,
         meta: Metadata,
     ) -> Result<Box<dyn daramjwee::store::StoreWriter>, daramjwee::StoreError> {
-        self.inner.put(key, meta).await
+        let gate = self
+            .hold_commits
+            .load(Ordering::SeqCst)
+            .then(|| self.commit_gate.clone());
+        Ok(Box::new(GatedWriter {
+            inner: self.inner.put(key, meta).await?,
+            gate,
+        }))
     }
     async fn update_metadata(
         &self,
@@ -581,10 +623,7 @@ impl Store for MissOnce {
 
 #[tokio::test]
 async fn a_fill_committed_between_the_lookup_and_the_claim_is_served_not_fetched_again() {
-    let store = Arc::new(MissOnce {
-        inner: MemStore::new(1 << 20),
-        miss_next: false.into(),
-    });
+    let store = Injected::new();
     let cache = Cache::builder()
         .tier(store.clone(), None)
         .default_ttl(Duration::from_secs(60))
@@ -655,4 +694,77 @@ async fn a_reader_leaving_after_the_declared_length_does_not_abandon_the_fill() 
     let hit = cache.get("k", never()).await.unwrap();
     assert_eq!(hit.body.collect().await.unwrap(), body);
     assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn readers_end_with_the_whole_body_while_the_commit_is_still_running() {
+    let store = Injected::new();
+    store.hold_commits.store(true, Ordering::SeqCst);
+    let cache = Cache::builder()
+        .tier(store.clone(), None)
+        .default_ttl(Duration::from_secs(60))
+        .build();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let first = cache
+        .get("k", counting_origin(&calls, "whole body"))
+        .await
+        .unwrap();
+    // The commit is held (a slow fsync or upload), yet the body ends, cleanly and whole.
+    let body = tokio::time::timeout(Duration::from_secs(5), first.body.collect())
+        .await
+        .expect("the reader must not wait for the commit");
+    assert_eq!(body.unwrap(), "whole body");
+    assert!(
+        store.inner.get("k").await.unwrap().is_none(),
+        "not committed yet"
+    );
+    // A request meanwhile joins the fill (not finished until committed): no second fetch.
+    let joined = cache
+        .get("k", counting_origin(&calls, "second"))
+        .await
+        .unwrap();
+    assert_eq!(joined.outcome, Outcome::Coalesced);
+    assert_eq!(joined.body.collect().await.unwrap(), "whole body");
+    store.commit_gate.add_permits(1);
+    for _ in 0..100 {
+        if store.inner.get("k").await.unwrap().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let hit = cache.get("k", never()).await.unwrap();
+    assert_eq!(
+        hit.outcome,
+        Outcome::Hit {
+            tier: 0,
+            stale: false
+        }
+    );
+    assert_eq!(hit.body.collect().await.unwrap(), "whole body");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn close_waits_for_a_commit_that_outlives_its_reader() {
+    let store = Injected::new();
+    store.hold_commits.store(true, Ordering::SeqCst);
+    let cache = Cache::builder().tier(store.clone(), None).build();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let miss = cache
+        .get("k", counting_origin(&calls, "body"))
+        .await
+        .unwrap();
+    assert_eq!(miss.body.collect().await.unwrap(), "body");
+    // The commit is held: close reports it as pending instead of returning as if drained.
+    let err = cache
+        .close(Duration::from_millis(100))
+        .await
+        .expect_err("a commit is still running");
+    assert!(err.pending >= 1, "{err}");
+    store.commit_gate.add_permits(1);
+    cache.close(Duration::from_secs(5)).await.unwrap();
+    assert!(
+        store.inner.get("k").await.unwrap().is_some(),
+        "close returned only after the commit"
+    );
 }

@@ -68,6 +68,9 @@ struct State {
     next_reader: u64,
     /// `Some(Ok)` after a clean end, `Some(Err)` after a failure.
     end: Option<Result<(), String>>,
+    /// Set once every byte of a body that checked out (its declared length) is in the log:
+    /// readers end cleanly then, while the fill goes on to commit.
+    body_complete: bool,
     /// Woken when readers advance (the filler waits for room) or leave.
     filler: Option<Waker>,
     /// A background fill keeps going with no reader.
@@ -145,6 +148,7 @@ impl Flight {
                 readers: HashMap::new(),
                 next_reader: 0,
                 end: None,
+                body_complete: false,
                 filler: None,
                 detached,
             }),
@@ -276,6 +280,15 @@ impl Flight {
         self.wake_readers();
     }
 
+    /// Marks the body complete: every byte is pushed and the body checked out, so readers may
+    /// end cleanly now, before the fill's commit (an `fsync`, an upload) is done. Whatever the
+    /// commit's outcome, what they read is the whole, verified body. Followers waiting for the
+    /// stored entry still wait for [`finish`](Self::finish).
+    pub(crate) fn complete_body(&self) {
+        self.state.lock().body_complete = true;
+        self.wake_readers();
+    }
+
     /// Ends the flight. The first call wins.
     pub(crate) fn finish(&self, result: Result<(), String>) {
         {
@@ -374,6 +387,9 @@ impl Stream for FlightReader {
                 w.wake();
             }
             return Poll::Ready(Some(Ok(chunk)));
+        }
+        if st.body_complete {
+            return Poll::Ready(None);
         }
         match &st.end {
             Some(Ok(())) => Poll::Ready(None),
@@ -484,6 +500,30 @@ mod tests {
         );
         flight.finish(Ok(()));
         assert_eq!(read_all(reader).await, b"12345678".repeat(4));
+    }
+
+    #[tokio::test]
+    async fn readers_end_at_body_completion_and_waiters_at_finish() {
+        let budget = RetainBudget::new(1 << 20);
+        let flight = Flight::new(limits(1 << 20, 1 << 20, &budget), false);
+        let reader = flight.join().expect("reader");
+        flight.push(Bytes::from_static(b"all of it"));
+        flight.complete_body();
+        assert_eq!(read_all(reader).await, b"all of it");
+        assert!(!flight.is_finished(), "the commit is still to come");
+        let waiting = tokio::time::timeout(Duration::from_millis(20), flight.wait_finished());
+        assert!(
+            waiting.await.is_err(),
+            "waiters for the stored entry keep waiting"
+        );
+        // A commit failure afterwards does not turn the delivered body into an error.
+        let late = flight.join().expect("start still held");
+        flight.finish(Err("commit failed".into()));
+        assert_eq!(read_all(late).await, b"all of it");
+        assert_eq!(
+            flight.wait_finished().await,
+            Err("commit failed".to_owned())
+        );
     }
 
     #[tokio::test]

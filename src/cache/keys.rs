@@ -39,6 +39,8 @@ pub(crate) struct KeyTable {
     purges: Mutex<Vec<(Box<str>, u64)>>,
     /// Tickets of live usages (fills, sets, copies), to know when a purge can be forgotten.
     live: Mutex<std::collections::BTreeMap<u64, usize>>,
+    /// Woken when the last live usage ends (`Cache::close` waits for it).
+    idle: tokio::sync::Notify,
 }
 
 /// What a request found when it asked to fill a key.
@@ -64,6 +66,7 @@ impl KeyTable {
             tickets: AtomicU64::new(1),
             purges: Mutex::new(Vec::new()),
             live: Mutex::new(std::collections::BTreeMap::new()),
+            idle: tokio::sync::Notify::new(),
         })
     }
 
@@ -73,6 +76,24 @@ impl KeyTable {
 
     fn ticket(&self) -> u64 {
         self.tickets.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Usages (fills, sets, copies) still alive.
+    pub(crate) fn live_count(&self) -> usize {
+        self.live.lock().values().sum()
+    }
+
+    /// Waits until no usage is alive.
+    pub(crate) async fn wait_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.live.lock().is_empty() {
+                return;
+            }
+            notified.await;
+        }
     }
 
     fn track(&self, ticket: u64) {
@@ -90,6 +111,9 @@ impl KeyTable {
             }
             live.keys().next().copied()
         };
+        if oldest.is_none() {
+            self.idle.notify_waiters();
+        }
         let mut purges = self.purges.lock();
         if !purges.is_empty() {
             // A purge matters only to writes that started before it.

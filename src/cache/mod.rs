@@ -1165,6 +1165,8 @@ impl Cache {
                 return Err(format!("body truncated: {received} of {d} bytes"));
             }
         }
+        // The body is whole: readers finish now rather than after the commit below.
+        flight.complete_body();
         if writers.is_empty() {
             return Ok(false);
         }
@@ -1429,11 +1431,29 @@ impl Cache {
         }
     }
 
-    /// Stops accepting work and waits up to `timeout` for background refreshes and cold copies
-    /// to finish.
+    /// Stops accepting work and waits up to `timeout` for fills and writes in progress to
+    /// commit, then for background refreshes and cold copies to finish. A fill can outlive its
+    /// client's response (readers end once the whole body is through; the commit, an `fsync`
+    /// or an upload, may still be running), so a graceful shutdown calls this before exiting.
     pub async fn close(&self, timeout: Duration) -> Result<(), CloseError> {
         self.inner.closed.store(true, Ordering::Release);
-        self.inner.workers.close(timeout).await
+        let deadline = tokio::time::Instant::now() + timeout;
+        // Fills and writes in progress first (a client may have its whole body while the fill
+        // is still committing), with the pool still open for the cold copies they start.
+        if tokio::time::timeout_at(deadline, self.inner.keys.wait_idle())
+            .await
+            .is_err()
+        {
+            let pending = self.inner.keys.live_count() + self.inner.workers.stats().queued;
+            tracing::warn!(pending, ?timeout, "fills or writes did not finish in time");
+            return Err(CloseError { timeout, pending });
+        }
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        self.inner
+            .workers
+            .close(left)
+            .await
+            .map_err(|e| CloseError { timeout, ..e })
     }
 
     /// Whether [`close`](Cache::close) was called.
