@@ -1133,6 +1133,10 @@ impl Cache {
         }
         let declared = meta.content_length;
         let mut received: u64 = 0;
+        // A chunk already handed to the readers, still to be written to the tiers. It is written
+        // while the next one is read, so a fill runs at the slower of the source and the
+        // stores, not at their sum.
+        let mut unwritten: Option<Bytes> = None;
         loop {
             // A reader that has every declared byte may leave before the origin's end of
             // stream (hyper drops a body once Content-Length is sent): the body is complete,
@@ -1140,7 +1144,13 @@ impl Cache {
             if !flight.wait_room().await && declared != Some(received) {
                 return Err("every reader left; fill abandoned".into());
             }
-            let chunk = match tokio::time::timeout(cfg.idle_timeout, body.next()).await {
+            let read = tokio::time::timeout(cfg.idle_timeout, body.next());
+            let next = match unwritten.take() {
+                // Tier failures only drop that tier's copy.
+                Some(prev) => tokio::join!(self.write_all(key, &mut writers, &prev, false), read).1,
+                None => read.await,
+            };
+            let chunk = match next {
                 Ok(Some(Ok(c))) => c,
                 Ok(Some(Err(e))) => return Err(format!("body failed after {received} bytes: {e}")),
                 Ok(None) => break,
@@ -1156,9 +1166,11 @@ impl Cache {
                     declared.unwrap_or(0)
                 ));
             }
-            // Tier failures only drop that tier's copy.
-            let _ = self.write_all(key, &mut writers, &chunk, false).await;
-            flight.push(chunk);
+            flight.push(chunk.clone());
+            unwritten = Some(chunk);
+        }
+        if let Some(last) = unwritten {
+            let _ = self.write_all(key, &mut writers, &last, false).await;
         }
         if let Some(d) = declared {
             if received != d {
