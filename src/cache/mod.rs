@@ -457,27 +457,31 @@ impl Cache {
     }
 
     fn record(&self, res: &Result<Lookup, Error>) {
-        let m = &self.inner.metrics;
         match res {
-            Ok(l) => match l.outcome {
-                Outcome::Hit { tier, stale } => m.request(
-                    if stale { outcome::STALE } else { outcome::HIT },
-                    Some(tier),
-                ),
-                Outcome::NotModified => m.request(outcome::HIT, Some(0)),
-                Outcome::Miss => {
-                    bump(&self.inner.stats.misses);
-                    m.request(outcome::MISS, None)
-                }
-                Outcome::Coalesced => {
-                    bump(&self.inner.stats.coalesced);
-                    m.request(outcome::COALESCED, None)
-                }
-                Outcome::Revalidated { tier } => m.request(outcome::REVALIDATED, Some(tier)),
-                Outcome::Pass => m.request(outcome::PASS, None),
-            },
+            Ok(l) => self.record_outcome(l.outcome),
             Err(Error::NotCached) => {}
-            Err(_) => m.request(outcome::ERROR, None),
+            Err(_) => self.inner.metrics.request(outcome::ERROR, None),
+        }
+    }
+
+    fn record_outcome(&self, found: Outcome) {
+        let m = &self.inner.metrics;
+        match found {
+            Outcome::Hit { tier, stale } => m.request(
+                if stale { outcome::STALE } else { outcome::HIT },
+                Some(tier),
+            ),
+            Outcome::NotModified => m.request(outcome::HIT, Some(0)),
+            Outcome::Miss => {
+                bump(&self.inner.stats.misses);
+                m.request(outcome::MISS, None)
+            }
+            Outcome::Coalesced => {
+                bump(&self.inner.stats.coalesced);
+                m.request(outcome::COALESCED, None)
+            }
+            Outcome::Revalidated { tier } => m.request(outcome::REVALIDATED, Some(tier)),
+            Outcome::Pass => m.request(outcome::PASS, None),
         }
     }
 
@@ -517,17 +521,13 @@ impl Cache {
             _ => return Err(None),
         };
         let now = SystemTime::now();
-        let fresh = match judge(&entry.meta, now) {
-            Verdict::Fresh => true,
-            Verdict::Default => entry.meta.is_fresh(now, tier.ttl_for(&entry.meta)),
-            Verdict::Stale { .. } | Verdict::Validate => false,
-        };
-        if !fresh {
+        let verdict = judge(&entry.meta, now);
+        if !self.fresh_for(0, &entry.meta, Some(verdict), false, now) {
             return Err(Some(entry));
         }
-        let res = Ok(self.serve_hit(0, key, entry, false, &GetOptions::default()));
-        self.record(&res);
-        res.map_err(|_: Error| None)
+        let lookup = self.serve_hit(0, key, entry, false, &GetOptions::default());
+        self.record_outcome(lookup.outcome);
+        Ok(lookup)
     }
 
     async fn get_inner<F: Fetcher>(
@@ -595,14 +595,21 @@ impl Cache {
         self.fill(key, previous, fetcher, &opts).await
     }
 
-    /// Whether `meta`, stored in tier `tier`, may be served as fresh under `opts` (without a
-    /// background refresh).
-    fn fresh_for(&self, tier: usize, meta: &Metadata, opts: &GetOptions, now: SystemTime) -> bool {
-        match opts.judge.as_ref().map(|j| (j.0)(meta, now)) {
+    /// Whether `meta`, stored in tier `tier`, may be served as fresh (without a background
+    /// refresh), given a judge's `verdict` on it, if there is a judge.
+    fn fresh_for(
+        &self,
+        tier: usize,
+        meta: &Metadata,
+        verdict: Option<Verdict>,
+        revalidate: bool,
+        now: SystemTime,
+    ) -> bool {
+        match verdict {
             Some(Verdict::Fresh) => true,
             Some(Verdict::Stale { .. } | Verdict::Validate) => false,
             Some(Verdict::Default) | None => {
-                !opts.revalidate && meta.is_fresh(now, self.inner.tiers[tier].ttl_for(meta))
+                !revalidate && meta.is_fresh(now, self.inner.tiers[tier].ttl_for(meta))
             }
         }
     }
@@ -775,21 +782,15 @@ impl Cache {
                     // the origin's pace, so under load that gap is reachable; without this
                     // check it costs a second origin call.
                     if let Some(entry) = self.read_tier(0, key).await {
-                        if self.fresh_for(0, &entry.meta, opts, SystemTime::now()) {
+                        let now = SystemTime::now();
+                        let verdict = opts.judge.as_ref().map(|j| (j.0)(&entry.meta, now));
+                        if self.fresh_for(0, &entry.meta, verdict, opts.revalidate, now) {
                             // Anyone who joined meanwhile reads the entry from the store.
                             flight.set_head(Head::Stored);
                             flight.finish(Ok(()));
                             usage.retire(&flight);
                             drop(usage);
-                            bump(&self.inner.stats.hits[0]);
-                            return Ok(Lookup {
-                                outcome: Outcome::Hit {
-                                    tier: 0,
-                                    stale: false,
-                                },
-                                meta: entry.meta,
-                                body: entry.body,
-                            });
+                            return Ok(self.serve_hit(0, key, entry, false, opts));
                         }
                     }
                 }
