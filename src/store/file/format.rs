@@ -18,6 +18,7 @@
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::Path;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -159,7 +160,7 @@ pub(super) enum ReadFailure {
 /// An entry file whose footer and record passed their checks.
 #[derive(Debug)]
 pub(super) struct Opened {
-    pub(super) file: File,
+    pub(super) file: Arc<File>,
     pub(super) ident: FileIdent,
     pub(super) modified: Option<std::time::SystemTime>,
     pub(super) key: String,
@@ -193,6 +194,23 @@ pub(super) fn open_entry_cached(path: &Path, tail_hint: usize) -> Result<Opened,
     })
 }
 
+/// [`open_entry_cached`] on a file kept open from an earlier hit: no `open`, and the file must
+/// still be linked (a file unlinked or replaced behind the index has no links left; committed
+/// files are never changed in place, so a linked one is still the entry's). Anything else
+/// fails the same way, and every check of a fresh open runs again.
+pub(super) fn reread_entry_cached(
+    file: Arc<File>,
+    tail_hint: usize,
+) -> Result<Opened, ReadFailure> {
+    read_entry(file, tail_hint, true, |file, buf, offset| {
+        if read_cached_at(file, buf, offset)? {
+            Ok(())
+        } else {
+            Err(io::ErrorKind::WouldBlock.into())
+        }
+    })
+}
+
 fn open_entry_with(
     path: &Path,
     tail_hint: usize,
@@ -203,7 +221,21 @@ fn open_entry_with(
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(ReadFailure::Missing),
         Err(e) => return Err(ReadFailure::Io(e)),
     };
+    read_entry(Arc::new(file), tail_hint, false, read_exact_at)
+}
+
+/// Validates the entry in `file` (see [`open_entry`]). With `must_be_linked`, a file with no
+/// links left is [`ReadFailure::Missing`].
+fn read_entry(
+    file: Arc<File>,
+    tail_hint: usize,
+    must_be_linked: bool,
+    read_exact_at: impl Fn(&File, &mut [u8], u64) -> io::Result<()>,
+) -> Result<Opened, ReadFailure> {
     let md = file.metadata().map_err(ReadFailure::Io)?;
+    if must_be_linked && !is_linked(&md) {
+        return Err(ReadFailure::Missing);
+    }
     let ident = FileIdent::of(&md);
     let corrupt = |reason: &str| ReadFailure::Corrupt {
         reason: reason.to_owned(),
@@ -296,6 +328,20 @@ pub(super) fn copy_body(src: &Opened, dst: &mut File) -> io::Result<bool> {
 
 /// Reads exactly `buf.len()` bytes at `offset` without moving a shared cursor, so one open file
 /// can serve concurrent readers.
+/// Whether the file still has a name (platforms without link counts: assume not, so a kept
+/// file is never trusted there).
+fn is_linked(md: &std::fs::Metadata) -> bool {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::MetadataExt::nlink(md) > 0
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = md;
+        false
+    }
+}
+
 /// Fills `buf` from `offset` only if every byte is in the page cache: `Ok(true)` when it was
 /// read, `Ok(false)` when reading would wait for the disk (Linux `preadv2` with `RWF_NOWAIT`),
 /// or always on platforms that cannot tell, so the caller reads on a blocking thread instead.

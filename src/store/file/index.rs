@@ -5,7 +5,8 @@
 //! no disk access. It never holds its `parking_lot` lock across an `.await` or around file I/O
 //! other than a single unlink of a displaced file.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -15,7 +16,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Mutex as AsyncMutex;
 
 use super::format::{self, FileIdent, Opened, ReadFailure};
-use super::{CommitMode, FileStore, MAX_STRAY_VICTIMS, STRIPES};
+use super::{CommitMode, FileStore, MAX_STRAY_VICTIMS, OPEN_FILES, STRIPES};
 use crate::error::StoreError;
 use crate::eviction::{EvictionPolicy, PolicyKind};
 
@@ -50,17 +51,28 @@ pub(super) struct State {
     pub(super) committed: u64,
     /// Bytes reserved by writes in progress (temp files).
     pub(super) reserved: u64,
+    /// Ids whose index entry was given an open file, oldest first. Its length bounds the open
+    /// files kept (an id may be stale: its entry gone or replaced, its file already closed).
+    pub(super) open_order: VecDeque<u64>,
 }
 
-/// What the index keeps per entry: the full hash (its path) and its file size.
+/// What the index keeps per entry: the full hash (its path), its file size, and the file
+/// itself, kept open after a hit (see [`Inner::open_file`]).
 pub(super) struct Indexed {
     pub(super) hash: [u8; 32],
     pub(super) size: u64,
+    /// Dropped (closed) with the entry, so a replaced or removed file is never reached
+    /// through it, and a deleted file's space is not held.
+    pub(super) file: Option<Arc<File>>,
 }
 
 impl Indexed {
     pub(super) fn new(hash: [u8; 32], size: u64) -> Self {
-        Indexed { hash, size }
+        Indexed {
+            hash,
+            size,
+            file: None,
+        }
     }
 }
 
@@ -173,6 +185,56 @@ impl Inner {
             st.policy.touch(loc.id);
         }
         Some(size)
+    }
+
+    /// Whether `loc` is indexed (with this exact hash), and the file kept open for it, if any.
+    /// Records no hit.
+    pub(super) fn open_file(&self, loc: &Loc) -> Option<Option<Arc<File>>> {
+        let st = self.state.lock();
+        match st.index.get(&loc.id) {
+            Some(e) if e.hash == loc.hash => Some(e.file.clone()),
+            _ => None,
+        }
+    }
+
+    /// Keeps `file` open for `loc`'s entry, if the entry is still the one indexed and has none,
+    /// closing the oldest kept file when [`OPEN_FILES`] are open. Committed files are never
+    /// changed in place (every write is a new file put over the path), and a replaced or
+    /// removed entry drops its file, so a kept file is always the entry's current one.
+    #[cfg(unix)]
+    pub(super) fn keep_open(&self, loc: &Loc, file: Arc<File>) {
+        let closed = {
+            let mut st = self.state.lock();
+            match st.index.get(&loc.id) {
+                Some(e) if e.hash == loc.hash && e.file.is_none() => {}
+                _ => return,
+            }
+            let mut closed = None;
+            if st.open_order.len() >= OPEN_FILES {
+                if let Some(old) = st.open_order.pop_front() {
+                    closed = st.index.get_mut(&old).and_then(|e| e.file.take());
+                }
+            }
+            if let Some(e) = st.index.get_mut(&loc.id) {
+                e.file = Some(file);
+            }
+            st.open_order.push_back(loc.id);
+            closed
+        };
+        // Closed outside the lock.
+        drop(closed);
+    }
+
+    /// Stops keeping `loc`'s file open (it was found unlinked: removed behind the index).
+    pub(super) fn close_kept(&self, loc: &Loc) {
+        let closed = {
+            let mut st = self.state.lock();
+            match st.index.get_mut(&loc.id) {
+                Some(e) if e.hash == loc.hash => e.file.take(),
+                _ => None,
+            }
+        };
+        drop(closed);
     }
 
     /// Drops `loc` from the index (if it is there with this hash). Returns whether it was.

@@ -15,7 +15,7 @@ mod scan;
 mod tests;
 mod writer;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -40,6 +40,9 @@ const DEFAULT_CAPACITY: u64 = 1 << 30;
 const STRIPES: usize = 64;
 /// Tail read on `get`: entries up to this size (body and trailer) are read in one go.
 const GET_TAIL: usize = 32 * 1024;
+/// Files kept open after a hit, so the next hit of the same entry skips `open` and `close`
+/// (bounded well under common descriptor limits).
+const OPEN_FILES: usize = 256;
 /// Tail read on `head` and when scanning: enough for typical metadata records.
 const HEAD_TAIL: usize = 4 * 1024;
 /// The writer buffers small chunks up to this many bytes before handing them to a blocking write.
@@ -164,6 +167,7 @@ impl FileStoreBuilder {
                 policy: self.policy.build(capacity),
                 committed: 0,
                 reserved: 0,
+                open_order: VecDeque::new(),
             }),
             policy: self.policy,
             evictions: AtomicU64::new(0),
@@ -338,7 +342,7 @@ impl FileStore {
                     key: key.to_owned(),
                     loc,
                     ident: o.ident,
-                    file: Arc::new(o.file),
+                    file: o.file,
                     pos: 0,
                     end: o.footer.body_len,
                     expected_crc: o.footer.body_crc,
@@ -379,17 +383,34 @@ impl Store for FileStore {
             return None;
         }
         let loc = Loc::of(key);
-        if self.inner.indexed(&loc, false).is_none() {
+        let Some(kept) = self.inner.open_file(&loc) else {
             return Some(Ok(None));
-        }
-        match format::open_entry_cached(&loc.path(&self.inner.objects), GET_TAIL) {
-            Ok(o) if o.key == key => {
-                // Counted as an access only now that it is served.
-                self.inner.indexed(&loc, true)?;
-                Some(Ok(Some(self.entry(key, loc, o))))
+        };
+        let opened = match kept {
+            Some(file) => match format::reread_entry_cached(file, GET_TAIL) {
+                Ok(o) => o,
+                Err(_) => {
+                    // Unlinked behind the index, or changed: forget the file; the full path
+                    // decides (and cleans up).
+                    self.inner.close_kept(&loc);
+                    return None;
+                }
+            },
+            None => {
+                let o = format::open_entry_cached(&loc.path(&self.inner.objects), GET_TAIL).ok()?;
+                #[cfg(unix)]
+                if o.key == key {
+                    self.inner.keep_open(&loc, Arc::clone(&o.file));
+                }
+                o
             }
-            _ => None,
+        };
+        if opened.key != key {
+            return None;
         }
+        // Counted as an access only now that it is served.
+        self.inner.indexed(&loc, true)?;
+        Some(Ok(Some(self.entry(key, loc, opened))))
     }
 
     async fn head(&self, key: &str) -> Result<Option<Metadata>, StoreError> {

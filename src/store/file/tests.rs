@@ -830,3 +830,82 @@ fn cached_reads_fill_the_buffer_or_report_eof() {
         assert_eq!(err.unwrap_err().kind(), std::io::ErrorKind::UnexpectedEof);
     }
 }
+
+/// Files the store keeps open after hits.
+fn kept_open(store: &FileStore) -> usize {
+    let st = store.inner.state.lock();
+    st.index.values().filter(|e| e.file.is_some()).count()
+}
+
+async fn hit_now(store: &FileStore, key: &str) -> Option<Vec<u8>> {
+    let entry = store.try_get_now(key)?.expect("no error")?;
+    Some(entry.body.collect().await.expect("clean body").to_vec())
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_kept_open_file_never_outlives_its_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), 64 << 20).await;
+    put(&store, "k", b"first version").await;
+    assert_eq!(
+        hit_now(&store, "k").await.as_deref(),
+        Some(&b"first version"[..])
+    );
+    assert_eq!(kept_open(&store), 1, "the hit keeps its file open");
+    assert_eq!(
+        hit_now(&store, "k").await.as_deref(),
+        Some(&b"first version"[..])
+    );
+
+    // A new commit replaces the entry: the kept file (the old version) goes with it.
+    put(&store, "k", b"second version").await;
+    assert_eq!(kept_open(&store), 0);
+    assert_eq!(
+        hit_now(&store, "k").await.as_deref(),
+        Some(&b"second version"[..])
+    );
+
+    // Removed behind the store's back: the kept file has no links left and is not served.
+    assert_eq!(kept_open(&store), 1);
+    std::fs::remove_file(entry_path(dir.path(), "k")).unwrap();
+    assert!(store.try_get_now("k").is_none(), "left to the full path");
+    assert_eq!(kept_open(&store), 0);
+    assert!(store.get("k").await.unwrap().is_none());
+
+    // Deleted through the store: nothing is kept for it.
+    put(&store, "d", b"to delete").await;
+    assert!(hit_now(&store, "d").await.is_some());
+    store.delete("d").await.unwrap();
+    assert_eq!(kept_open(&store), 0);
+    assert!(matches!(store.try_get_now("d"), Some(Ok(None))));
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn kept_open_files_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), 64 << 20).await;
+    let n = super::OPEN_FILES + 20;
+    for i in 0..n {
+        put(&store, &format!("k{i}"), format!("body {i}").as_bytes()).await;
+    }
+    for i in 0..n {
+        let want = format!("body {i}");
+        assert_eq!(
+            hit_now(&store, &format!("k{i}")).await.as_deref(),
+            Some(want.as_bytes())
+        );
+    }
+    assert_eq!(kept_open(&store), super::OPEN_FILES);
+    // Every entry still reads back, kept open or not.
+    for i in 0..n {
+        let want = format!("body {i}");
+        assert_eq!(
+            hit_now(&store, &format!("k{i}")).await.as_deref(),
+            Some(want.as_bytes())
+        );
+    }
+    store.clear().await.unwrap();
+    assert_eq!(kept_open(&store), 0);
+}
