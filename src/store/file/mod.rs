@@ -277,6 +277,12 @@ impl FileStoreBuilder {
 /// version even if it is replaced, evicted or deleted meanwhile (on Unix, where an open file
 /// outlives its name). Misses are answered from the in-memory index without touching the disk.
 ///
+/// Hits whose bytes are in the page cache are read on the calling task (see
+/// [`FileStoreBuilder::inline_reads`]), and the store keeps up to 256 files open after hits (256
+/// file descriptors), so the next hit of the same entry costs one `fstat` and one read. A kept
+/// file is closed when its entry is replaced, deleted, evicted or cleared, and one found with no
+/// links left (removed behind the store) is never read.
+///
 /// One directory must be used by one `FileStore` at a time: `open` deletes every temp file it
 /// finds, including those of another live store.
 ///
