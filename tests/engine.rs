@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{counting_origin, never};
+use common::{counting_origin, never, wait_stored};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -128,19 +128,7 @@ async fn cold_hit_promotes_into_hot() {
     );
     assert_eq!(hit.body.collect().await.unwrap(), "from cold");
     // The promotion commits right after the body ends.
-    for _ in 0..100 {
-        if cache
-            .tier_store(0)
-            .unwrap()
-            .head("k")
-            .await
-            .unwrap()
-            .is_some()
-        {
-            break;
-        }
-        tokio::task::yield_now().await;
-    }
+    wait_stored(cache.tier_store(0).unwrap().as_ref(), "k").await;
     let again = cache.get("k", never()).await.unwrap();
     assert_eq!(
         again.outcome,
@@ -677,20 +665,8 @@ async fn a_reader_leaving_after_the_declared_length_does_not_abandon_the_fill() 
     assert_eq!(read, body);
     // Like hyper does once Content-Length bytes are sent: drop without waiting for the end.
     drop(got);
-    let hot = cache.tier_store(0).unwrap();
-    let mut stored = false;
-    for _ in 0..200 {
-        if hot.head("k").await.unwrap().is_some() {
-            stored = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    assert!(
-        stored,
-        "a complete body was not stored: {:?}",
-        cache.stats()
-    );
+    // A complete body must be stored.
+    wait_stored(cache.tier_store(0).unwrap().as_ref(), "k").await;
     let hit = cache.get("k", never()).await.unwrap();
     assert_eq!(hit.body.collect().await.unwrap(), body);
     assert_eq!(calls.load(Ordering::SeqCst), 1);
@@ -726,12 +702,7 @@ async fn readers_end_with_the_whole_body_while_the_commit_is_still_running() {
     assert_eq!(joined.outcome, Outcome::Coalesced);
     assert_eq!(joined.body.collect().await.unwrap(), "whole body");
     store.commit_gate.add_permits(1);
-    for _ in 0..100 {
-        if store.inner.get("k").await.unwrap().is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_stored(&store.inner, "k").await;
     let hit = cache.get("k", never()).await.unwrap();
     assert_eq!(
         hit.outcome,

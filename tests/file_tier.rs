@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use common::{client, counting_origin, get as fetch, never, serve};
+use common::{client, counting_origin, get as fetch, never, serve, wait_stored};
 use daramjwee::http::CacheLayer;
 use daramjwee::store::{FileStore, MemStore, Store};
 use daramjwee::{Cache, ColdFill, Outcome};
@@ -38,16 +38,6 @@ fn entry_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     walk(&dir.join("objects"), &mut out);
     out
-}
-
-async fn wait_for(store: &dyn Store, key: &str) {
-    for _ in 0..200 {
-        if store.head(key).await.unwrap().is_some() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    panic!("{key} never appeared in {}", store.name());
 }
 
 #[tokio::test]
@@ -94,7 +84,7 @@ async fn two_persistent_tiers_restarted_keep_their_entries() {
             .await
             .unwrap();
         assert_eq!(miss.body.collect().await.unwrap(), "both tiers");
-        wait_for(cold.as_ref(), "k").await;
+        wait_stored(cold.as_ref(), "k").await;
     }
     // Only the cold tier survives in the second life: the entry comes back from it.
     std::fs::remove_dir_all(hot_dir.path().join("objects")).unwrap();
@@ -111,7 +101,7 @@ async fn two_persistent_tiers_restarted_keep_their_entries() {
         }
     );
     assert_eq!(hit.body.collect().await.unwrap(), "both tiers");
-    wait_for(cache.tier_store(0).unwrap().as_ref(), "k").await;
+    wait_stored(cache.tier_store(0).unwrap().as_ref(), "k").await;
     let again = cache.get("k", never()).await.unwrap();
     assert_eq!(
         again.outcome,
@@ -141,7 +131,7 @@ async fn background_cold_fill_copies_the_committed_hot_entry() {
         .collect()
         .await
         .unwrap();
-    wait_for(cold.as_ref(), "k").await;
+    wait_stored(cold.as_ref(), "k").await;
     let stored = cold.get("k").await.unwrap().unwrap();
     assert_eq!(stored.body.collect().await.unwrap(), body);
 }
@@ -165,7 +155,7 @@ async fn corrupted_file_on_disk_is_a_miss_not_served() {
     let first = fetch(&c, addr, "/doc").await;
     assert_eq!(first.body().len(), 200_000);
     let key = format!("http://{addr}/doc");
-    wait_for(cache.tier_store(0).unwrap().as_ref(), &key).await;
+    wait_stored(cache.tier_store(0).unwrap().as_ref(), &key).await;
 
     // Flip one byte in the middle of the stored body.
     let files = entry_files(dir.path());

@@ -115,3 +115,15 @@ pub fn never() -> impl daramjwee::Fetcher {
         ))
     }
 }
+
+/// Waits (up to 1 s) until `store` holds `key`, and panics if it never does: a fill, copy or
+/// promotion commits a moment after the body its readers saw has ended.
+pub async fn wait_stored(store: &dyn daramjwee::store::Store, key: &str) {
+    for _ in 0..200 {
+        if store.head(key).await.unwrap().is_some() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    panic!("{key} never appeared in {}", store.name());
+}
