@@ -35,7 +35,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName};
 use http::{Method, StatusCode};
 
 use crate::cache::Verdict;
@@ -660,28 +660,26 @@ pub(crate) fn client_not_modified(req_headers: &HeaderMap, meta: &Metadata) -> b
     if meta.status != StatusCode::OK {
         return false;
     }
-    let inm: Vec<&HeaderValue> = req_headers.get_all(header::IF_NONE_MATCH).iter().collect();
-    if !inm.is_empty() {
+    let mut inm = req_headers.get_all(header::IF_NONE_MATCH).iter().peekable();
+    if inm.peek().is_some() {
         let Some(etag) = meta.etag.as_deref() else {
             return false;
         };
         let ours = etag.trim_start_matches("W/");
         return inm
-            .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|s| s.split(','))
             .map(str::trim)
             .any(|t| t == "*" || t.trim_start_matches("W/") == ours);
     }
+    // The request's date first: most requests have none, and then nothing stored is parsed.
+    let Some(since) = parse_date(req_headers, header::IF_MODIFIED_SINCE) else {
+        return false;
+    };
     // §4.3.2: without Last-Modified, the stored Date stands in for it.
-    let modified = meta
-        .last_modified
-        .or_else(|| parse_date(&meta.headers, header::DATE));
-    if let (Some(since), Some(lm)) = (parse_date(req_headers, header::IF_MODIFIED_SINCE), modified)
-    {
-        return lm <= since;
-    }
-    false
+    meta.last_modified
+        .or_else(|| parse_date(&meta.headers, header::DATE))
+        .is_some_and(|lm| lm <= since)
 }
 
 /// Seconds left of freshness at `now` (negative once stale), for `Cache-Status: ttl`.
@@ -696,6 +694,7 @@ pub(crate) fn ttl_seconds(meta: &Metadata, now: SystemTime) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

@@ -18,7 +18,7 @@ use super::future::ResponseFuture;
 use super::layer::HttpConfig;
 use super::policy::{self, RequestDirectives, RequestRule, Storability};
 use super::range::{self, RangeAnswer};
-use super::status::CacheStatus;
+use super::status::{self, CacheStatus};
 use super::vary::{self, Vary};
 use super::CACHE_STATUS;
 use crate::cache::{Cache, Fetched, Fetcher, GetOptions, Lookup, Outcome, Verdict};
@@ -820,7 +820,7 @@ impl Answer<'_> {
         // client needs none or part of it, or the fill is abandoned.
         let filling = matches!(outcome, Outcome::Miss | Outcome::Coalesced);
         let from_store = !matches!(outcome, Outcome::Pass);
-        let age = from_store.then(|| HeaderValue::from(meta.age(now).as_secs()));
+        let age = from_store.then(|| status::age_header(meta.age(now).as_secs()));
         if from_store && policy::client_not_modified(&parts.headers, &meta) {
             if filling {
                 drain_detached(body);

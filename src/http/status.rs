@@ -56,6 +56,15 @@ impl CacheStatus {
     }
 }
 
+/// An `Age` value: the decimal seconds, rendered on the stack and copied once (`From<u64>`
+/// for `HeaderValue` allocates twice).
+pub(crate) fn age_header(secs: u64) -> HeaderValue {
+    let mut s = StackStr::default();
+    // 20 digits at most: always fits.
+    let _ = write!(s, "{secs}");
+    HeaderValue::from_bytes(s.as_bytes()).unwrap_or_else(|_| HeaderValue::from(secs))
+}
+
 /// A small fixed buffer for [`CacheStatus::to_header`]: the built-in fields fit in 128 bytes; a
 /// write past the end is refused and remembered (`overflow`) instead of growing the buffer.
 struct StackStr {
@@ -117,6 +126,13 @@ mod tests {
             "daramjwee; hit; fwd=stale; fwd-status=304; ttl=-12; stored; collapsed; detail=memory"
         );
         assert_eq!(CacheStatus::default().to_header(), "daramjwee");
+    }
+
+    #[test]
+    fn age_is_rendered_in_decimal() {
+        assert_eq!(age_header(0), "0");
+        assert_eq!(age_header(3600), "3600");
+        assert_eq!(age_header(u64::MAX), u64::MAX.to_string().as_str());
     }
 
     #[test]

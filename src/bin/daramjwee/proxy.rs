@@ -189,26 +189,31 @@ impl Route {
 
     /// The upstream path and query for a client request's path and query.
     pub fn upstream_path(&self, pq: Option<&PathAndQuery>) -> String {
+        self.join("", pq)
+    }
+
+    /// The full upstream URL of a request: also the cache key when the `Host` is not kept.
+    pub fn upstream_url(&self, pq: Option<&PathAndQuery>) -> String {
+        self.join(&self.origin, pq)
+    }
+
+    /// `head`, the base path, and the request's path and query less the stripped prefix, in
+    /// one allocation (this runs for every request: it is the cache key).
+    fn join(&self, head: &str, pq: Option<&PathAndQuery>) -> String {
         let pq = pq.map_or("/", PathAndQuery::as_str);
         let rest = match &self.strip {
             // The router only sends paths under the prefix, at a `/` boundary.
             Some(p) => pq.strip_prefix(p.as_str()).unwrap_or(pq),
             None => pq,
         };
-        let mut out = String::with_capacity(self.base_path.len() + rest.len() + 1);
+        let mut out = String::with_capacity(head.len() + self.base_path.len() + rest.len() + 1);
+        out.push_str(head);
         out.push_str(&self.base_path);
         if !rest.starts_with('/') {
             out.push('/');
         }
         out.push_str(rest);
         out
-    }
-
-    /// The full upstream URL of a request: also the cache key when the `Host` is not kept.
-    pub fn upstream_url(&self, pq: Option<&PathAndQuery>) -> String {
-        let mut s = self.origin.clone();
-        s.push_str(&self.upstream_path(pq));
-        s
     }
 
     /// Whether the client's `Host` is forwarded (and so must be part of the key).
@@ -218,8 +223,13 @@ impl Route {
 }
 
 /// The origin service of one site: forwards requests to its upstream through a pooled client.
+/// Cloned for every request the cache passes on, so its state sits behind one `Arc`.
 #[derive(Clone)]
 pub struct Upstream {
+    inner: Arc<UpstreamInner>,
+}
+
+struct UpstreamInner {
     client: Client<HttpConnector, UpstreamReqBody>,
     route: Arc<Route>,
     timeout: Duration,
@@ -228,8 +238,8 @@ pub struct Upstream {
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Upstream")
-            .field("route", &self.route)
-            .field("timeout", &self.timeout)
+            .field("route", &self.inner.route)
+            .field("timeout", &self.inner.timeout)
             .finish_non_exhaustive()
     }
 }
@@ -246,9 +256,11 @@ impl Upstream {
             .pool_max_idle_per_host(256)
             .build(conn);
         Upstream {
-            client,
-            route,
-            timeout: site.upstream_timeout,
+            inner: Arc::new(UpstreamInner {
+                client,
+                route,
+                timeout: site.upstream_timeout,
+            }),
         }
     }
 }
@@ -268,10 +280,11 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let req = rewrite(&self.route, req);
-        let fut = self.client.request(req);
-        let timeout = self.timeout;
-        let authority = self.route.authority.clone();
+        let up = &self.inner;
+        let req = rewrite(&up.route, req);
+        let fut = up.client.request(req);
+        let timeout = up.timeout;
+        let authority = up.route.authority.clone();
         Box::pin(async move {
             let res = match tokio::time::timeout(timeout, fut).await {
                 Ok(Ok(res)) => res,

@@ -22,13 +22,14 @@ use daramjwee::store::{FileStore, MemStore, Store};
 use daramjwee::{Cache, WorkerRuntime};
 use http::request::Parts;
 use http::{header, HeaderValue, Request, Response, StatusCode};
-use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Either, Full};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tower::util::Oneshot;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
@@ -38,9 +39,49 @@ use tower_http::trace::TraceLayer;
 use crate::config::{SiteSettings, TierSpec};
 use crate::proxy::{ClientAddr, ProxyBody, Route, Upstream};
 
-/// The request body every service in the proxy sees: the client's body, boxed once. It must
-/// implement `Default` because the cache layer sends fills with an empty body.
-pub type ReqBody = UnsyncBoxBody<Bytes, hyper::Error>;
+pin_project_lite::pin_project! {
+    /// The request body every service in the proxy sees: the client's body, or none. It must
+    /// implement `Default` because the cache layer sends fills with an empty body. An enum
+    /// rather than a boxed body, so a request costs no allocation for it.
+    #[project = ReqBodyProj]
+    #[derive(Debug, Default)]
+    pub enum ReqBody {
+        /// The body the client sent.
+        Client { #[pin] body: Incoming },
+        /// No body (a request the cache layer makes itself).
+        #[default]
+        Empty,
+    }
+}
+
+impl Body for ReqBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.project() {
+            ReqBodyProj::Client { body } => body.poll_frame(cx),
+            ReqBodyProj::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ReqBody::Client { body } => body.is_end_stream(),
+            ReqBody::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ReqBody::Client { body } => body.size_hint(),
+            ReqBody::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
 
 /// The response body of the router: a site's response, or the router's own short text.
 pub type RouterBody = Either<CacheBody<ProxyBody>, Full<Bytes>>;
@@ -179,7 +220,8 @@ impl Router {
         self.sites
             .iter()
             .filter(|s| match &s.settings.host {
-                Some(h) => host.as_deref() == Some(h.as_str()),
+                // Configured hosts are lower-case (see `config`).
+                Some(h) => host.is_some_and(|r| r.eq_ignore_ascii_case(h)),
                 None => true,
             })
             .filter(|s| prefix_matches(&s.settings.prefix, path))
@@ -187,19 +229,18 @@ impl Router {
     }
 }
 
-/// The request's host, lower-cased and without a port: HTTP/1.1's `Host`, or HTTP/2's
-/// `:authority`.
-fn request_host(parts: &Parts) -> Option<String> {
+/// The request's host without a port, as sent (compare it ignoring ASCII case): HTTP/1.1's
+/// `Host`, or HTTP/2's `:authority`. Borrowed, so routing allocates nothing.
+fn request_host(parts: &Parts) -> Option<&str> {
     let raw = parts
         .headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .or_else(|| parts.uri.authority().map(|a| a.as_str()))?;
-    let host = match raw.strip_prefix('[') {
+    Some(match raw.strip_prefix('[') {
         Some(v6) => v6.split(']').next().unwrap_or(v6),
         None => raw.split(':').next().unwrap_or(raw),
-    };
-    Some(host.to_ascii_lowercase())
+    })
 }
 
 fn prefix_matches(prefix: &str, path: &str) -> bool {
@@ -211,17 +252,43 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
 impl Service<Request<ReqBody>> for Router {
     type Response = Response<RouterBody>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+    type Future = RouterFuture;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        // Sites' services are always ready (their origin is a pooled client).
+        // Each call drives its own clone of a site's service to readiness (`oneshot`).
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let (parts, body) = req.into_parts();
-        let Some(site) = self.pick(&parts) else {
-            return Box::pin(async {
+        match self.pick(&parts) {
+            Some(site) => RouterFuture::Site {
+                call: site.svc.clone().oneshot(Request::from_parts(parts, body)),
+            },
+            None => RouterFuture::NotFound,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`Router`]: a site's call, or the router's own 404. Not boxed,
+    /// so routing a request allocates nothing.
+    #[project = RouterFutureProj]
+    pub enum RouterFuture {
+        /// A site's cache service, called once.
+        Site { #[pin] call: Oneshot<CacheService<Upstream>, Request<ReqBody>> },
+        /// No site matches the request.
+        NotFound,
+    }
+}
+
+impl Future for RouterFuture {
+    type Output = Result<Response<RouterBody>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            RouterFutureProj::Site { call } => call.poll(cx).map_ok(|res| res.map(Either::Left)),
+            RouterFutureProj::NotFound => {
                 let mut res = Response::new(Either::Right(Full::new(Bytes::from_static(
                     b"daramjwee: no site is configured for this host and path\n",
                 ))));
@@ -230,15 +297,9 @@ impl Service<Request<ReqBody>> for Router {
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("text/plain; charset=utf-8"),
                 );
-                Ok(res)
-            });
-        };
-        let svc = site.svc.clone();
-        let req = Request::from_parts(parts, body);
-        Box::pin(async move {
-            let res = svc.oneshot(req).await?;
-            Ok(res.map(Either::Left))
-        })
+                Poll::Ready(Ok(res))
+            }
+        }
     }
 }
 
@@ -246,7 +307,8 @@ impl Service<Request<ReqBody>> for Router {
 /// without a UUID dependency.
 #[derive(Clone, Debug)]
 pub struct RequestIds {
-    prefix: String,
+    /// Hex, at most 16 + 8 characters.
+    prefix: Arc<str>,
     next: Arc<AtomicU64>,
 }
 
@@ -257,7 +319,7 @@ impl RequestIds {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as u64);
         RequestIds {
-            prefix: format!("{:x}{:x}", std::process::id(), t & 0xffff_ffff),
+            prefix: format!("{:x}{:x}", std::process::id(), t & 0xffff_ffff).into(),
             next: Arc::new(AtomicU64::new(1)),
         }
     }
@@ -266,7 +328,25 @@ impl RequestIds {
 impl MakeRequestId for RequestIds {
     fn make_request_id<B>(&mut self, _req: &Request<B>) -> Option<RequestId> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        HeaderValue::from_str(&format!("{}-{n}", self.prefix))
+        // `prefix-n`, rendered on the stack: the header value is the only allocation.
+        let mut buf = [0u8; 64];
+        let p = self.prefix.len().min(buf.len() - 21);
+        buf[..p].copy_from_slice(&self.prefix.as_bytes()[..p]);
+        buf[p] = b'-';
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        let mut v = n;
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        let d = &digits[i..];
+        buf[p + 1..p + 1 + d.len()].copy_from_slice(d);
+        HeaderValue::from_bytes(&buf[..p + 1 + d.len()])
             .ok()
             .map(RequestId::new)
     }
@@ -305,7 +385,7 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let stack = stack.clone();
         let hsvc = hyper::service::service_fn(move |req: Request<Incoming>| {
-            let mut req = req.map(|b| b.boxed_unsync());
+            let mut req = req.map(|body| ReqBody::Client { body });
             req.extensions_mut().insert(ClientAddr(peer));
             stack.clone().oneshot(req)
         });
@@ -331,6 +411,7 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Settings;
 
     fn parts(host: Option<&str>, path: &str) -> Parts {
         let mut b = Request::get(path);
@@ -348,16 +429,55 @@ mod tests {
         assert!(!prefix_matches("/api", "/apix"));
     }
 
+    #[tokio::test]
+    async fn sites_are_picked_by_host_ignoring_case_and_port_then_by_longest_prefix() {
+        use clap::Parser;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sites.toml");
+        std::fs::write(
+            &path,
+            r#"
+            [defaults]
+            upstream = "http://127.0.0.1:1"
+            hot = "memory:1MiB"
+            cold = "none"
+            [[site]]
+            name = "any"
+            [[site]]
+            name = "api"
+            prefix = "/api"
+            [[site]]
+            name = "b"
+            host = "B.example"
+            "#,
+        )
+        .unwrap();
+        let cli = crate::config::Cli::parse_from(["daramjwee", "--config", path.to_str().unwrap()]);
+        let settings = Settings::load(&cli).unwrap();
+        let workers = WorkerRuntime::new(1);
+        let mut sites = Vec::new();
+        for s in settings.sites {
+            sites.push(Arc::new(Site::open(s, &workers).await.unwrap()));
+        }
+        let router = Router::new(sites);
+        let name = |host: Option<&str>, path: &str| {
+            router
+                .pick(&parts(host, path))
+                .map(|s| s.settings.name.clone())
+        };
+        assert_eq!(name(Some("b.EXAMPLE:8080"), "/api/x").as_deref(), Some("b"));
+        assert_eq!(name(Some("b.example"), "/").as_deref(), Some("b"));
+        assert_eq!(name(Some("c.example"), "/api/x").as_deref(), Some("api"));
+        assert_eq!(name(None, "/apix").as_deref(), Some("any"));
+    }
+
     #[test]
-    fn request_host_drops_port_and_case() {
+    fn request_host_drops_port() {
         assert_eq!(
-            request_host(&parts(Some("Example.COM:8080"), "/")).as_deref(),
-            Some("example.com")
+            request_host(&parts(Some("Example.COM:8080"), "/")),
+            Some("Example.COM")
         );
-        assert_eq!(
-            request_host(&parts(Some("[::1]:80"), "/")).as_deref(),
-            Some("::1")
-        );
+        assert_eq!(request_host(&parts(Some("[::1]:80"), "/")), Some("::1"));
         assert_eq!(request_host(&parts(None, "/")), None);
     }
 }
