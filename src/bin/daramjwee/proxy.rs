@@ -56,8 +56,9 @@ pin_project! {
         // The first chunk, kept uncopied until a second one arrives.
         first: Option<Bytes>,
         buf: BytesMut,
-        // A frame (trailers) or error that arrived behind buffered data.
-        held: Option<Result<Frame<Bytes>, B::Error>>,
+        // A frame (trailers) or error that arrived behind buffered data. Boxed: it is rare,
+        // and this body is moved through every layer of a response.
+        held: Option<Box<Result<Frame<Bytes>, B::Error>>>,
         inner_done: bool,
     }
 }
@@ -99,7 +100,7 @@ impl<B: Body<Data = Bytes>> Body for Coalesce<B> {
             }
             if buffered == 0 {
                 if let Some(held) = this.held.take() {
-                    return Poll::Ready(Some(held));
+                    return Poll::Ready(Some(*held));
                 }
             }
             if *this.inner_done || this.held.is_some() {
@@ -119,9 +120,9 @@ impl<B: Body<Data = Bytes>> Body for Coalesce<B> {
                             this.buf.extend_from_slice(&data);
                         }
                     }
-                    Err(frame) => *this.held = Some(Ok(frame)),
+                    Err(frame) => *this.held = Some(Box::new(Ok(frame))),
                 },
-                Poll::Ready(Some(Err(e))) => *this.held = Some(Err(e)),
+                Poll::Ready(Some(Err(e))) => *this.held = Some(Box::new(Err(e))),
                 Poll::Ready(None) => *this.inner_done = true,
                 Poll::Pending => {
                     return match take(this.first, this.buf) {
