@@ -1,6 +1,8 @@
 //! A bounded soak: the layer (memory hot tier + disk tier) in front of a local origin, over
-//! loopback, under a mix of hits, misses, revalidations and purges. Prints RSS and open file
-//! descriptors over time; exits non-zero on any wrong body, error, or fd leak.
+//! loopback, under a mix of hits, misses, revalidations and purges. Prints RSS, live heap bytes
+//! (counted by a wrapping allocator) and open file descriptors over time; exits non-zero on any
+//! wrong body, error, or fd leak. RSS that grows while the live heap stays flat is the
+//! allocator keeping freed pages, not a leak.
 //!
 //! ```sh
 //! SOAK_SECS=600 SOAK_CLIENTS=64 cargo run --release --example soak
@@ -21,6 +23,43 @@ use daramjwee::Cache;
 use http_body_util::{BodyExt, Empty};
 
 const KEYS: u64 = 2000;
+
+/// Counts live heap bytes (allocated minus freed) of the whole process.
+struct Counting;
+
+static LIVE: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards every call to the system allocator unchanged; only counts bytes.
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as u64, Ordering::Relaxed);
+        std::alloc::System.alloc(layout)
+    }
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as u64, Ordering::Relaxed);
+        std::alloc::System.alloc_zeroed(layout)
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, size: usize) -> *mut u8 {
+        let p = std::alloc::System.realloc(ptr, layout, size);
+        if !p.is_null() {
+            LIVE.fetch_add(size as u64, Ordering::Relaxed);
+            LIVE.fetch_sub(layout.size() as u64, Ordering::Relaxed);
+        }
+        p
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        LIVE.fetch_sub(layout.size() as u64, Ordering::Relaxed);
+        std::alloc::System.dealloc(ptr, layout)
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Live heap, in KiB.
+fn heap_kib() -> u64 {
+    LIVE.load(Ordering::Relaxed) >> 10
+}
 
 fn body_of(n: u64) -> Vec<u8> {
     let len = 1024 + (n * 7919) % (256 * 1024);
@@ -104,8 +143,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (rss0, fd0) = (status("VmRSS:"), fds());
     println!(
-        "start: rss {} KiB, fds {fd0}, {clients} clients for {secs} s",
-        rss0
+        "start: rss {} KiB, heap {} KiB, fds {fd0}, {clients} clients for {secs} s",
+        rss0,
+        heap_kib()
     );
 
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -159,10 +199,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 tokio::time::sleep(Duration::from_secs(10).min(deadline - Instant::now())).await;
                 warm.lock().get_or_insert((status("VmRSS:"), fds()));
                 println!(
-                    "t={:>4}s requests {:>9} rss {:>7} KiB fds {}",
+                    "t={:>4}s requests {:>9} rss {:>7} KiB heap {:>7} KiB fds {}",
                     start.elapsed().as_secs(),
                     requests.load(Ordering::Relaxed),
                     status("VmRSS:"),
+                    heap_kib(),
                     fds()
                 );
             }
@@ -181,10 +222,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         errors.load(Ordering::Relaxed),
     );
     println!(
-        "end: rss {rss1} KiB (idle start {rss0}, warm {rss_warm}, peak {} KiB), fds {fd1} \
+        "end: rss {rss1} KiB (idle start {rss0}, warm {rss_warm}, peak {} KiB), heap {} KiB, fds {fd1} \
          (idle start {fd0}, warm {fd_warm}), requests {reqs}, \
          wrong or failed {errs}, purges {}, origin calls {}, hits {:?}, revalidated {}",
         status("VmHWM:"),
+        heap_kib(),
         purges.load(Ordering::Relaxed),
         origin_calls.load(Ordering::Relaxed),
         stats.hits,
