@@ -89,9 +89,10 @@ impl Sketch {
     /// Widths are powers of two and a slot is `hash & (width - 1)`, so an id's slot in the wider
     /// row, reduced modulo the old width, is its old slot: filling each wider row with copies of
     /// the old one gives every id the counts it had. The doorkeeper's bit array grows the same
-    /// way (its size is a power of two too, at least 512 bits, so whole words are copied). (Starting over instead forgot everything
-    /// learned while the cache warmed up; on the replay trace at 1 GiB that cost 17% more
-    /// misses.) Collisions counted in the narrow table stay counted until halving fades them.
+    /// way (its size is a power of two too, at least 512 bits, so whole words are copied).
+    /// (Starting over instead forgot everything learned while the cache warmed up; on the
+    /// replay trace at 1 GiB that cost 17% more misses.) Collisions counted in the narrow table
+    /// stay counted until halving fades them.
     fn reserve(&mut self, entries: usize) {
         let entries = entries.saturating_mul(WIDTH_PER_ENTRY);
         if entries <= self.width {
