@@ -109,12 +109,13 @@ async fn headers_route(headers: HeaderMap) -> Response {
             .to_string()
     };
     let body = format!(
-        "host={} xff={} xfh={} xfp={} conn-token={}",
+        "host={} xff={} xfh={} xfp={} conn-token={} rid={}",
         get("host"),
         get("x-forwarded-for"),
         get("x-forwarded-host"),
         get("x-forwarded-proto"),
         get("x-hop"),
+        get("x-request-id"),
     );
     ([("cache-control", "no-store")], body).into_response()
 }
@@ -623,14 +624,37 @@ async fn forwarding_headers_are_set_and_hop_by_hop_headers_dropped() {
             ("x-forwarded-proto", "https"),
             ("connection", "x-hop"),
             ("x-hop", "secret"),
+            ("x-request-id", "client-7"),
         ],
         Bytes::new(),
     )
     .await;
     assert_eq!(
         r.text(),
-        format!("host={oaddr} xff=192.0.2.7, 127.0.0.1 xfh=front.example xfp=http conn-token=-")
+        format!(
+            "host={oaddr} xff=192.0.2.7, 127.0.0.1 xfh=front.example xfp=http conn-token=- \
+             rid=client-7"
+        )
     );
+    assert_eq!(r.headers["x-request-id"], "client-7");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_ids_are_made_forwarded_and_returned_unless_turned_off() {
+    let (oaddr, _origin) = serve_origin("o").await;
+    let c = client();
+    let on = Proxy::start(&["--upstream", &upstream(oaddr)]);
+    let r = get(&c, on.addr, "/headers").await;
+    let id = r.headers["x-request-id"].to_str().unwrap().to_string();
+    assert!(!id.is_empty());
+    assert!(r.text().ends_with(&format!(" rid={id}")), "{}", r.text());
+    let next = get(&c, on.addr, "/headers").await;
+    assert_ne!(next.headers["x-request-id"], id.as_str(), "ids are unique");
+
+    let off = Proxy::start(&["--upstream", &upstream(oaddr), "--request-ids", "false"]);
+    let r = get(&c, off.addr, "/headers").await;
+    assert!(!r.headers.contains_key("x-request-id"));
+    assert!(r.text().ends_with(" rid=-"), "{}", r.text());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -873,7 +897,7 @@ fn bad_configuration_exits_2_with_a_clear_message() {
                 "--eviction".into(),
                 "fifo".into(),
             ],
-            "eviction: `fifo` is not one of lru, s3fifo, sieve",
+            "eviction: `fifo` is not one of lru, s3fifo, sieve, tinylfu",
         ),
         (
             vec!["--config".into(), typo.to_str().unwrap().into()],

@@ -20,7 +20,7 @@ install_peers
 build_rust
 echo "machine: $(nproc) cores; before: $(uptime | sed 's/.*load/load/')"
 
-ORIGIN=18280 NGX=18281 VAR=18282 DJM=18283 DJF=18284 STATIC=18285 ORIGIN2=18286
+ORIGIN=18280 NGX=18281 VAR=18282 DJM=18283 DJF=18284 STATIC=18285 ORIGIN2=18286 DJN=18287
 # `origin` is the origin itself, hit directly: objects from memory through axum and hyper with
 # no cache in front. It is a reference (what the HTTP stack alone costs), not a peer.
 SERVERS="nginx:$NGX varnish:$VAR daramjwee-mem:$DJM daramjwee-file:$DJF origin:$ORIGIN"
@@ -167,6 +167,13 @@ CONF
     start_daramjwee daramjwee-file $DJF $ORIGIN "file:$WORK/dj-file-hot2:4GiB" $PIN
     warm $DJF
     run_pinned daramjwee-file $DJF "$LAST_PID"
+    # The same memory tier without request ids (`--request-ids false`): what that option saves.
+    start daramjwee-mem-noids $PIN "$REL/daramjwee" --listen "127.0.0.1:$DJN" --admin off \
+        --upstream "http://127.0.0.1:$ORIGIN" --hot memory:2GiB --cold none \
+        --data-dir "$WORK/daramjwee-noids-data" --request-ids false
+    wait_port $DJN
+    warm $DJN
+    run_pinned daramjwee-mem-noids $DJN "$LAST_PID"
     start origin-pinned $PIN "$REL/examples/origin" "127.0.0.1:$ORIGIN2" 86400
     wait_port $ORIGIN2
     run_pinned origin-axum $ORIGIN2 "$LAST_PID"
@@ -174,7 +181,7 @@ CONF
     echo "CPU per 1 KiB hit, server pinned to CPU 0, wrk -t1 on CPU 1:"
     echo
     printf '| server | req/s | server CPU µs per hit | p99 ms |\n|---|---|---|---|\n'
-    for k in nginx-static nginx-proxy_cache varnish daramjwee-mem daramjwee-file origin-axum; do
+    for k in nginx-static nginx-proxy_cache varnish daramjwee-mem daramjwee-file daramjwee-mem-noids origin-axum; do
         read -r rps us p99 <<<"${C[$k]}"
         printf '| %s | %s | %s | %s |\n' "$k" "$rps" "$us" "$p99"
     done

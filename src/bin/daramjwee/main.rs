@@ -122,8 +122,14 @@ async fn run(settings: Settings) -> Result<(), String> {
         wait_for_signal().await;
         drain_flag.store(true, Ordering::Release);
     };
-    let still_open =
-        server::serve(listener, router.clone(), shutdown, settings.drain_timeout).await;
+    let still_open = server::serve(
+        listener,
+        router.clone(),
+        shutdown,
+        settings.drain_timeout,
+        settings.request_ids,
+    )
+    .await;
     if still_open > 0 {
         tracing::warn!(
             drain_timeout = ?settings.drain_timeout,
@@ -182,6 +188,7 @@ fn print_settings(s: &Settings) {
     );
     println!("drain_timeout = {:?}", s.drain_timeout);
     println!("workers = {} (shared by all sites)", s.workers);
+    println!("request_ids = {}", s.request_ids);
     for site in &s.sites {
         println!(
             "site {}: host={} prefix={} upstream={} hot={} cold={} eviction={} policy={:?} weight={} queue={}",

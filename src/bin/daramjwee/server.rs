@@ -353,17 +353,20 @@ impl MakeRequestId for RequestIds {
 }
 
 /// Serves the proxy on `listener` until `shutdown` resolves, then waits up to `drain` for
-/// in-flight exchanges. Returns how many connections were still open when it gave up.
+/// in-flight exchanges. Returns how many connections were still open when it gave up. With
+/// `request_ids`, each request gets an `x-request-id` (the client's, or a new one), forwarded
+/// upstream and returned on the response.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
+    request_ids: bool,
 ) -> usize {
     let stack = ServiceBuilder::new()
-        .layer(SetRequestIdLayer::x_request_id(RequestIds::new()))
+        .option_layer(request_ids.then(|| SetRequestIdLayer::x_request_id(RequestIds::new())))
         .layer(TraceLayer::new_for_http())
-        .layer(PropagateRequestIdLayer::x_request_id())
+        .option_layer(request_ids.then(PropagateRequestIdLayer::x_request_id))
         .service(router);
     let graceful = GracefulShutdown::new();
     let builder = auto::Builder::new(TokioExecutor::new());
