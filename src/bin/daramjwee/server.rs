@@ -307,7 +307,7 @@ impl Future for RouterFuture {
 /// without a UUID dependency.
 #[derive(Clone, Debug)]
 pub struct RequestIds {
-    /// Hex, at most 16 + 8 characters.
+    /// Hex, at most 16 characters.
     prefix: Arc<str>,
     next: Arc<AtomicU64>,
 }
@@ -328,25 +328,13 @@ impl RequestIds {
 impl MakeRequestId for RequestIds {
     fn make_request_id<B>(&mut self, _req: &Request<B>) -> Option<RequestId> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        // `prefix-n`, rendered on the stack: the header value is the only allocation.
+        // `prefix-n`, rendered on the stack: the header value is the only allocation. The
+        // prefix is at most 16 hex digits and `n` 20 digits, so it always fits.
         let mut buf = [0u8; 64];
-        let p = self.prefix.len().min(buf.len() - 21);
-        buf[..p].copy_from_slice(&self.prefix.as_bytes()[..p]);
-        buf[p] = b'-';
-        let mut digits = [0u8; 20];
-        let mut i = digits.len();
-        let mut v = n;
-        loop {
-            i -= 1;
-            digits[i] = b'0' + (v % 10) as u8;
-            v /= 10;
-            if v == 0 {
-                break;
-            }
-        }
-        let d = &digits[i..];
-        buf[p + 1..p + 1 + d.len()].copy_from_slice(d);
-        HeaderValue::from_bytes(&buf[..p + 1 + d.len()])
+        let mut rest = &mut buf[..];
+        std::io::Write::write_fmt(&mut rest, format_args!("{}-{n}", self.prefix)).ok()?;
+        let len = 64 - rest.len();
+        HeaderValue::from_bytes(&buf[..len])
             .ok()
             .map(RequestId::new)
     }
@@ -472,6 +460,23 @@ mod tests {
         assert_eq!(name(Some("b.example"), "/").as_deref(), Some("b"));
         assert_eq!(name(Some("c.example"), "/api/x").as_deref(), Some("api"));
         assert_eq!(name(None, "/apix").as_deref(), Some("any"));
+    }
+
+    #[test]
+    fn request_ids_are_the_prefix_and_a_counter() {
+        let mut ids = RequestIds::new();
+        let req = Request::new(());
+        let a = ids.make_request_id(&req).unwrap();
+        let b = ids.make_request_id(&req).unwrap();
+        let prefix = ids.prefix.to_string();
+        assert_eq!(a.header_value(), format!("{prefix}-1").as_str());
+        assert_eq!(b.header_value(), format!("{prefix}-2").as_str());
+        ids.next.store(u64::MAX, Ordering::Relaxed);
+        let last = ids.make_request_id(&req).unwrap();
+        assert_eq!(
+            last.header_value(),
+            format!("{prefix}-{}", u64::MAX).as_str()
+        );
     }
 
     #[test]
