@@ -2,8 +2,11 @@
 # Proxy bench (issue 8): the same wrk load against nginx proxy_cache, Varnish, and daramjwee
 # with a memory and with a file hot tier, all in front of the same local origin, hot hits only.
 # Then server CPU time per 1 KiB hit with the server pinned to CPU 0 and wrk to CPU 1.
+# Every case runs ROUNDS times (default 3), the rounds interleaved (round 1 of every case, then
+# round 2, ...) so a burst of load from elsewhere hits one sample of a case, not all; tables
+# give the median of the rounds, and the per-round req/s.
 #
-#   bash benches/proxy/run.sh     # about 5 minutes after the build (DURATION=10 s per case)
+#   bash benches/proxy/run.sh     # about 15 minutes after the build (DURATION=10 s, ROUNDS=3)
 #
 # Loopback only; every process it starts is stopped by PID on exit.
 set -euo pipefail
@@ -12,6 +15,7 @@ trap cleanup EXIT
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 DURATION=${DURATION:-10}
+ROUNDS=${ROUNDS:-3}
 THREADS=${THREADS:-2}
 CONNS=${CONNS:-64}
 SIZES=${SIZES:-"1k 64k 1m 16m"}
@@ -50,6 +54,34 @@ warm() { # PORT
     done
 }
 
+# median VALUES...: the median of numbers (the mean of the middle two for an even count).
+median() {
+    printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else printf "%g\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
+}
+
+# medians KEY ARRAY: field-wise medians of ARRAY[KEY,1..ROUNDS] ("req_s mb_s p50 p99 reqs bad"
+# or "req_s us p99"); the last field (non-2xx, or p99) is a median too.
+medians() {
+    local key=$1 arr=$2 f r n out=()
+    local -n A=$arr
+    n=$(awk '{ print NF }' <<<"${A[$key,1]}")
+    for f in $(seq "$n"); do
+        local vals=()
+        for r in $(seq "$ROUNDS"); do vals+=("$(awk -v f="$f" '{ print $f }' <<<"${A[$key,$r]}")"); done
+        out+=("$(median "${vals[@]}")")
+    done
+    echo "${out[*]}"
+}
+
+# rounds KEY ARRAY: the req/s of each round, "a / b / c".
+rounds() {
+    local key=$1 arr=$2 r out=()
+    local -n A=$arr
+    for r in $(seq "$ROUNDS"); do out+=("$(awk '{ print $1 }' <<<"${A[$key,$r]}")"); done
+    local IFS=/
+    echo "${out[*]}" | sed 's|/| / |g'
+}
+
 # CPU seconds (user+system) used so far by PID and its children processes.
 cpu_ticks() {
     local pid total=0 p
@@ -70,28 +102,36 @@ start_daramjwee daramjwee-mem $DJM $ORIGIN memory:2GiB
 start_daramjwee daramjwee-file $DJF $ORIGIN "file:$WORK/dj-file-hot:4GiB"
 for srv in $SERVERS; do warm "${srv#*:}"; done
 
-declare -A R
+declare -A RR R
+for round in $(seq "$ROUNDS"); do
+    for s in $SIZES; do
+        for srv in $SERVERS; do
+            name=${srv%%:*}
+            RR[$s,$name,$round]=$(wrk_run "${srv#*:}" "/obj/$s")
+            log "round $round $s $name: ${RR[$s,$name,$round]}"
+        done
+    done
+done
 for s in $SIZES; do
     for srv in $SERVERS; do
         name=${srv%%:*}
-        R[$s,$name]=$(wrk_run "${srv#*:}" "/obj/$s")
-        log "$s $name: ${R[$s,$name]}"
+        R[$s,$name]=$(medians "$s,$name" RR)
     done
 done
 
 echo
-echo "Hot hits, wrk -t$THREADS -c$CONNS -d${DURATION}s, servers and wrk sharing 2 cores:"
+echo "Hot hits, wrk -t$THREADS -c$CONNS -d${DURATION}s, servers and wrk sharing 2 cores; median of $ROUNDS interleaved rounds:"
 echo
-printf '| size | server | req/s | MB/s | p50 ms | p99 ms | non-2xx |\n|---|---|---|---|---|---|---|\n'
+printf '| size | server | req/s | MB/s | p50 ms | p99 ms | non-2xx | req/s per round |\n|---|---|---|---|---|---|---|---|\n'
 for s in $SIZES; do
     for srv in $SERVERS; do
         name=${srv%%:*}
         read -r rps mbs p50 p99 _ bad <<<"${R[$s,$name]}"
-        printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$s" "$name" "$rps" "$mbs" "$p50" "$p99" "$bad"
+        printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$s" "$name" "$rps" "$mbs" "$p50" "$p99" "$bad" "$(rounds "$s,$name" RR)"
     done
 done
 echo
-echo "Ratios (req/s: higher is better for daramjwee; p99: lower is better):"
+echo "Ratios of the medians (req/s: higher is better for daramjwee; p99: lower is better):"
 echo
 printf '| size | mem/nginx req/s | mem/varnish req/s | file/nginx req/s | file/varnish req/s | file/mem req/s | mem p99/nginx p99 | mem p99/varnish p99 |\n|---|---|---|---|---|---|---|---|\n'
 for s in $SIZES; do
@@ -141,49 +181,54 @@ http {
 }
 CONF
     PIN="taskset -c 0"
-    declare -A C
-    run_pinned() { # NAME PORT PID
+    declare -A CC C PINNED
+    run_pinned() { # NAME PORT PID ROUND
         local before after out
         before=$(cpu_ticks "$3")
         out=$(wrk_run "$2" /obj/1k taskset -c 1)
         after=$(cpu_ticks "$3")
         read -r rps _ p50 p99 reqs _ <<<"$out"
-        C[$1]=$(awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" -v n="$reqs" -v r="$rps" -v p="$p99" \
+        CC[$1,$4]=$(awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" -v n="$reqs" -v r="$rps" -v p="$p99" \
             'BEGIN { printf "%s %.2f %s", r, (t / hz) / n * 1e6, p }')
-        log "pinned $1: ${C[$1]}"
+        log "round $4 pinned $1: ${CC[$1,$4]}"
     }
+    # All pinned servers are started first (idle ones cost nothing), then measured in rounds.
+    ORDER="nginx-static nginx-proxy_cache varnish daramjwee-mem daramjwee-file daramjwee-mem-noids origin-axum"
     start "nginx-static" $PIN nginx -e "$sdir/error.log" -p "$sdir" -c "$sdir/nginx.conf" -g 'daemon off;'
     wait_port $STATIC
-    run_pinned nginx-static $STATIC "$LAST_PID"
+    PINNED[nginx-static]="$STATIC $LAST_PID"
     NGINX_WORKERS=1 start_nginx $NGX $ORIGIN $PIN
-    warm $NGX
-    run_pinned nginx-proxy_cache $NGX "$LAST_PID"
+    PINNED[nginx-proxy_cache]="$NGX $LAST_PID"
     start_varnish $VAR $ORIGIN $PIN
-    warm $VAR
-    run_pinned varnish $VAR "$LAST_PID"
+    PINNED[varnish]="$VAR $LAST_PID"
     start_daramjwee daramjwee-mem $DJM $ORIGIN memory:2GiB $PIN
-    warm $DJM
-    run_pinned daramjwee-mem $DJM "$LAST_PID"
+    PINNED[daramjwee-mem]="$DJM $LAST_PID"
     start_daramjwee daramjwee-file $DJF $ORIGIN "file:$WORK/dj-file-hot2:4GiB" $PIN
-    warm $DJF
-    run_pinned daramjwee-file $DJF "$LAST_PID"
+    PINNED[daramjwee-file]="$DJF $LAST_PID"
     # The same memory tier without request ids (`--request-ids false`): what that option saves.
     start daramjwee-mem-noids $PIN "$REL/daramjwee" --listen "127.0.0.1:$DJN" --admin off \
         --upstream "http://127.0.0.1:$ORIGIN" --hot memory:2GiB --cold none \
         --data-dir "$WORK/daramjwee-noids-data" --request-ids false
     wait_port $DJN
-    warm $DJN
-    run_pinned daramjwee-mem-noids $DJN "$LAST_PID"
+    PINNED[daramjwee-mem-noids]="$DJN $LAST_PID"
     start origin-pinned $PIN "$REL/examples/origin" "127.0.0.1:$ORIGIN2" 86400
     wait_port $ORIGIN2
-    run_pinned origin-axum $ORIGIN2 "$LAST_PID"
+    PINNED[origin-axum]="$ORIGIN2 $LAST_PID"
+    for k in $ORDER; do warm "${PINNED[$k]% *}"; done
+    for round in $(seq "$ROUNDS"); do
+        for k in $ORDER; do
+            read -r port pid <<<"${PINNED[$k]}"
+            run_pinned "$k" "$port" "$pid" "$round"
+        done
+    done
     echo
-    echo "CPU per 1 KiB hit, server pinned to CPU 0, wrk -t1 on CPU 1:"
+    echo "CPU per 1 KiB hit, server pinned to CPU 0, wrk -t$THREADS -c$CONNS on CPU 1; median of $ROUNDS interleaved rounds:"
     echo
-    printf '| server | req/s | server CPU µs per hit | p99 ms |\n|---|---|---|---|\n'
-    for k in nginx-static nginx-proxy_cache varnish daramjwee-mem daramjwee-file daramjwee-mem-noids origin-axum; do
-        read -r rps us p99 <<<"${C[$k]}"
-        printf '| %s | %s | %s | %s |\n' "$k" "$rps" "$us" "$p99"
+    printf '| server | req/s | server CPU µs per hit | p99 ms | µs per hit per round |\n|---|---|---|---|---|\n'
+    for k in $ORDER; do
+        read -r rps us p99 <<<"$(medians "$k" CC)"
+        per=$(for r in $(seq "$ROUNDS"); do awk '{ print $2 }' <<<"${CC[$k,$r]}"; done | paste -sd/ | sed 's|/| / |g')
+        printf '| %s | %s | %s | %s | %s |\n' "$k" "$rps" "$us" "$p99" "$per"
     done
 fi
 echo
