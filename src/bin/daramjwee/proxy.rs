@@ -188,27 +188,19 @@ impl Route {
         }
     }
 
-    /// The upstream path and query for a client request's path and query.
-    pub fn upstream_path(&self, pq: Option<&PathAndQuery>) -> String {
-        self.join("", pq)
-    }
-
     /// The full upstream URL of a request: also the cache key when the `Host` is not kept.
+    /// The origin, the base path, and the request's path and query less the stripped prefix,
+    /// in one allocation (this runs for every request).
     pub fn upstream_url(&self, pq: Option<&PathAndQuery>) -> String {
-        self.join(&self.origin, pq)
-    }
-
-    /// `head`, the base path, and the request's path and query less the stripped prefix, in
-    /// one allocation (this runs for every request: it is the cache key).
-    fn join(&self, head: &str, pq: Option<&PathAndQuery>) -> String {
         let pq = pq.map_or("/", PathAndQuery::as_str);
         let rest = match &self.strip {
             // The router only sends paths under the prefix, at a `/` boundary.
             Some(p) => pq.strip_prefix(p.as_str()).unwrap_or(pq),
             None => pq,
         };
-        let mut out = String::with_capacity(head.len() + self.base_path.len() + rest.len() + 1);
-        out.push_str(head);
+        let mut out =
+            String::with_capacity(self.origin.len() + self.base_path.len() + rest.len() + 1);
+        out.push_str(&self.origin);
         out.push_str(&self.base_path);
         if !rest.starts_with('/') {
             out.push('/');
@@ -339,9 +331,8 @@ where
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
-    let path = route.upstream_path(parts.uri.path_and_query());
-    let uri = format!("{}{}", route.origin, path);
-    parts.uri = uri.parse::<Uri>().unwrap_or_else(|_| {
+    let uri = route.upstream_url(parts.uri.path_and_query());
+    parts.uri = Uri::try_from(uri).unwrap_or_else(|_| {
         // Only reachable with a path hyper already accepted; fall back to the upstream root.
         Uri::from_maybe_shared(Bytes::from(route.origin.clone() + "/")).unwrap_or_default()
     });
