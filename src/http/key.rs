@@ -10,6 +10,13 @@ pub type KeyFn = Arc<dyn Fn(&Parts) -> String + Send + Sync>;
 /// The default key: `scheme://authority/path?query`, independent of the method (so HEAD is
 /// served from a stored GET).
 ///
+/// What it covers: the scheme, the host (from the URI or `Host`), the path and the query. What
+/// it does not: every other request field. The layer adds the fields that rewrite the target
+/// ([`TARGET_REWRITING`](super::TARGET_REWRITING)) by itself (see
+/// [`TargetHeaders`](super::TargetHeaders)), and a response that names request fields in `Vary`
+/// is stored per value of those fields. Any other field your origin answers differently for
+/// must be in the key: use [`key_with_headers`] for that.
+///
 /// The authority comes from the URI (absolute-form, as clients and proxies send it) or else
 /// from the `Host` header, so two virtual hosts never share entries; the scheme defaults to
 /// `http`. Keys are data: stores hash them and never use them as paths.
@@ -39,4 +46,44 @@ pub fn default_key(parts: &Parts) -> String {
     key.push_str(&authority.to_ascii_lowercase());
     key.push_str(pq);
     key
+}
+
+/// A key function: the [`default_key`] plus the values of the request fields `names`, for an
+/// origin whose answer depends on fields it does not name in `Vary` (a tenant header, a
+/// language picked from a cookie-free field, ...).
+///
+/// ```
+/// use daramjwee::http::{key_with_headers, CacheLayer};
+/// use daramjwee::Cache;
+///
+/// let key = key_with_headers(["x-tenant"]);
+/// let req = http::Request::get("/a").header("host", "example.com").header("x-tenant", "blue");
+/// let (parts, _) = req.body(()).unwrap().into_parts();
+/// assert_eq!(key(&parts), "http://example.com/a x-tenant=blue");
+///
+/// let layer = CacheLayer::builder(Cache::builder().build()).key_fn(key).build();
+/// # let _ = layer;
+/// ```
+///
+/// # Panics
+///
+/// If a name is not a valid header field name (a programming error, found when the key
+/// function is built, not per request).
+pub fn key_with_headers<I, N>(names: I) -> impl Fn(&Parts) -> String + Send + Sync + 'static
+where
+    I: IntoIterator<Item = N>,
+    N: AsRef<str>,
+{
+    let names: Vec<http::HeaderName> = names
+        .into_iter()
+        .map(|n| {
+            http::HeaderName::from_bytes(n.as_ref().as_bytes())
+                .unwrap_or_else(|_| panic!("not a header field name: {:?}", n.as_ref()))
+        })
+        .collect();
+    move |parts: &Parts| {
+        let mut key = default_key(parts);
+        super::headers::append_to_key(&mut key, &parts.headers, &names);
+        key
+    }
 }

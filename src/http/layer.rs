@@ -1,14 +1,19 @@
 //! [`CacheLayer`]: puts a [`Cache`] in front of any tower service.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::request::Parts;
 use tower_layer::Layer;
 
+use super::headers::TargetHeaders;
 use super::key::{default_key, KeyFn};
 use super::policy::PolicyMode;
 use super::service::CacheService;
 use crate::cache::Cache;
+
+/// The default of [`CacheLayerBuilder::origin_timeout`].
+const DEFAULT_ORIGIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Settings shared by every service a [`CacheLayer`] builds.
 pub(crate) struct HttpConfig {
@@ -16,6 +21,9 @@ pub(crate) struct HttpConfig {
     pub mode: PolicyMode,
     pub cache_status: bool,
     pub share_set_cookie: bool,
+    pub target_headers: TargetHeaders,
+    /// The longest an origin call may take to answer with a response head.
+    pub origin_timeout: Duration,
 }
 
 /// A tower [`Layer`] that caches the responses of the service it wraps.
@@ -63,6 +71,8 @@ impl CacheLayer {
             mode: PolicyMode::default(),
             cache_status: true,
             share_set_cookie: false,
+            target_headers: TargetHeaders::default(),
+            origin_timeout: DEFAULT_ORIGIN_TIMEOUT,
         }
     }
 
@@ -98,6 +108,8 @@ pub struct CacheLayerBuilder {
     mode: PolicyMode,
     cache_status: bool,
     share_set_cookie: bool,
+    target_headers: TargetHeaders,
+    origin_timeout: Duration,
 }
 
 impl std::fmt::Debug for CacheLayerBuilder {
@@ -137,6 +149,21 @@ impl CacheLayerBuilder {
         self
     }
 
+    /// What to do with request fields that rewrite the target, host, scheme or method
+    /// ([`TARGET_REWRITING`](super::TARGET_REWRITING)); default [`TargetHeaders::Key`].
+    pub fn target_headers(mut self, what: TargetHeaders) -> Self {
+        self.target_headers = what;
+        self
+    }
+
+    /// The longest any call into the origin may take to answer with a response head (default
+    /// 30 s). Past it the request is answered `504 Gateway Timeout` (or with a stale entry
+    /// where `stale-if-error` allows), and followers of the fill share that answer.
+    pub fn origin_timeout(mut self, timeout: Duration) -> Self {
+        self.origin_timeout = timeout;
+        self
+    }
+
     /// Builds the layer.
     pub fn build(self) -> CacheLayer {
         CacheLayer {
@@ -146,6 +173,8 @@ impl CacheLayerBuilder {
                 mode: self.mode,
                 cache_status: self.cache_status,
                 share_set_cookie: self.share_set_cookie,
+                target_headers: self.target_headers,
+                origin_timeout: self.origin_timeout,
             }),
         }
     }

@@ -25,6 +25,7 @@
 mod body;
 mod future;
 mod handle;
+mod headers;
 mod key;
 mod layer;
 pub mod policy;
@@ -36,7 +37,8 @@ pub(crate) mod vary;
 pub use body::CacheBody;
 pub use future::ResponseFuture;
 pub use handle::CacheHandle;
-pub use key::{default_key, KeyFn};
+pub use headers::{strip_hop_by_hop, TargetHeaders, HOP_BY_HOP, TARGET_REWRITING};
+pub use key::{default_key, key_with_headers, KeyFn};
 pub use layer::{CacheLayer, CacheLayerBuilder};
 pub use policy::{CacheControl, PolicyMode};
 pub use service::CacheService;

@@ -538,33 +538,7 @@ fn parse_date(headers: &HeaderMap, name: HeaderName) -> Option<SystemTime> {
         .and_then(|s| httpdate::parse_http_date(s).ok())
 }
 
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authenticate",
-];
-
-/// Removes hop-by-hop fields (and those `Connection` lists) from a header map.
-pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|s| s.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for name in listed {
-        headers.remove(name);
-    }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
-    }
-}
+pub(crate) use super::headers::strip_hop_by_hop;
 
 /// The headers kept with an entry: hop-by-hop fields and `Age` removed (age is recomputed).
 pub(crate) fn storable_headers(headers: &HeaderMap) -> HeaderMap {
