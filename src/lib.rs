@@ -49,7 +49,7 @@ pub mod __fuzz;
 
 pub use cache::{
     Cache, CacheBuilder, CacheStats, CacheWriter, ColdFill, Fetched, Fetcher, Freshness,
-    GetOptions, Judge, Lookup, Outcome, Promotion, Verdict,
+    GetOptions, Judge, Lookup, Outcome, Passthrough, Promotion, Verdict,
 };
 pub use entry::{EntryBody, EntryKind, Metadata, StoredEntry};
 pub use error::{BoxError, CloseError, Error, StoreError};

@@ -32,7 +32,9 @@ fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     })
 }
 
-fn entry(body: &'static str) -> impl daramjwee::Fetcher {
+fn entry(
+    body: &'static str,
+) -> impl daramjwee::Fetcher<Pass = daramjwee::Passthrough, Error = daramjwee::BoxError> {
     move |_prev: Option<Arc<Metadata>>| async move {
         Ok::<_, daramjwee::BoxError>(Fetched::Entry {
             meta: Metadata::new(StatusCode::OK),
@@ -41,7 +43,8 @@ fn entry(body: &'static str) -> impl daramjwee::Fetcher {
     }
 }
 
-fn not_modified() -> impl daramjwee::Fetcher {
+fn not_modified(
+) -> impl daramjwee::Fetcher<Pass = daramjwee::Passthrough, Error = daramjwee::BoxError> {
     |_prev: Option<Arc<Metadata>>| async move {
         Ok::<_, daramjwee::BoxError>(Fetched::NotModified { meta: None })
     }

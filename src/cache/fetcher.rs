@@ -7,9 +7,12 @@ use crate::entry::{EntryBody, Metadata};
 use crate::error::BoxError;
 
 /// What a fetcher answered.
+///
+/// `P` is what a response that must not be stored is handed back as ([`Fetched::Pass`]):
+/// [`Passthrough`] for closure fetchers, the origin's own response for the HTTP layer.
 #[derive(Debug)]
 #[non_exhaustive]
-pub enum Fetched {
+pub enum Fetched<P = Passthrough> {
     /// A new entry to store and serve. Use [`Metadata::negative`] for a cacheable not-found,
     /// which is kept with the tier's negative TTL.
     Entry {
@@ -24,21 +27,48 @@ pub enum Fetched {
         /// Refreshed metadata, or `None` to only reset the entry's `stored_at`.
         meta: Option<Metadata>,
     },
-    /// A response that must not be stored or shared (for example a `private` one). It is handed
-    /// to the caller that fetched it; coalesced followers fetch on their own.
-    Pass {
-        /// The response's metadata.
+    /// A new entry stored under another key, `key`, with `marker` (an entry with an empty body
+    /// that says how to find it) stored under the looked-up key. Both are stored by the one
+    /// fill: the HTTP layer stores a response that names request fields in `Vary` this way.
+    /// Readers of the fill get the marker; a lookup of `key` then follows the entry's fill.
+    Variant {
+        /// The key the entry is stored under.
+        key: String,
+        /// The entry stored under the looked-up key.
+        marker: Metadata,
+        /// The entry's metadata.
         meta: Metadata,
-        /// The response's body.
+        /// The entry's body.
         body: EntryBody,
     },
+    /// A response that must not be stored or shared (for example a `private` one). It is handed
+    /// back, as it is, to the call that fetched it; coalesced followers fetch on their own.
+    Pass(P),
+    /// The origin failed, and the stored entry (the `previous` the fetcher was given) may be
+    /// served as it is (RFC 5861 `stale-if-error`). Nothing is written; readers of the fill are
+    /// answered [`Outcome::StaleOnError`](crate::Outcome::StaleOnError).
+    Stale {
+        /// The origin's error status, if it answered one.
+        status: Option<http::StatusCode>,
+    },
+}
+
+/// A response a closure fetcher passes through unstored ([`Fetched::Pass`]).
+#[derive(Debug)]
+pub struct Passthrough {
+    /// The response's metadata.
+    pub meta: Metadata,
+    /// The response's body.
+    pub body: EntryBody,
 }
 
 /// Fetches an entry from the origin.
 ///
 /// The engine calls it at most once, with the metadata of the entry it holds (if any), so the
 /// fetcher can send validators (`If-None-Match`, `If-Modified-Since`) and answer
-/// [`Fetched::NotModified`].
+/// [`Fetched::NotModified`]. What it passes through unstored ([`Fetcher::Pass`]) and its own
+/// error ([`Fetcher::Error`]) reach the call that fetched as they are: the engine never makes
+/// placeholders of them.
 ///
 /// Any `FnOnce(Option<Arc<Metadata>>) -> impl Future<Output = Result<Fetched, BoxError>>` closure
 /// is a fetcher:
@@ -55,11 +85,16 @@ pub enum Fetched {
 /// # let _ = fetcher;
 /// ```
 pub trait Fetcher: Send + 'static {
+    /// What a response that must not be stored is handed back as.
+    type Pass: Send + 'static;
+    /// The origin's error.
+    type Error: Send + 'static;
+
     /// Fetches the entry. `previous` is the stored entry's metadata, if the cache has one.
     fn fetch(
         self,
         previous: Option<Arc<Metadata>>,
-    ) -> impl Future<Output = Result<Fetched, BoxError>> + Send + 'static;
+    ) -> impl Future<Output = Result<Fetched<Self::Pass>, Self::Error>> + Send + 'static;
 }
 
 impl<F, Fut> Fetcher for F
@@ -67,6 +102,9 @@ where
     F: FnOnce(Option<Arc<Metadata>>) -> Fut + Send + 'static,
     Fut: Future<Output = Result<Fetched, BoxError>> + Send + 'static,
 {
+    type Pass = Passthrough;
+    type Error = BoxError;
+
     fn fetch(
         self,
         previous: Option<Arc<Metadata>>,

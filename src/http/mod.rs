@@ -22,14 +22,19 @@
 //! # let _ = app;
 //! ```
 
+mod answer;
 mod body;
 mod future;
 mod handle;
 mod headers;
+mod invalidate;
 mod key;
 mod layer;
+mod lookup;
+mod origin;
 pub mod policy;
 pub(crate) mod range;
+mod request;
 mod service;
 mod status;
 pub(crate) mod vary;
@@ -40,6 +45,7 @@ pub use handle::CacheHandle;
 pub use headers::{strip_hop_by_hop, TargetHeaders, HOP_BY_HOP, TARGET_REWRITING};
 pub use key::{default_key, key_with_headers, KeyFn};
 pub use layer::{CacheLayer, CacheLayerBuilder};
+pub use origin::Origin;
 pub use policy::{CacheControl, PolicyMode};
 pub use service::CacheService;
 pub use status::CACHE_NAME;
