@@ -4,7 +4,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use crate::entry::{EntryBody, Metadata};
-use crate::error::BoxError;
+use crate::error::{BoxError, FillError};
 
 /// What a fetcher answered.
 ///
@@ -95,6 +95,13 @@ pub trait Fetcher: Send + 'static {
         self,
         previous: Option<Arc<Metadata>>,
     ) -> impl Future<Output = Result<Fetched<Self::Pass>, Self::Error>> + Send + 'static;
+
+    /// What the followers of a fill that failed with `error` are told: the error itself goes
+    /// only to the call whose fetcher produced it. By default, that the origin failed.
+    fn failure(error: &Self::Error) -> FillError {
+        let _ = error;
+        FillError::Origin
+    }
 }
 
 impl<F, Fut> Fetcher for F

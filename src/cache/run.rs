@@ -144,10 +144,11 @@ impl Cache {
             Ok(Ok(f)) => f,
             Ok(Err(e)) => {
                 self.inner.metrics.origin(OriginResult::Error);
+                let why = F::failure(&e);
                 if let Some(tx) = note {
                     let _ = tx.send(LeaderNote::Failed(e));
                 }
-                return Err(FillError::Origin);
+                return Err(why);
             }
             Err(_) => {
                 self.inner.metrics.origin(OriginResult::Error);

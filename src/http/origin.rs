@@ -24,7 +24,7 @@ use super::request::copy_head;
 use super::vary::{self, Vary};
 use crate::cache::{Cache, Fetched, Fetcher};
 use crate::entry::{EntryBody, Metadata};
-use crate::error::BoxError;
+use crate::error::{BoxError, FillError};
 
 /// The bounds the layer needs of the origin service, written once. Every service that meets
 /// them has it; there is nothing to implement.
@@ -125,6 +125,13 @@ where
 {
     type Pass = Passed<S::ResBody>;
     type Error = OriginError<S::OriginError>;
+
+    fn failure(error: &Self::Error) -> FillError {
+        match error {
+            OriginError::Service(_) => FillError::Origin,
+            OriginError::Timeout(after) => FillError::OriginTimeout(*after),
+        }
+    }
 
     #[allow(clippy::manual_async_fn)]
     fn fetch(
