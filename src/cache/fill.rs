@@ -105,21 +105,26 @@ impl Cache {
         reader: FlightReader,
         note: oneshot::Receiver<LeaderNote<P, E>>,
     ) -> Result<Found<P>, Failed<E>> {
-        let head = match flight.head().await {
-            Head::Body(meta) => {
-                return Ok(Found::Entry(Lookup {
-                    outcome: Outcome::Miss,
-                    meta,
-                    body: reader.into_body(),
-                }))
-            }
-            other => {
-                drop(reader);
-                other
-            }
+        let head = flight.head().await;
+        let Head::Body(meta) = head else {
+            drop(reader);
+            return self.leader_settled(key, head, note).await;
         };
+        Ok(Found::Entry(Lookup {
+            outcome: Outcome::Miss,
+            meta,
+            body: reader.into_body(),
+        }))
+    }
+
+    /// What the leader answers when its fill published no body.
+    async fn leader_settled<P, E>(
+        &self,
+        key: &str,
+        head: Head,
+        note: oneshot::Receiver<LeaderNote<P, E>>,
+    ) -> Result<Found<P>, Failed<E>> {
         match head {
-            Head::Body(_) => unreachable!("answered above"),
             Head::NotModified => Ok(Found::Entry(self.after_not_modified(key).await?)),
             Head::Stale(status) => Ok(Found::Entry(self.after_stale(key, status).await?)),
             // The fill task sends its note before it publishes the head, and drops the sender
@@ -132,7 +137,7 @@ impl Cache {
                 Ok(LeaderNote::Failed(e)) => Err(Failed::Origin(e)),
                 _ => Err(Failed::Cache(leader_error(why))),
             },
-            Head::Pending | Head::Stored => {
+            Head::Body(_) | Head::Pending | Head::Stored => {
                 Err(Failed::Cache(Error::FillAbandoned(FillError::Cancelled)))
             }
         }
@@ -160,22 +165,21 @@ impl Cache {
                     body: reader.into_body(),
                 }))
             }
-            other => {
-                drop(reader);
-                other
-            }
+            Ok(head) => head,
+            // The leader is too slow to answer: fetch on our own, store nothing.
+            Err(_) => Head::Pending,
         };
+        drop(reader);
         let found = match head {
-            Ok(Head::Body(_)) => unreachable!("answered above"),
-            Ok(Head::NotModified) => {
+            Head::NotModified => {
                 flight.wait_finished().await.ok();
                 self.after_not_modified(key).await?
             }
-            Ok(Head::Stale(status)) => self.after_stale(key, status).await?,
-            Ok(Head::Failed(why)) => return Err(Failed::Cache(Error::FillAbandoned(why))),
-            Ok(Head::Stored) => return self.after_stored(key, &flight, fetcher).await,
-            // Not shareable, or the leader is too slow: fetch on our own, store nothing.
-            Ok(Head::Pass) | Ok(Head::Pending) | Err(_) => return self.fetch_alone(fetcher).await,
+            Head::Stale(status) => self.after_stale(key, status).await?,
+            Head::Failed(why) => return Err(Failed::Cache(Error::FillAbandoned(why))),
+            Head::Stored => return self.after_stored(key, &flight, fetcher).await,
+            // Not shareable, or no answer in time: fetch on our own, store nothing.
+            Head::Pass | Head::Pending | Head::Body(_) => return self.fetch_alone(fetcher).await,
         };
         Ok(Found::Entry(found))
     }

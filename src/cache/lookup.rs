@@ -286,58 +286,42 @@ impl Cache {
             }
         }
         let outcome = Outcome::Hit { tier, stale };
-        if tier == 0 || !self.should_promote(key) {
-            return Lookup {
-                outcome,
-                meta: entry.meta,
-                body: entry.body,
-            };
+        let (meta, body) = if tier == 0 || !self.should_promote(key) {
+            (entry.meta, entry.body)
+        } else {
+            self.promote(tier, key, entry)
+        };
+        Lookup {
+            outcome,
+            meta,
+            body,
         }
-        match self.claim(key, false) {
-            Claim::Lead(flight, usage) => {
-                bump(&inner.stats.promotions);
-                let reader = flight.join();
-                let meta = entry.meta.clone();
-                let this = self.clone();
-                let key = key.to_owned();
-                let span =
-                    debug_span!("daramjwee.promotion", key = %key_hash(&key), from_tier = tier);
-                tokio::spawn(
-                    async move {
-                        this.run_fill::<NoFetch>(
-                            &key,
-                            flight,
-                            usage,
-                            Source::Tier(entry.meta, entry.body),
-                            0..tier,
-                            None,
-                        )
-                        .await;
-                    }
-                    .instrument(span),
-                );
-                match reader {
-                    Some(r) => Lookup {
-                        outcome,
-                        meta,
-                        body: r.into_body(),
-                    },
-                    // Unreachable in practice: a new flight always accepts its first reader.
-                    None => Lookup {
-                        outcome,
-                        meta,
-                        body: EntryBody::empty(),
-                    },
-                }
+    }
+
+    /// Streams a lower tier's entry to the caller while it is written into the tiers above.
+    /// If the key is being filled already, the caller reads its own stream of the tier instead
+    /// of promoting twice.
+    fn promote(&self, tier: usize, key: &str, entry: StoredEntry) -> (Arc<Metadata>, EntryBody) {
+        let Claim::Lead(flight, usage) = self.claim(key, false) else {
+            return (entry.meta, entry.body);
+        };
+        bump(&self.inner.stats.promotions);
+        let reader = flight.join();
+        let meta = entry.meta.clone();
+        let this = self.clone();
+        let key = key.to_owned();
+        let span = debug_span!("daramjwee.promotion", key = %key_hash(&key), from_tier = tier);
+        tokio::spawn(
+            async move {
+                let source = Source::Tier(entry.meta, entry.body);
+                this.run_fill::<NoFetch>(&key, flight, usage, source, 0..tier, None)
+                    .await;
             }
-            // Someone else is already filling the key: serve our own stream of this tier
-            // rather than promoting twice.
-            Claim::Follow(_) => Lookup {
-                outcome,
-                meta: entry.meta,
-                body: entry.body,
-            },
-        }
+            .instrument(span),
+        );
+        // A new flight always accepts its first reader; the empty body is never served.
+        let body = reader.map_or_else(EntryBody::empty, |r| r.into_body());
+        (meta, body)
     }
 
     pub(super) fn should_promote(&self, key: &str) -> bool {

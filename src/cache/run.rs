@@ -237,27 +237,73 @@ impl Cache {
         flight: &Flight,
         usage: &Usage,
         meta: &Arc<Metadata>,
-        mut body: EntryBody,
+        body: EntryBody,
         tiers: std::ops::Range<usize>,
         from_origin: bool,
     ) -> Result<bool, FillError> {
-        let key = usage.key();
-        let cfg = &self.inner.cfg;
         if flight.orphaned() {
             return Err(FillError::Orphaned);
         }
-        let mut writers: Vec<(usize, Box<dyn StoreWriter>)> = Vec::new();
+        let mut writers = self.open_writers(usage.key(), meta, tiers).await;
+        let declared = meta.content_length;
+        let received = self
+            .pump(
+                flight,
+                usage.key(),
+                body,
+                &mut writers,
+                declared,
+                from_origin,
+            )
+            .await?;
+        if let Some(expected) = declared.filter(|d| received != *d) {
+            return Err(FillError::Truncated { received, expected });
+        }
+        // The body is whole: readers finish now rather than after the commit below.
+        flight.complete_body();
+        if writers.is_empty() {
+            return Ok(false);
+        }
+        let Some(_lock) = usage.lock_if_current().await else {
+            debug!("fill superseded by a newer set or delete; discarded");
+            return Ok(false);
+        };
+        Ok(self.commit_writers(usage.key(), writers).await)
+    }
+
+    /// A writer for `key` in each of `tiers` that can take one (failures are logged, counted
+    /// and skipped).
+    async fn open_writers(
+        &self,
+        key: &str,
+        meta: &Metadata,
+        tiers: std::ops::Range<usize>,
+    ) -> Vec<(usize, Box<dyn StoreWriter>)> {
+        let mut writers = Vec::new();
         for i in tiers {
             let store = &self.inner.tiers[i].store;
             if store.is_null() {
                 continue;
             }
-            let put = store.put(key, (**meta).clone());
+            let put = store.put(key, meta.clone());
             if let Some(w) = self.store_op(store.name(), "put", key, put).await {
                 writers.push((i, w));
             }
         }
-        let declared = meta.content_length;
+        writers
+    }
+
+    /// Moves the body into the flight and the writers, chunk by chunk, checking it against its
+    /// declared length; returns the bytes received.
+    async fn pump(
+        &self,
+        flight: &Flight,
+        key: &str,
+        mut body: EntryBody,
+        writers: &mut Vec<(usize, Box<dyn StoreWriter>)>,
+        declared: Option<u64>,
+        from_origin: bool,
+    ) -> Result<u64, FillError> {
         let mut received: u64 = 0;
         // A chunk already handed to the readers, still to be written to the tiers. It is written
         // while the next one is read, so a fill runs at the slower of the source and the
@@ -270,10 +316,10 @@ impl Cache {
             if !flight.wait_room().await && declared != Some(received) {
                 return Err(FillError::Orphaned);
             }
-            let read = tokio::time::timeout(cfg.idle_timeout, body.next());
+            let read = tokio::time::timeout(self.inner.cfg.idle_timeout, body.next());
             let next = match unwritten.take() {
                 // Tier failures only drop that tier's copy.
-                Some(prev) => tokio::join!(self.write_all(key, &mut writers, &prev, false), read).1,
+                Some(prev) => tokio::join!(self.write_all(key, writers, &prev, false), read).1,
                 None => read.await,
             };
             let chunk = match next {
@@ -296,30 +342,19 @@ impl Cache {
             unwritten = Some(chunk);
         }
         if let Some(last) = unwritten {
-            let _ = self.write_all(key, &mut writers, &last, false).await;
+            let _ = self.write_all(key, writers, &last, false).await;
         }
-        if let Some(d) = declared {
-            if received != d {
-                return Err(FillError::Truncated {
-                    received,
-                    expected: d,
-                });
-            }
-        }
-        // The body is whole: readers finish now rather than after the commit below.
-        flight.complete_body();
-        if writers.is_empty() {
-            return Ok(false);
-        }
-        let Some(_lock) = usage.lock_if_current().await else {
-            debug!("fill superseded by a newer set or delete; discarded");
-            return Ok(false);
-        };
+        Ok(received)
+    }
+
+    /// Commits every writer; returns whether the hot tier's commit succeeded.
+    async fn commit_writers(&self, key: &str, writers: Vec<(usize, Box<dyn StoreWriter>)>) -> bool {
         let mut hot = false;
         for (i, w) in writers {
             let store = &self.inner.tiers[i].store;
+            let commit = w.commit();
             if self
-                .store_op(store.name(), "commit", key, w.commit())
+                .store_op(store.name(), "commit", key, commit)
                 .await
                 .is_some()
             {
@@ -327,7 +362,7 @@ impl Cache {
                 hot |= i == 0;
             }
         }
-        Ok(hot)
+        hot
     }
 
     /// Writes a chunk to every writer. A failing writer is dropped (its entry discarded) and
