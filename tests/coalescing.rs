@@ -157,9 +157,7 @@ async fn origin_failure_mid_body_errors_every_follower_and_stores_nothing() {
         .is_none());
 }
 
-fn slow_entry(
-    calls: Arc<AtomicUsize>,
-) -> impl daramjwee::Fetcher<Pass = daramjwee::Passthrough, Error = daramjwee::BoxError> {
+fn slow_entry(calls: Arc<AtomicUsize>) -> impl daramjwee::Fetcher {
     move |_prev: Option<Arc<Metadata>>| async move {
         calls.fetch_add(1, Ordering::SeqCst);
         let stream = futures_util::stream::unfold(0u32, |i| async move {

@@ -32,9 +32,7 @@ fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     })
 }
 
-fn entry(
-    body: &'static str,
-) -> impl daramjwee::Fetcher<Pass = daramjwee::Passthrough, Error = daramjwee::BoxError> {
+fn entry(body: &'static str) -> impl daramjwee::Fetcher {
     move |_prev: Option<Arc<Metadata>>| async move {
         Ok::<_, daramjwee::BoxError>(Fetched::Entry {
             meta: Metadata::new(StatusCode::OK),
@@ -43,8 +41,7 @@ fn entry(
     }
 }
 
-fn not_modified(
-) -> impl daramjwee::Fetcher<Pass = daramjwee::Passthrough, Error = daramjwee::BoxError> {
+fn not_modified() -> impl daramjwee::Fetcher {
     |_prev: Option<Arc<Metadata>>| async move {
         Ok::<_, daramjwee::BoxError>(Fetched::NotModified { meta: None })
     }

@@ -12,6 +12,9 @@ use crate::error::{BoxError, FillError};
 /// [`Passthrough`] for closure fetchers, the origin's own response for the HTTP layer.
 #[derive(Debug)]
 #[non_exhaustive]
+// One value per fill, moved once from the fetcher to the fill task: boxing the large variant
+// would cost an allocation per variant fill to save a few hundred bytes on the stack.
+#[allow(clippy::large_enum_variant)]
 pub enum Fetched<P = Passthrough> {
     /// A new entry to store and serve. Use [`Metadata::negative`] for a cacheable not-found,
     /// which is kept with the tier's negative TTL.
@@ -62,13 +65,12 @@ pub struct Passthrough {
     pub body: EntryBody,
 }
 
-/// Fetches an entry from the origin.
+/// Fetches an entry from the origin: the simple form, for engine users.
 ///
 /// The engine calls it at most once, with the metadata of the entry it holds (if any), so the
 /// fetcher can send validators (`If-None-Match`, `If-Modified-Since`) and answer
-/// [`Fetched::NotModified`]. What it passes through unstored ([`Fetcher::Pass`]) and its own
-/// error ([`Fetcher::Error`]) reach the call that fetched as they are: the engine never makes
-/// placeholders of them.
+/// [`Fetched::NotModified`]. Every fetcher is an [`Origin`] whose pass-through is a
+/// [`Passthrough`] and whose error is a [`BoxError`].
 ///
 /// Any `FnOnce(Option<Arc<Metadata>>) -> impl Future<Output = Result<Fetched, BoxError>>` closure
 /// is a fetcher:
@@ -85,6 +87,35 @@ pub struct Passthrough {
 /// # let _ = fetcher;
 /// ```
 pub trait Fetcher: Send + 'static {
+    /// Fetches the entry. `previous` is the stored entry's metadata, if the cache has one.
+    fn fetch(
+        self,
+        previous: Option<Arc<Metadata>>,
+    ) -> impl Future<Output = Result<Fetched, BoxError>> + Send + 'static;
+}
+
+impl<F, Fut> Fetcher for F
+where
+    F: FnOnce(Option<Arc<Metadata>>) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<Fetched, BoxError>> + Send + 'static,
+{
+    fn fetch(
+        self,
+        previous: Option<Arc<Metadata>>,
+    ) -> impl Future<Output = Result<Fetched, BoxError>> + Send + 'static {
+        self(previous)
+    }
+}
+
+/// The origin as the engine sees it: a [`Fetcher`] whose pass-through value and error are its
+/// own types.
+///
+/// What it passes through unstored ([`Origin::Pass`]) and its error ([`Origin::Error`]) reach
+/// the call whose origin produced them as they are: the engine never makes placeholders of
+/// them. The followers of that call's fill get [`Origin::failure`] instead. The HTTP layer's
+/// origin passes the inner service's own response and error this way; every [`Fetcher`] is an
+/// `Origin` with [`Passthrough`] and [`BoxError`].
+pub trait Origin: Send + 'static {
     /// What a response that must not be stored is handed back as.
     type Pass: Send + 'static;
     /// The origin's error.
@@ -97,18 +128,14 @@ pub trait Fetcher: Send + 'static {
     ) -> impl Future<Output = Result<Fetched<Self::Pass>, Self::Error>> + Send + 'static;
 
     /// What the followers of a fill that failed with `error` are told: the error itself goes
-    /// only to the call whose fetcher produced it. By default, that the origin failed.
+    /// only to the call whose origin produced it. By default, that the origin failed.
     fn failure(error: &Self::Error) -> FillError {
         let _ = error;
         FillError::Origin
     }
 }
 
-impl<F, Fut> Fetcher for F
-where
-    F: FnOnce(Option<Arc<Metadata>>) -> Fut + Send + 'static,
-    Fut: Future<Output = Result<Fetched, BoxError>> + Send + 'static,
-{
+impl<F: Fetcher> Origin for F {
     type Pass = Passthrough;
     type Error = BoxError;
 
@@ -116,6 +143,6 @@ where
         self,
         previous: Option<Arc<Metadata>>,
     ) -> impl Future<Output = Result<Fetched, BoxError>> + Send + 'static {
-        self(previous)
+        Fetcher::fetch(self, previous)
     }
 }

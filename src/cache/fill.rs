@@ -14,13 +14,13 @@ use super::flight::{Flight, FlightReader, Head};
 use super::keys::{Claim, Usage};
 use super::run::{LeaderNote, Source};
 use super::types::{Failed, Found, Got};
-use super::{key_hash, Cache, Fetched, Fetcher, GetOptions, Lookup, Outcome};
+use super::{key_hash, Cache, Fetched, GetOptions, Lookup, Origin, Outcome};
 use crate::entry::Metadata;
 use crate::error::{Error, FillError};
 
 impl Cache {
     /// A miss (or a stale entry that must be validated): lead or follow the key's fill.
-    pub(super) async fn fill<F: Fetcher>(
+    pub(super) async fn fill<F: Origin>(
         &self,
         key: &str,
         previous: Option<Arc<Metadata>>,
@@ -64,7 +64,7 @@ impl Cache {
     }
 
     /// Starts the fill task and answers with what it learns first.
-    async fn lead<F: Fetcher>(
+    async fn lead<F: Origin>(
         &self,
         key: &str,
         flight: Arc<Flight>,
@@ -146,7 +146,7 @@ impl Cache {
     /// Follows another request's fill: its body as it streams, its not-modified or stale
     /// answer, or its failure. Only a response that must not be shared, or a leader slower
     /// than `lock_wait` to answer, makes a follower fetch on its own.
-    pub(super) async fn follow<F: Fetcher>(
+    pub(super) async fn follow<F: Origin>(
         &self,
         key: &str,
         flight: Arc<Flight>,
@@ -187,7 +187,7 @@ impl Cache {
     /// Waits (at most `lock_wait`) for the flight to end, then reads what it stored. A failed
     /// fill's failure is shared; a fill that stored nothing, or one that is too slow, leaves
     /// the follower to fetch alone.
-    async fn after_stored<F: Fetcher>(&self, key: &str, flight: &Flight, fetcher: F) -> Got<F> {
+    async fn after_stored<F: Origin>(&self, key: &str, flight: &Flight, fetcher: F) -> Got<F> {
         let wait = self.inner.cfg.lock_wait;
         match tokio::time::timeout(wait, flight.wait_finished()).await {
             Ok(Err(why)) => return Err(Failed::Cache(Error::FillAbandoned(why))),
@@ -207,7 +207,7 @@ impl Cache {
     }
 
     /// Fetches without coalescing or storing (the fallback of followers).
-    async fn fetch_alone<F: Fetcher>(&self, fetcher: F) -> Got<F> {
+    async fn fetch_alone<F: Origin>(&self, fetcher: F) -> Got<F> {
         match fetcher.fetch(None).await.map_err(Failed::Origin)? {
             Fetched::Entry { meta, body } | Fetched::Variant { meta, body, .. } => {
                 Ok(Found::Entry(Lookup {

@@ -15,9 +15,9 @@ use super::keys::Claim;
 use super::run::{later, NoFetch, Source};
 use super::stats::bump;
 use super::types::{Failed, Found, Got};
-use super::{key_hash, Cache, Fetcher, GetOptions, Lookup, Outcome, Passthrough, Verdict};
+use super::{key_hash, Cache, Fetcher, GetOptions, Lookup, Origin, Outcome, Passthrough, Verdict};
 use crate::entry::{EntryBody, Metadata, StoredEntry};
-use crate::error::{BoxError, Error};
+use crate::error::Error;
 
 /// Remembers keys seen once in a lower tier (promotion probation).
 pub(super) struct Probation {
@@ -66,8 +66,7 @@ impl Cache {
         fetcher: F,
     ) -> impl Future<Output = Result<Lookup, Error>> + Send + 'a
     where
-        F: Fetcher<Pass = Passthrough>,
-        F::Error: Into<BoxError>,
+        F: Fetcher,
     {
         self.get_with(key, GetOptions::default(), fetcher)
     }
@@ -89,8 +88,7 @@ impl Cache {
         fetcher: F,
     ) -> impl Future<Output = Result<Lookup, Error>> + Send + 'a
     where
-        F: Fetcher<Pass = Passthrough>,
-        F::Error: Into<BoxError>,
+        F: Fetcher,
     {
         // Declaring `Send` here (instead of leaking it from an `async fn`) lets callers spawn
         // the future without tripping rustc's higher-ranked auto-trait inference on closures.
@@ -103,7 +101,7 @@ impl Cache {
                     meta: Arc::new(meta),
                     body,
                 }),
-                Err(Failed::Origin(e)) => Err(Error::Fetch(e.into())),
+                Err(Failed::Origin(e)) => Err(Error::Fetch(e)),
                 Err(Failed::Cache(e)) => Err(e),
             }
         }
@@ -113,7 +111,7 @@ impl Cache {
     /// value and its error come back as they are. `found` is an entry already read from the
     /// first tier by [`lookup_now`](Cache::lookup_now), so it is neither read nor counted as a
     /// hit twice.
-    pub(crate) fn fetch_through<'a, F: Fetcher>(
+    pub(crate) fn fetch_through<'a, F: Origin>(
         &'a self,
         key: &'a str,
         opts: GetOptions,
@@ -171,7 +169,7 @@ impl Cache {
         Ok(lookup)
     }
 
-    pub(super) async fn get_inner<F: Fetcher>(
+    pub(super) async fn get_inner<F: Origin>(
         &self,
         key: &str,
         opts: GetOptions,

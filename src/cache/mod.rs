@@ -46,7 +46,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 pub use builder::{CacheBuilder, ColdFill, Freshness, Promotion};
-pub use fetcher::{Fetched, Fetcher, Passthrough};
+pub use fetcher::{Fetched, Fetcher, Origin, Passthrough};
 pub use stats::CacheStats;
 pub(crate) use types::{Failed, Found};
 pub use types::{GetOptions, Judge, Lookup, Outcome, Verdict};

@@ -8,18 +8,18 @@ use tracing::{debug, debug_span, Instrument};
 use super::keys::Claim;
 use super::run::Source;
 use super::stats::bump;
-use super::{key_hash, Cache, Fetcher};
+use super::{key_hash, Cache, Origin};
 use crate::entry::Metadata;
 
 impl Cache {
     /// Schedules a background refresh of `key` on the worker pool. Returns false when the pool
     /// is full (the refresh is dropped and counted) or the cache is closed. At most one refresh
     /// (or fill) per key runs at a time.
-    pub fn schedule_refresh<F: Fetcher>(&self, key: &str, fetcher: F) -> bool {
+    pub fn schedule_refresh<F: Origin>(&self, key: &str, fetcher: F) -> bool {
         self.spawn_refresh(key, fetcher, None)
     }
 
-    pub(super) fn spawn_refresh<F: Fetcher>(
+    pub(super) fn spawn_refresh<F: Origin>(
         &self,
         key: &str,
         fetcher: F,

@@ -14,7 +14,7 @@ use tracing::{debug, debug_span, Instrument};
 use super::flight::{Flight, Head};
 use super::keys::{Claim, Usage};
 use super::stats::bump;
-use super::{key_hash, Cache, ColdFill, Fetched, Fetcher};
+use super::{key_hash, Cache, ColdFill, Fetched, Origin};
 use crate::entry::{EntryBody, Metadata};
 use crate::error::{FillError, StoreError};
 use crate::metrics::OriginResult;
@@ -38,11 +38,11 @@ pub(super) enum LeaderNote<P, E> {
 }
 
 /// The leader's end of the note channel, if the fill has a leader (refreshes have none).
-type NoteTx<F> = oneshot::Sender<LeaderNote<<F as Fetcher>::Pass, <F as Fetcher>::Error>>;
+type NoteTx<F> = oneshot::Sender<LeaderNote<<F as Origin>::Pass, <F as Origin>::Error>>;
 
 impl Cache {
     /// Runs one fill to its end. Every exit path finishes the flight.
-    pub(super) async fn run_fill<F: Fetcher>(
+    pub(super) async fn run_fill<F: Origin>(
         &self,
         key: &str,
         flight: Arc<Flight>,
@@ -132,7 +132,7 @@ impl Cache {
     /// Runs the fetcher under the idle limit. A pass-through is handed to the leader (then
     /// `Ok(None)`: the flight is finished here); the origin's error goes to the leader as it is,
     /// and the fill fails with [`FillError::Origin`] for everyone else.
-    async fn fetch<F: Fetcher>(
+    async fn fetch<F: Origin>(
         &self,
         flight: &Flight,
         fetcher: F,
@@ -473,7 +473,7 @@ impl Drop for FinishGuard<'_> {
 /// A fetcher type for fills that never fetch (promotions).
 pub(super) struct NoFetch;
 
-impl Fetcher for NoFetch {
+impl Origin for NoFetch {
     type Pass = Infallible;
     type Error = Infallible;
 

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::Fetcher;
+use super::Origin;
 use crate::entry::{EntryBody, Metadata};
 use crate::error::Error;
 
@@ -199,4 +199,4 @@ impl<E> From<Error> for Failed<E> {
 }
 
 /// The result of a lookup through the fetcher `F`.
-pub(crate) type Got<F> = Result<Found<<F as Fetcher>::Pass>, Failed<<F as Fetcher>::Error>>;
+pub(crate) type Got<F> = Result<Found<<F as Origin>::Pass>, Failed<<F as Origin>::Error>>;

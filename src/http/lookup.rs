@@ -11,7 +11,7 @@ use http::{Request, Response, StatusCode};
 use super::answer::Answer;
 use super::body::{drain_detached, CacheBody};
 use super::layer::HttpConfig;
-use super::origin::{call, FillRequest, Origin, OriginError, OriginFetcher, Passed};
+use super::origin::{call, FillRequest, OriginError, OriginFetcher, OriginService, Passed};
 use super::policy::{self, RequestDirectives};
 use super::request::origin_head;
 use super::status::CacheStatus;
@@ -43,7 +43,7 @@ impl CachedCall {
         found: Option<StoredEntry>,
     ) -> Result<Response<CacheBody<S::ResBody>>, S::OriginError>
     where
-        S: Origin<B>,
+        S: OriginService<B>,
         B: Default + Send + 'static,
     {
         let origin = origin_head(&parts, self.config.target_headers);
@@ -56,6 +56,7 @@ impl CachedCall {
             Ok(Found::Entry(lookup)) => match vary::read_marker(&lookup.meta) {
                 // §4.1: a marker at the primary key sends the request on to its variant.
                 Some((nonce, names)) => {
+                    let led = lookup.outcome == Outcome::Miss;
                     // The marker's own (empty) body may be a fill: let it commit.
                     if matches!(lookup.outcome, Outcome::Miss | Outcome::Coalesced) {
                         drain_detached(lookup.body);
@@ -63,9 +64,18 @@ impl CachedCall {
                     let vkey = vary::variant_key(&key, &nonce, &names, &origin.headers);
                     let fetcher =
                         self.fetcher(svc.clone(), &origin, B::default(), &key, Some(names));
-                    self.cache
+                    let mut found = self
+                        .cache
                         .fetch_through(&vkey, self.options(), fetcher, None)
-                        .await
+                        .await;
+                    if let (true, Ok(Found::Entry(variant))) = (led, &mut found) {
+                        // This request's own fill stored the variant (it may have committed
+                        // before this read): to the client it is the miss it was.
+                        if matches!(variant.outcome, Outcome::Hit { .. } | Outcome::Coalesced) {
+                            variant.outcome = Outcome::Miss;
+                        }
+                    }
+                    found
                 }
                 None => Ok(Found::Entry(lookup)),
             },
@@ -82,7 +92,7 @@ impl CachedCall {
         parts: Parts,
     ) -> Result<Response<CacheBody<S::ResBody>>, S::OriginError>
     where
-        S: Origin<B>,
+        S: OriginService<B>,
         B: Default + Send + 'static,
     {
         let answer = self.answer();
@@ -108,7 +118,7 @@ impl CachedCall {
         parts: Parts,
     ) -> Result<Response<CacheBody<S::ResBody>>, S::OriginError>
     where
-        S: Origin<B>,
+        S: OriginService<B>,
         B: Default + Send + 'static,
     {
         let answer = self.answer();
@@ -193,7 +203,7 @@ impl CachedCall {
         fwd: &'static str,
     ) -> Result<Response<CacheBody<S::ResBody>>, S::OriginError>
     where
-        S: Origin<B>,
+        S: OriginService<B>,
         B: Default,
     {
         super::strip_hop_by_hop(&mut parts.headers);

@@ -2,7 +2,7 @@
 //! [`CacheBody`].
 //!
 //! The layer turns a request into a key and a decision (bypass or lookup), adapts the inner
-//! service into the engine's [`Fetcher`](crate::Fetcher), decides with HTTP's caching rules what
+//! service into the engine's [`Origin`](crate::Origin), decides with HTTP's caching rules what
 //! may be stored and for how long ([`PolicyMode`]), and turns entries back into responses with
 //! `Age` and `Cache-Status` (RFC 9211) headers.
 //!
@@ -45,7 +45,7 @@ pub use handle::CacheHandle;
 pub use headers::{strip_hop_by_hop, TargetHeaders, HOP_BY_HOP, TARGET_REWRITING};
 pub use key::{default_key, key_with_headers, KeyFn};
 pub use layer::{CacheLayer, CacheLayerBuilder};
-pub use origin::Origin;
+pub use origin::OriginService;
 pub use policy::{CacheControl, PolicyMode};
 pub use service::CacheService;
 pub use status::CACHE_NAME;

@@ -4,7 +4,7 @@
 //! (readiness and call under one timeout), fall back to the stale entry where `stale-if-error`
 //! allows, resolve a 304, and classify the response (store it, store it as a variant, or pass
 //! it through). What must reach the caller as it is, the origin's own response or error, is
-//! the fetcher's [`Fetcher::Pass`] and [`Fetcher::Error`]: the engine hands both back.
+//! the fetcher's [`Origin::Pass`] and [`Origin::Error`]: the engine hands both back.
 
 use std::future::{poll_fn, Future};
 use std::sync::Arc;
@@ -22,13 +22,13 @@ use super::layer::HttpConfig;
 use super::policy::{self, RequestDirectives, Storability};
 use super::request::copy_head;
 use super::vary::{self, Vary};
-use crate::cache::{Cache, Fetched, Fetcher};
+use crate::cache::{Cache, Fetched, Origin};
 use crate::entry::{EntryBody, Metadata};
 use crate::error::{BoxError, FillError};
 
 /// The bounds the layer needs of the origin service, written once. Every service that meets
 /// them has it; there is nothing to implement.
-pub trait Origin<B>:
+pub trait OriginService<B>:
     Service<
         Request<B>,
         Response = Response<Self::ResBody>,
@@ -50,7 +50,7 @@ pub trait Origin<B>:
         + 'static;
 }
 
-impl<S, B, ResB> Origin<B> for S
+impl<S, B, ResB> OriginService<B> for S
 where
     S: Service<Request<B>, Response = Response<ResB>> + Clone + Send + 'static,
     S::Future: Send + 'static,
@@ -87,7 +87,7 @@ pub(crate) async fn call<S, B>(
     timeout: Duration,
 ) -> Result<Response<S::ResBody>, OriginError<S::OriginError>>
 where
-    S: Origin<B>,
+    S: OriginService<B>,
 {
     let call = async {
         poll_fn(|cx| svc.poll_ready(cx)).await?;
@@ -118,9 +118,9 @@ pub(crate) struct OriginFetcher<S, B> {
     pub(crate) fill: FillRequest,
 }
 
-impl<S, B> Fetcher for OriginFetcher<S, B>
+impl<S, B> Origin for OriginFetcher<S, B>
 where
-    S: Origin<B>,
+    S: OriginService<B>,
     B: Default + Send + 'static,
 {
     type Pass = Passed<S::ResBody>;

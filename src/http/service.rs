@@ -13,7 +13,7 @@ use super::headers::{append_to_key, has_target_rewriting, TargetHeaders, TARGET_
 use super::invalidate::{invalidate, is_unsafe};
 use super::layer::HttpConfig;
 use super::lookup::CachedCall;
-use super::origin::{call, Origin};
+use super::origin::{call, OriginService};
 use super::policy::{self, RequestDirectives, RequestRule};
 use super::request::{copy_head, strip_target};
 use super::status::CacheStatus;
@@ -89,7 +89,7 @@ impl<S> CacheService<S> {
 
 impl<S, B> Service<Request<B>> for CacheService<S>
 where
-    S: Origin<B>,
+    S: OriginService<B>,
     B: Default + Send + 'static,
 {
     type Response = Response<CacheBody<S::ResBody>>;
@@ -121,7 +121,7 @@ impl<S> CacheService<S> {
         head: bool,
     ) -> ResponseFuture<S::ResBody, S::OriginError>
     where
-        S: Origin<B>,
+        S: OriginService<B>,
         B: Default + Send + 'static,
     {
         let (parts, body) = req.into_parts();
@@ -160,7 +160,7 @@ impl<S> CacheService<S> {
         reason: &'static str,
     ) -> ResponseFuture<S::ResBody, S::OriginError>
     where
-        S: Origin<B>,
+        S: OriginService<B>,
         B: Send + 'static,
     {
         let status = self.config.cache_status.then(|| CacheStatus {

@@ -95,7 +95,7 @@ pub async fn send(
 pub fn counting_origin(
     calls: &std::sync::Arc<std::sync::atomic::AtomicUsize>,
     body: impl Into<Bytes>,
-) -> impl daramjwee::Fetcher<Pass = daramjwee::Passthrough, Error = daramjwee::BoxError> {
+) -> impl daramjwee::Fetcher {
     let calls = calls.clone();
     let body: Bytes = body.into();
     move |_prev: Option<std::sync::Arc<daramjwee::Metadata>>| {
@@ -108,8 +108,7 @@ pub fn counting_origin(
 }
 
 /// A fetcher that must not be called: it fails the lookup if it is.
-pub fn never() -> impl daramjwee::Fetcher<Pass = daramjwee::Passthrough, Error = daramjwee::BoxError>
-{
+pub fn never() -> impl daramjwee::Fetcher {
     |_prev: Option<std::sync::Arc<daramjwee::Metadata>>| {
         std::future::ready(Err::<daramjwee::Fetched, daramjwee::BoxError>(
             "the origin must not be called".into(),
