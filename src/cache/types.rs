@@ -60,7 +60,7 @@ impl Outcome {
     }
 }
 
-/// The answer of [`Cache::get`]: metadata, a body stream, and how it was obtained.
+/// The answer of [`Cache::get`](crate::Cache::get): metadata, a body stream, and how it was obtained.
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct Lookup {
@@ -72,7 +72,7 @@ pub struct Lookup {
     pub body: EntryBody,
 }
 
-/// Per-call options of [`Cache::get_with`].
+/// Per-call options of [`Cache::get_with`](crate::Cache::get_with).
 #[derive(Clone, Debug, Default)]
 #[non_exhaustive]
 pub struct GetOptions {
