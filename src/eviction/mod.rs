@@ -11,6 +11,7 @@
 //! | [`Sieve`] | one FIFO with a moving hand and visited bits (Zhang et al., NSDI '24) |
 //! | [`TinyLfu`] | LRU window + segmented LRU, frequency-sketch admission (W-TinyLFU) |
 
+mod list;
 mod lru;
 mod s3fifo;
 mod sieve;

@@ -19,7 +19,7 @@
 
 use std::collections::VecDeque;
 
-use super::lru::{IdHasherBuilder, List, Slab, NIL};
+use super::list::{IdHasherBuilder, List, Slab, NIL};
 use super::EvictionPolicy;
 use std::collections::HashMap;
 
@@ -267,7 +267,7 @@ impl EvictionPolicy for S3Fifo {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::eviction::lru::model;
+    use crate::eviction::list::model;
     use proptest::prelude::*;
 
     proptest! {

@@ -7,7 +7,7 @@
 //! choose: the store evicts again while it is still over its byte capacity.
 //! This module must never reorder entries on a hit.
 
-use super::lru::{IdMap, List, Slab, NIL};
+use super::list::{IdMap, List, Slab, NIL};
 use super::EvictionPolicy;
 
 #[derive(Debug, Clone, Copy)]
@@ -124,7 +124,7 @@ impl EvictionPolicy for Sieve {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::eviction::lru::model;
+    use crate::eviction::list::model;
     use proptest::prelude::*;
 
     proptest! {

@@ -20,7 +20,7 @@
 //! This module must never let the sketch decide anything but duels: `len()` and `weight()`
 //! count only tracked entries.
 
-use super::lru::{IdMap, List, Slab, NIL};
+use super::list::{IdMap, List, Slab, NIL};
 use super::EvictionPolicy;
 
 /// Window share of the capacity, in hundredths.
@@ -360,7 +360,7 @@ impl EvictionPolicy for TinyLfu {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::eviction::lru::model;
+    use crate::eviction::list::model;
     use proptest::prelude::*;
 
     proptest! {
