@@ -362,7 +362,9 @@ where
             // RFC 5861 §4: a failed validation may be answered with the stale entry.
             let stale_ok = |prev: &Option<Arc<Metadata>>| {
                 prev.as_ref()
-                    .filter(|p| policy::stale_if_error(&directives, p, SystemTime::now()))
+                    .filter(|p| {
+                        policy::stale_if_error(config.rules(), &directives, p, SystemTime::now())
+                    })
                     .map(|p| Fetched::NotModified {
                         meta: Some((**p).clone()),
                     })
@@ -410,7 +412,7 @@ where
             if res.status() == StatusCode::NOT_MODIFIED {
                 if let Some(prev) = &previous {
                     let mut meta = policy::merge_not_modified(
-                        &config.mode,
+                        config.rules(),
                         &req_headers,
                         prev,
                         res.headers(),
@@ -449,7 +451,7 @@ where
                     Storability::Pass("set-cookie")
                 } else {
                     policy::storability(
-                        &config.mode,
+                        config.rules(),
                         &req_headers,
                         res.status(),
                         res.headers(),
@@ -552,7 +554,7 @@ impl CachedCall {
                     // A marker holds no response: always follow it to the variant.
                     Verdict::Fresh
                 } else {
-                    policy::verdict(&config.mode, &directives, meta, now)
+                    policy::verdict(config.rules(), &directives, meta, now)
                 }
             })
     }
@@ -731,7 +733,7 @@ impl Answer<'_> {
                 // Resolved below, through the variant's own key.
                 Verdict::Validate
             } else {
-                policy::verdict(&self.config.mode, directives, meta, now)
+                policy::verdict(self.config.rules(), directives, meta, now)
             }
         };
         match self.cache.lookup_now(key, judge) {
@@ -745,7 +747,7 @@ impl Answer<'_> {
                 let origin = origin_parts(parts);
                 let vkey = vary::variant_key(key, &nonce, &names, &origin.headers);
                 let judge = |meta: &Metadata, now| {
-                    policy::verdict(&self.config.mode, directives, meta, now)
+                    policy::verdict(self.config.rules(), directives, meta, now)
                 };
                 match self.cache.lookup_now(&vkey, judge) {
                     Ok(lookup) => Ok(self.respond(lookup, parts, None)),
@@ -912,6 +914,7 @@ impl Answer<'_> {
     }
 
     fn stamp<T>(&self, res: &mut Response<T>, status: CacheStatus) {
+        self.config.rules().strip_targeted(res.headers_mut());
         if self.config.cache_status {
             res.headers_mut().insert(CACHE_STATUS, status.to_header());
         }
