@@ -312,3 +312,24 @@ impl StoredEntry {
         StoredEntry { meta, body }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::codec;
+
+    #[test]
+    fn lifetimes_past_the_clock_saturate_at_far_future() {
+        let m = Metadata::new(StatusCode::OK).with_ttl(Duration::MAX);
+        assert_eq!(m.fresh_until, Some(far_future()));
+        assert!(m.is_fresh(far_future() - Duration::from_secs(1), None));
+        assert!(!m.is_fresh(far_future(), None));
+        let plain = Metadata::new(StatusCode::OK);
+        for ttl in [Duration::MAX, Duration::from_secs(u64::MAX)] {
+            assert_eq!(plain.expires_at(Some(ttl)), Some(far_future()));
+        }
+        // The far future survives the stored form (microseconds in a u64).
+        let (_, back) = codec::decode(&codec::encode("k", &m)).unwrap();
+        assert_eq!(back.fresh_until, Some(far_future()));
+    }
+}

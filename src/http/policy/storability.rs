@@ -97,12 +97,13 @@ fn refusal(
     if shared && req_headers.contains_key(header::AUTHORIZATION) && !allows_authorized {
         return Some("authorization");
     }
-    // §4.1: `Vary: *` can never be matched by a later request. Other `Vary` values are
-    // stored per variant (see `vary.rs`).
-    if vary::parse(headers) == vary::Vary::Star {
-        return Some("vary");
-    }
-    None
+    vary_blocks_storing(headers).then_some("vary")
+}
+
+/// §4.1: `Vary: *` can never be matched by a later request, so it is not stored. Other
+/// `Vary` values are stored per variant (see `vary.rs`).
+fn vary_blocks_storing(headers: &HeaderMap) -> bool {
+    vary::parse(headers) == vary::Vary::Star
 }
 
 /// The freshness lifetime, or `None` when the response has none and its status may not be
