@@ -3,6 +3,7 @@
 //! Errors here describe what failed and where. The HTTP face never turns them into error responses on
 //! its own: cache faults fail open (the origin is served) and are logged.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A boxed, thread-safe error, as produced by fetchers and origin bodies.
@@ -131,9 +132,9 @@ pub enum Error {
         /// The configured limit.
         after: Duration,
     },
-    /// The fill this request followed was abandoned (its leader failed or every reader left).
-    #[error("the shared fill was abandoned: {0}")]
-    FillAbandoned(String),
+    /// The fill this request led or followed ended without a whole body; the cause says why.
+    #[error("the shared fill was abandoned")]
+    FillAbandoned(#[source] FillError),
     /// The fetcher panicked.
     #[error("the fetcher panicked")]
     Panicked,
@@ -147,6 +148,65 @@ pub enum Error {
     /// discarded.
     #[error("superseded by a newer write or delete of the same key")]
     Superseded,
+}
+
+/// An error shared by every reader of one fill: cheap to clone, its cause chain kept.
+pub type SharedError = Arc<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why a fill ended without storing a whole body. Every reader of the fill (its leader and the
+/// followers that joined it) sees the same value.
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FillError {
+    /// The origin failed before a response head. The call that led the fill gets the origin's
+    /// own error; followers get this.
+    #[error("the origin failed before a response head")]
+    Origin,
+    /// The origin gave no response head within the limit.
+    #[error("the origin did not answer within {0:?}")]
+    OriginTimeout(Duration),
+    /// The body failed part-way.
+    #[error("the body failed after {received} bytes")]
+    Body {
+        /// Bytes received before the failure.
+        received: u64,
+        /// The body's error.
+        #[source]
+        source: SharedError,
+    },
+    /// No body bytes arrived within the idle limit.
+    #[error("the body stalled after {received} bytes")]
+    Stalled {
+        /// Bytes received before the stall.
+        received: u64,
+    },
+    /// The body ended before its declared length.
+    #[error("body truncated: {received} of {expected} bytes")]
+    Truncated {
+        /// Bytes received.
+        received: u64,
+        /// Bytes declared.
+        expected: u64,
+    },
+    /// The body went past its declared length.
+    #[error("body longer than its declared {expected} bytes")]
+    TooLong {
+        /// Bytes declared.
+        expected: u64,
+    },
+    /// Every reader left before the body was whole, so the fill stopped.
+    #[error("every reader left before the body was whole")]
+    Orphaned,
+    /// The fetcher answered about a stored entry (not-modified, or serve it stale) and none is
+    /// stored.
+    #[error("the fetcher answered about a stored entry, and none is stored")]
+    NothingStored,
+    /// The fill's task panicked.
+    #[error("the fill panicked")]
+    Panicked,
+    /// The fill's task ended without finishing (cancelled at shutdown).
+    #[error("the fill ended early")]
+    Cancelled,
 }
 
 /// Returned by [`Cache::close`](crate::Cache::close) when background work did not drain in time.

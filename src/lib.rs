@@ -49,8 +49,8 @@ pub mod __fuzz;
 
 pub use cache::{
     Cache, CacheBuilder, CacheStats, CacheWriter, ColdFill, Fetched, Fetcher, Freshness,
-    GetOptions, Judge, Lookup, Outcome, Promotion, Verdict,
+    GetOptions, Judge, Lookup, Origin, Outcome, Passthrough, Promotion, Verdict,
 };
 pub use entry::{EntryBody, EntryKind, Metadata, StoredEntry};
-pub use error::{BoxError, CloseError, Error, StoreError};
+pub use error::{BoxError, CloseError, Error, FillError, SharedError, StoreError};
 pub use worker::{RuntimeStats, WorkerPool, WorkerRuntime, WorkerStats};

@@ -28,7 +28,7 @@
 mod on {
     use ::metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
 
-    pub(crate) const OUTCOMES: [&str; 8] = [
+    pub(crate) const OUTCOMES: [&str; 9] = [
         "hit",
         "stale",
         "miss",
@@ -37,6 +37,7 @@ mod on {
         "pass",
         "bypass",
         "error",
+        "stale_on_error",
     ];
 
     pub(crate) struct Metrics {
@@ -213,6 +214,7 @@ pub(crate) mod outcome {
     pub(crate) const PASS: usize = 5;
     pub(crate) const BYPASS: usize = 6;
     pub(crate) const ERROR: usize = 7;
+    pub(crate) const STALE_ON_ERROR: usize = 8;
 }
 
 /// What an origin call answered.

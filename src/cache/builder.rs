@@ -3,7 +3,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Cache, Inner, Probation, Stats, Tier};
+use super::lookup::Probation;
+use super::stats::Stats;
+use super::tier::Tier;
+use super::{Cache, Inner};
 use crate::cache::flight::RetainBudget;
 use crate::cache::keys::KeyTable;
 use crate::metrics::Metrics;

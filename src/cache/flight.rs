@@ -26,7 +26,7 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use crate::entry::{EntryBody, Metadata};
-use crate::error::Error;
+use crate::error::{Error, FillError};
 
 /// What the fill learned about the response before its body.
 #[derive(Clone, Debug)]
@@ -42,8 +42,11 @@ pub(crate) enum Head {
     Stored,
     /// The response must not be shared: each follower fetches on its own.
     Pass,
+    /// The origin failed, and the stored entry is served as it is (stale-if-error); readers
+    /// read it from the store. `status` is the origin's error status, if it answered one.
+    Stale(Option<http::StatusCode>),
     /// The fill failed before the head.
-    Failed(String),
+    Failed(FillError),
 }
 
 struct Reader {
@@ -67,7 +70,7 @@ struct State {
     readers: HashMap<u64, Reader>,
     next_reader: u64,
     /// `Some(Ok)` after a clean end, `Some(Err)` after a failure.
-    end: Option<Result<(), String>>,
+    end: Option<Result<(), FillError>>,
     /// Set once every byte of a body that checked out (its declared length) is in the log:
     /// readers end cleanly then, while the fill goes on to commit.
     body_complete: bool,
@@ -218,7 +221,7 @@ impl Flight {
     }
 
     /// Waits until the fill ends; returns its result.
-    pub(crate) async fn wait_finished(&self) -> Result<(), String> {
+    pub(crate) async fn wait_finished(&self) -> Result<(), FillError> {
         loop {
             let notified = self.finished.notified();
             tokio::pin!(notified);
@@ -290,7 +293,7 @@ impl Flight {
     }
 
     /// Ends the flight. The first call wins.
-    pub(crate) fn finish(&self, result: Result<(), String>) {
+    pub(crate) fn finish(&self, result: Result<(), FillError>) {
         {
             let mut st = self.state.lock();
             if st.end.is_some() {
@@ -518,12 +521,12 @@ mod tests {
         );
         // A commit failure afterwards does not turn the delivered body into an error.
         let late = flight.join().expect("start still held");
-        flight.finish(Err("commit failed".into()));
+        flight.finish(Err(FillError::Cancelled));
         assert_eq!(read_all(late).await, b"all of it");
-        assert_eq!(
+        assert!(matches!(
             flight.wait_finished().await,
-            Err("commit failed".to_owned())
-        );
+            Err(FillError::Cancelled)
+        ));
     }
 
     #[tokio::test]

@@ -2,7 +2,7 @@
 //! [`CacheBody`].
 //!
 //! The layer turns a request into a key and a decision (bypass or lookup), adapts the inner
-//! service into the engine's [`Fetcher`](crate::Fetcher), decides with HTTP's caching rules what
+//! service into the engine's [`Origin`](crate::Origin), decides with HTTP's caching rules what
 //! may be stored and for how long ([`PolicyMode`]), and turns entries back into responses with
 //! `Age` and `Cache-Status` (RFC 9211) headers.
 //!
@@ -22,14 +22,19 @@
 //! # let _ = app;
 //! ```
 
+mod answer;
 mod body;
 mod future;
 mod handle;
 mod headers;
+mod invalidate;
 mod key;
 mod layer;
+mod lookup;
+mod origin;
 pub mod policy;
 pub(crate) mod range;
+mod request;
 mod service;
 mod status;
 pub(crate) mod vary;
@@ -40,6 +45,7 @@ pub use handle::CacheHandle;
 pub use headers::{strip_hop_by_hop, TargetHeaders, HOP_BY_HOP, TARGET_REWRITING};
 pub use key::{default_key, key_with_headers, KeyFn};
 pub use layer::{CacheLayer, CacheLayerBuilder};
+pub use origin::OriginService;
 pub use policy::{CacheControl, PolicyMode};
 pub use service::CacheService;
 pub use status::CACHE_NAME;

@@ -1,0 +1,284 @@
+//! The answer: turns what the engine found into the response a client gets: a hit, a 304 for
+//! the client's own conditional, a 206 or 416 for a range, a HEAD, a pass-through, or an error
+//! response of the cache's own when the origin failed for a fill this request followed.
+
+use std::time::SystemTime;
+
+use http::header::{self, HeaderValue};
+use http::request::Parts;
+use http::{Response, StatusCode};
+
+use super::body::{drain_detached, CacheBody};
+use super::layer::HttpConfig;
+use super::policy::{self, RequestDirectives};
+use super::range::{self, RangeAnswer};
+use super::request::origin_head;
+use super::status::{self, CacheStatus};
+use super::vary;
+use super::CACHE_STATUS;
+use crate::cache::{Cache, Lookup, Outcome, Verdict};
+use crate::entry::{EntryBody, Metadata, StoredEntry};
+
+/// What turns a lookup into a response: the parts of a request's context the answer needs,
+/// borrowed, so the fresh-hit path builds nothing it does not send.
+pub(crate) struct Answer<'a> {
+    pub(crate) cache: &'a Cache,
+    pub(crate) config: &'a HttpConfig,
+    pub(crate) head: bool,
+}
+
+impl Answer<'_> {
+    /// The response for a fresh hit in the first tier, if there is one; otherwise what was
+    /// found there (to be handed to the full lookup, so it is not read twice).
+    pub(crate) fn fresh_hit<ResB>(
+        &self,
+        key: &str,
+        parts: &Parts,
+        directives: &RequestDirectives,
+    ) -> Result<Response<CacheBody<ResB>>, Option<StoredEntry>> {
+        let judge = |meta: &Metadata, now| {
+            if vary::is_marker(meta) {
+                // Resolved below, through the variant's own key.
+                Verdict::Validate
+            } else {
+                policy::verdict(self.config.rules(), directives, meta, now)
+            }
+        };
+        match self.cache.lookup_now(key, judge) {
+            Ok(lookup) => Ok(self.respond(lookup, parts)),
+            Err(Some(found)) if vary::is_marker(&found.meta) => {
+                // The URL varies: a fresh hit of this client's variant is answered just as
+                // well. The marker itself goes to the full lookup otherwise.
+                let Some((nonce, names)) = vary::read_marker(&found.meta) else {
+                    return Err(Some(found));
+                };
+                let origin = origin_head(parts, self.config.target_headers);
+                let vkey = vary::variant_key(key, &nonce, &names, &origin.headers);
+                let judge = |meta: &Metadata, now| {
+                    policy::verdict(self.config.rules(), directives, meta, now)
+                };
+                match self.cache.lookup_now(&vkey, judge) {
+                    Ok(lookup) => Ok(self.respond(lookup, parts)),
+                    Err(_) => Err(Some(found)),
+                }
+            }
+            Err(found) => Err(found),
+        }
+    }
+
+    /// The origin's own response, passed through unstored.
+    pub(crate) fn pass<ResB>(
+        &self,
+        res: Response<ResB>,
+        reason: &'static str,
+    ) -> Response<CacheBody<ResB>> {
+        let mut res = res.map(CacheBody::origin);
+        if self.head {
+            *res.body_mut() = CacheBody::empty();
+        }
+        super::strip_hop_by_hop(res.headers_mut());
+        tracing::debug!(reason, "response not stored");
+        self.stamp(
+            &mut res,
+            CacheStatus {
+                fwd: Some("uri-miss"),
+                detail: Some(reason),
+                ..Default::default()
+            },
+        );
+        res
+    }
+
+    /// A response of the cache's own for an origin that failed or did not answer in time:
+    /// what followers of a failed fill, and callers whose origin call timed out, receive.
+    pub(crate) fn origin_failed<ResB>(
+        &self,
+        status: StatusCode,
+        detail: &'static str,
+    ) -> Response<CacheBody<ResB>> {
+        let mut res = Response::new(CacheBody::empty());
+        *res.status_mut() = status;
+        res.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        res.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(0u64));
+        self.stamp(
+            &mut res,
+            CacheStatus {
+                fwd: Some("uri-miss"),
+                detail: Some(detail),
+                ..Default::default()
+            },
+        );
+        res
+    }
+
+    /// The response for an entry the engine found, stored or streaming.
+    pub(crate) fn respond<ResB>(&self, lookup: Lookup, parts: &Parts) -> Response<CacheBody<ResB>> {
+        let now = SystemTime::now();
+        let Lookup {
+            outcome,
+            meta,
+            body,
+        } = lookup;
+        let mut status = self.status_for(outcome);
+        status.ttl = policy::ttl_seconds(&meta, now);
+        // A body that is also a fill in progress must be read to its end even when this
+        // client needs none or part of it, or the fill is abandoned.
+        let filling = matches!(outcome, Outcome::Miss | Outcome::Coalesced);
+        let from_store = !matches!(outcome, Outcome::Pass);
+        let needs_none = from_store && policy::client_not_modified(&parts.headers, &meta);
+        let len = meta.content_length.or_else(|| body.remaining_len());
+        let ranged = if self.head || !from_store || needs_none {
+            RangeAnswer::Full
+        } else {
+            range::evaluate(&parts.headers, &meta, len)
+        };
+        let mut res = match ranged {
+            _ if needs_none => {
+                if filling {
+                    drain_detached(body);
+                }
+                not_modified(&meta)
+            }
+            RangeAnswer::Full => self.full(&meta, body, len),
+            RangeAnswer::Partial { start, end, len } => {
+                partial(&meta, body, start, end, len, filling)
+            }
+            RangeAnswer::Unsatisfiable { len } => {
+                if filling {
+                    drain_detached(body);
+                }
+                unsatisfiable(&meta, len)
+            }
+        };
+        if from_store {
+            let age = status::age_header(meta.age(now).as_secs());
+            res.headers_mut().insert(header::AGE, age);
+        }
+        self.stamp(&mut res, status);
+        res
+    }
+
+    /// What `Cache-Status` says of an outcome.
+    fn status_for(&self, outcome: Outcome) -> CacheStatus {
+        let mut status = CacheStatus::default();
+        match outcome {
+            Outcome::Hit { tier, .. } => {
+                status.hit = true;
+                status.detail = Some(self.cache.tier_name(tier));
+            }
+            Outcome::NotModified => status.hit = true,
+            Outcome::Miss => {
+                status.fwd = Some("uri-miss");
+                status.stored = true;
+            }
+            Outcome::Coalesced => {
+                status.fwd = Some("uri-miss");
+                status.collapsed = true;
+            }
+            Outcome::Revalidated { tier } => {
+                status.fwd = Some("stale");
+                status.fwd_status = Some(304);
+                status.detail = Some(self.cache.tier_name(tier));
+            }
+            Outcome::StaleOnError { status: code, .. } => {
+                status.fwd = Some("stale");
+                status.fwd_status = code;
+                status.detail = Some("stale-if-error");
+            }
+            _ => status.fwd = Some("uri-miss"),
+        }
+        status
+    }
+
+    /// The whole entry (or its head alone, for HEAD).
+    fn full<ResB>(
+        &self,
+        meta: &Metadata,
+        body: EntryBody,
+        len: Option<u64>,
+    ) -> Response<CacheBody<ResB>> {
+        let mut res = Response::new(if self.head {
+            CacheBody::empty()
+        } else {
+            CacheBody::cached(body, len)
+        });
+        *res.status_mut() = meta.status;
+        *res.headers_mut() = meta.headers.clone();
+        // The origin's length may have come from its framing alone; a HEAD answer must still
+        // say how long the GET body is.
+        if let (Some(len), false) = (len, res.headers().contains_key(header::CONTENT_LENGTH)) {
+            if !self.head || meta.status != StatusCode::NO_CONTENT {
+                res.headers_mut()
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+            }
+        }
+        res
+    }
+
+    pub(crate) fn stamp<T>(&self, res: &mut Response<T>, status: CacheStatus) {
+        self.config.rules().strip_targeted(res.headers_mut());
+        if self.config.cache_status {
+            res.headers_mut().insert(CACHE_STATUS, status.to_header());
+        }
+    }
+}
+
+/// RFC 9111 §4.3.2: the client's own validator matches the entry.
+fn not_modified<ResB>(meta: &Metadata) -> Response<CacheBody<ResB>> {
+    let mut res = Response::new(CacheBody::empty());
+    *res.status_mut() = StatusCode::NOT_MODIFIED;
+    for name in [
+        header::ETAG,
+        header::LAST_MODIFIED,
+        header::CACHE_CONTROL,
+        header::CONTENT_LOCATION,
+        header::DATE,
+        header::EXPIRES,
+        header::VARY,
+    ] {
+        for v in meta.headers.get_all(&name) {
+            res.headers_mut().append(name.clone(), v.clone());
+        }
+    }
+    res
+}
+
+/// RFC 9110 §15.3.7: one range of the entry.
+fn partial<ResB>(
+    meta: &Metadata,
+    body: EntryBody,
+    start: u64,
+    end: u64,
+    len: u64,
+    filling: bool,
+) -> Response<CacheBody<ResB>> {
+    let take = end - start + 1;
+    let mut res = Response::new(CacheBody::ranged(body, start, take, filling));
+    *res.status_mut() = StatusCode::PARTIAL_CONTENT;
+    *res.headers_mut() = meta.headers.clone();
+    res.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(take));
+    if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{end}/{len}")) {
+        res.headers_mut().insert(header::CONTENT_RANGE, v);
+    }
+    res
+}
+
+/// RFC 9110 §15.5.17: no part of the entry is in the requested range.
+fn unsatisfiable<ResB>(meta: &Metadata, len: u64) -> Response<CacheBody<ResB>> {
+    let mut res = Response::new(CacheBody::empty());
+    *res.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
+    for name in [header::DATE, header::ETAG, header::LAST_MODIFIED] {
+        if let Some(v) = meta.headers.get(&name) {
+            res.headers_mut().insert(name, v.clone());
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+        res.headers_mut().insert(header::CONTENT_RANGE, v);
+    }
+    res.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(0u64));
+    res
+}
