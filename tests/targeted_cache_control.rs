@@ -271,3 +271,45 @@ async fn targeted_fields_are_ignored_outside_a_shared_target_list() {
         assert_eq!(s.get().await.header("cdn-cache-control"), "no-store");
     }
 }
+
+// A response the targeted field keeps out of the cache is stripped too: stripping applies to
+// every response the layer answers, stored or passed.
+#[tokio::test]
+async fn passed_responses_are_stripped_too() {
+    const H: Headers = &[
+        ("cache-control", "max-age=60"),
+        ("cdn-cache-control", "no-store"),
+    ];
+    let s = Site::new(
+        |b| {
+            b.targeted_cache_control(TARGETS)
+                .strip_targeted_fields(true)
+        },
+        H,
+    )
+    .await;
+    assert!(!s.second_is_hit().await);
+    let g = s.get().await;
+    assert!(
+        g.cache_status().contains("detail=no-store"),
+        "{}",
+        g.cache_status()
+    );
+    assert!(!g.headers.contains_key("cdn-cache-control"));
+}
+
+// Field names are case-insensitive; a name that cannot be a field name is dropped (it could
+// never match) without failing the configuration.
+#[tokio::test]
+async fn target_list_names_are_normalised_and_invalid_ones_dropped() {
+    const H: Headers = &[
+        ("cache-control", "no-store"),
+        ("cdn-cache-control", "max-age=60"),
+    ];
+    let s = Site::new(
+        |b| b.targeted_cache_control(["not a name", "", " CDN-Cache-Control "]),
+        H,
+    )
+    .await;
+    assert!(s.second_is_hit().await);
+}
