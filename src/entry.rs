@@ -8,7 +8,7 @@ use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures_core::Stream;
@@ -107,9 +107,10 @@ impl Metadata {
         self
     }
 
-    /// Sets an explicit freshness lifetime counted from `stored_at`.
+    /// Sets an explicit freshness lifetime counted from `stored_at`. A lifetime that reaches
+    /// past [`far_future`] (`Duration::MAX` included) means the entry never expires.
     pub fn with_ttl(mut self, ttl: Duration) -> Self {
-        self.fresh_until = Some(self.stored_at + ttl);
+        self.fresh_until = Some(add_saturating(self.stored_at, ttl));
         self
     }
 
@@ -125,10 +126,10 @@ impl Metadata {
     }
 
     /// The instant the entry stops being fresh, using `default_ttl` when it has no explicit one.
-    /// `None` means it never expires.
+    /// `None` means it never expires; so does an instant at [`far_future`].
     pub fn expires_at(&self, default_ttl: Option<Duration>) -> Option<SystemTime> {
         self.fresh_until
-            .or_else(|| default_ttl.map(|ttl| self.stored_at + ttl))
+            .or_else(|| default_ttl.map(|ttl| add_saturating(self.stored_at, ttl)))
     }
 
     /// Whether the entry is fresh at `now`.
@@ -143,6 +144,36 @@ impl Metadata {
     pub fn age(&self, now: SystemTime) -> Duration {
         now.duration_since(self.stored_at).unwrap_or_default()
     }
+}
+
+/// Seconds from the Unix epoch to 9999-12-31T23:59:59Z, the last instant an HTTP date can name.
+const FAR_FUTURE_SECS: u64 = 253_402_300_799;
+
+/// The instant that stands for "never": 9999-12-31T23:59:59Z.
+///
+/// Every instant the crate computes from a duration is at most this one ([`add_saturating`]),
+/// so an entry that never expires still has a time that the metadata codec (microseconds in
+/// a `u64`) stores, an HTTP date can name, and a later addition of a bounded duration (the
+/// engine's stale window) cannot overflow.
+pub fn far_future() -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(FAR_FUTURE_SECS)
+}
+
+/// `t + d`, saturating at [`far_future`] instead of overflowing: `SystemTime + Duration`
+/// panics past the platform's range, and any configured TTL or window (up to `Duration::MAX`)
+/// must mean "for ever", never a panic in a worker.
+///
+/// ```
+/// use daramjwee::entry::{add_saturating, far_future};
+/// use std::time::{Duration, SystemTime};
+///
+/// let now = SystemTime::now();
+/// assert_eq!(add_saturating(now, Duration::from_secs(60)), now + Duration::from_secs(60));
+/// assert_eq!(add_saturating(now, Duration::MAX), far_future());
+/// ```
+pub fn add_saturating(t: SystemTime, d: Duration) -> SystemTime {
+    t.checked_add(d)
+        .map_or_else(far_future, |sum| sum.min(far_future()))
 }
 
 impl fmt::Debug for Metadata {
@@ -279,5 +310,26 @@ impl StoredEntry {
     /// Pairs metadata with a body.
     pub fn new(meta: Arc<Metadata>, body: EntryBody) -> Self {
         StoredEntry { meta, body }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::codec;
+
+    #[test]
+    fn lifetimes_past_the_clock_saturate_at_far_future() {
+        let m = Metadata::new(StatusCode::OK).with_ttl(Duration::MAX);
+        assert_eq!(m.fresh_until, Some(far_future()));
+        assert!(m.is_fresh(far_future() - Duration::from_secs(1), None));
+        assert!(!m.is_fresh(far_future(), None));
+        let plain = Metadata::new(StatusCode::OK);
+        for ttl in [Duration::MAX, Duration::from_secs(u64::MAX)] {
+            assert_eq!(plain.expires_at(Some(ttl)), Some(far_future()));
+        }
+        // The far future survives the stored form (microseconds in a u64).
+        let (_, back) = codec::decode(&codec::encode("k", &m)).unwrap();
+        assert_eq!(back.fresh_until, Some(far_future()));
     }
 }

@@ -100,7 +100,7 @@ pub fn http_decisions(
         for dt in [0, 1, 59, 3_600, 86_400 * 400] {
             let at = now + Duration::from_secs(dt);
             let _ = policy::verdict(mode, directives, &stored, at);
-            let _ = policy::stale_if_error(directives, &stored, at);
+            let _ = policy::stale_if_error(mode, directives, &stored, at);
             let _ = policy::ttl_seconds(&stored, at);
         }
     }

@@ -2003,3 +2003,30 @@ async fn origin_service_error_without_stale_if_error_is_returned() {
     let g = common::get(&c, addr, "/a").await;
     assert!(g.body.is_err(), "the connection fails: {:?}", g.status);
 }
+
+// RFC 9111 §5.1, RFC 9110 §5.3: an `Age` list folded into one line is read by its first
+// member, as separate lines would be: `Age: 7200, 0` with max-age=3600 is stale.
+#[tokio::test]
+async fn age_list_in_one_line_is_read_by_its_first_member() {
+    let h = H::shared().await;
+    h.fixed(
+        "/a",
+        &[("cache-control", "max-age=3600"), ("age", "7200, 0")],
+        "x",
+    );
+    h.fixed(
+        "/b",
+        &[("cache-control", "max-age=3600"), ("age", "0, 7200")],
+        "y",
+    );
+    for path in ["/a", "/b"] {
+        h.get(path).await;
+    }
+    let a = h.get("/a").await;
+    assert_eq!(a.body(), "x");
+    assert!(!is_hit(&a), "{}", a.cache_status());
+    assert_eq!(h.calls("/a"), 2, "stale on arrival: validated");
+    let b = h.get("/b").await;
+    assert!(is_hit(&b), "{}", b.cache_status());
+    assert_eq!(h.calls("/b"), 1);
+}

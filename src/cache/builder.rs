@@ -56,6 +56,17 @@ impl Freshness {
 
 /// Builds a [`Cache`].
 ///
+/// Every value is accepted; none makes a request panic:
+///
+/// - **Durations** (TTLs, the stale window, `lock_age`, `lock_wait`, timeouts) longer than 100
+///   years are clamped to 100 years, which for a cache means "for ever" (`Duration::MAX`
+///   included). Zero means what it says: a zero TTL makes entries stale at once, a zero
+///   `lock_age` never lets a request join another's fill, a zero `lock_wait` makes followers
+///   fetch on their own at once, and a zero timeout fails every store operation or origin
+///   read that is not ready the moment it is polled (the cache then fails open).
+/// - **Sizes**: `stream_window` and `workers`' concurrency are at least 1; a zero queue drops
+///   all background work (counted); zero retain budgets keep nothing for late followers.
+///
 /// ```
 /// use std::time::Duration;
 /// use daramjwee::{Cache, store::MemStore};
@@ -280,7 +291,7 @@ impl CacheBuilder {
             self.tiers
                 .push((Arc::new(MemStore::new(DEFAULT_HOT_BYTES)), None));
         }
-        let cfg = self.cfg;
+        let cfg = self.cfg.saturated();
         let workers = self
             .pool
             .unwrap_or_else(|| WorkerPool::new(cfg.workers.0, cfg.workers.1));
@@ -289,7 +300,7 @@ impl CacheBuilder {
             .into_iter()
             .map(|(store, freshness)| Tier {
                 store,
-                freshness: freshness.unwrap_or(cfg.freshness),
+                freshness: freshness.map_or(cfg.freshness, Freshness::saturated),
             })
             .collect();
         let probation = match cfg.promotion {
@@ -315,3 +326,36 @@ impl CacheBuilder {
 }
 
 const DEFAULT_HOT_BYTES: u64 = 64 << 20;
+
+/// The longest duration the engine is configured with. Longer settings mean "for ever" and are
+/// clamped to it, so the engine's `Instant` and `SystemTime` arithmetic (deadlines, the stale
+/// window added to an expiry at most [`far_future`](crate::entry::far_future)) cannot
+/// overflow.
+const LONGEST: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+impl Config {
+    /// The configuration with every duration clamped to [`LONGEST`].
+    fn saturated(mut self) -> Self {
+        self.freshness = self.freshness.saturated();
+        self.serve_stale_for = self.serve_stale_for.map(|d| d.min(LONGEST));
+        for d in [
+            &mut self.lock_age,
+            &mut self.lock_wait,
+            &mut self.op_timeout,
+            &mut self.idle_timeout,
+        ] {
+            *d = (*d).min(LONGEST);
+        }
+        self
+    }
+}
+
+impl Freshness {
+    /// Both TTLs clamped to [`LONGEST`].
+    fn saturated(self) -> Self {
+        Freshness {
+            positive: self.positive.map(|d| d.min(LONGEST)),
+            negative: self.negative.map(|d| d.min(LONGEST)),
+        }
+    }
+}

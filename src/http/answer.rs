@@ -41,7 +41,7 @@ impl Answer<'_> {
                 // Resolved below, through the variant's own key.
                 Verdict::Validate
             } else {
-                policy::verdict(&self.config.mode, directives, meta, now)
+                policy::verdict(self.config.rules(), directives, meta, now)
             }
         };
         match self.cache.lookup_now(key, judge) {
@@ -55,7 +55,7 @@ impl Answer<'_> {
                 let origin = origin_head(parts, self.config.target_headers);
                 let vkey = vary::variant_key(key, &nonce, &names, &origin.headers);
                 let judge = |meta: &Metadata, now| {
-                    policy::verdict(&self.config.mode, directives, meta, now)
+                    policy::verdict(self.config.rules(), directives, meta, now)
                 };
                 match self.cache.lookup_now(&vkey, judge) {
                     Ok(lookup) => Ok(self.respond(lookup, parts)),
@@ -218,6 +218,7 @@ impl Answer<'_> {
     }
 
     pub(crate) fn stamp<T>(&self, res: &mut Response<T>, status: CacheStatus) {
+        self.config.rules().strip_targeted(res.headers_mut());
         if self.config.cache_status {
             res.headers_mut().insert(CACHE_STATUS, status.to_header());
         }

@@ -8,7 +8,7 @@ use tower_layer::Layer;
 
 use super::headers::TargetHeaders;
 use super::key::{default_key, KeyFn};
-use super::policy::PolicyMode;
+use super::policy::{PolicyMode, Rules, Targeted};
 use super::service::CacheService;
 use crate::cache::Cache;
 
@@ -24,6 +24,15 @@ pub(crate) struct HttpConfig {
     pub target_headers: TargetHeaders,
     /// The longest an origin call may take to answer with a response head.
     pub origin_timeout: Duration,
+    /// Targeted cache-control fields (RFC 9213) honoured in shared mode.
+    pub targeted: Targeted,
+}
+
+impl HttpConfig {
+    /// The rules every policy decision of this layer follows.
+    pub fn rules(&self) -> Rules<'_> {
+        Rules::new(&self.mode, &self.targeted)
+    }
 }
 
 /// A tower [`Layer`] that caches the responses of the service it wraps.
@@ -73,6 +82,7 @@ impl CacheLayer {
             share_set_cookie: false,
             target_headers: TargetHeaders::default(),
             origin_timeout: DEFAULT_ORIGIN_TIMEOUT,
+            targeted: Targeted::default(),
         }
     }
 
@@ -110,6 +120,7 @@ pub struct CacheLayerBuilder {
     share_set_cookie: bool,
     target_headers: TargetHeaders,
     origin_timeout: Duration,
+    targeted: Targeted,
 }
 
 impl std::fmt::Debug for CacheLayerBuilder {
@@ -164,6 +175,56 @@ impl CacheLayerBuilder {
         self
     }
 
+    /// Honours targeted cache-control fields (RFC 9213) such as `CDN-Cache-Control`, in
+    /// [`PolicyMode::Shared`] only (default: none).
+    ///
+    /// `names` is the target list, most specific first. For each response, the first listed
+    /// field that is present and a valid Structured Field Dictionary decides whether the
+    /// response is stored and how long it stays fresh, and `Cache-Control` and `Expires` are
+    /// then ignored for those decisions (they are still stored and sent to clients). A field
+    /// that does not parse is ignored, as if absent. Names that are not valid field names
+    /// can never match a response and are dropped with a warning. The other modes ignore
+    /// targeted fields and pass them through.
+    ///
+    /// ```
+    /// use daramjwee::{http::CacheLayer, Cache};
+    ///
+    /// let layer = CacheLayer::builder(Cache::builder().build())
+    ///     .targeted_cache_control(["daramjwee-cache-control", "cdn-cache-control"])
+    ///     .strip_targeted_fields(true)
+    ///     .build();
+    /// # let _ = layer;
+    /// ```
+    pub fn targeted_cache_control(
+        mut self,
+        names: impl IntoIterator<Item = impl AsRef<str>>,
+    ) -> Self {
+        self.targeted.names = names
+            .into_iter()
+            .filter_map(|n| {
+                let n = n.as_ref();
+                let parsed = http::HeaderName::from_bytes(n.trim().as_bytes());
+                if parsed.is_err() {
+                    tracing::warn!(name = n, "not a field name; targeted field ignored");
+                }
+                parsed.ok()
+            })
+            .collect();
+        self
+    }
+
+    /// Whether the fields of the [`targeted_cache_control`](Self::targeted_cache_control)
+    /// list are removed from every response the layer sends (default false: RFC 9213 lets
+    /// them travel on to caches further down). They are removed when a response is sent, not
+    /// when it is stored: stored entries keep them, so the field that decided an entry's
+    /// freshness also decides its revalidation, and turning this on or off needs no purge.
+    /// Requests the layer bypasses (unsafe methods, `no-store` requests) are passed through
+    /// untouched. Has no effect outside [`PolicyMode::Shared`].
+    pub fn strip_targeted_fields(mut self, on: bool) -> Self {
+        self.targeted.strip = on;
+        self
+    }
+
     /// Builds the layer.
     pub fn build(self) -> CacheLayer {
         CacheLayer {
@@ -175,6 +236,7 @@ impl CacheLayerBuilder {
                 share_set_cookie: self.share_set_cookie,
                 target_headers: self.target_headers,
                 origin_timeout: self.origin_timeout,
+                targeted: self.targeted,
             }),
         }
     }

@@ -159,7 +159,7 @@ impl CachedCall {
                     // A marker holds no response: always follow it to the variant.
                     Verdict::Fresh
                 } else {
-                    policy::verdict(&config.mode, &directives, meta, now)
+                    policy::verdict(config.rules(), &directives, meta, now)
                 }
             })
     }

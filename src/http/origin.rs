@@ -215,7 +215,12 @@ fn add_validators(head: &mut Parts, prev: &Metadata) {
 impl FillRequest {
     /// RFC 5861 §4: whether a failed validation may be answered with the stale entry.
     fn stale_ok(&self, prev: &Metadata) -> bool {
-        policy::stale_if_error(&self.directives, prev, SystemTime::now())
+        policy::stale_if_error(
+            self.config.rules(),
+            &self.directives,
+            prev,
+            SystemTime::now(),
+        )
     }
 
     /// What to do with the origin's response: a 304 refreshes the stored entry; otherwise it
@@ -290,7 +295,7 @@ impl FillRequest {
     ) -> Metadata {
         let config = &self.config;
         let mut meta = policy::merge_not_modified(
-            &config.mode,
+            config.rules(),
             &sent.headers,
             prev,
             headers_304,
@@ -310,7 +315,7 @@ impl FillRequest {
             return Storability::Pass("set-cookie");
         }
         policy::storability(
-            &config.mode,
+            config.rules(),
             &sent.headers,
             res.status(),
             res.headers(),
