@@ -12,11 +12,11 @@ use tracing::{debug_span, field, trace_span, Instrument};
 
 use super::flight::{Flight, FlightLimits};
 use super::keys::Claim;
-use super::run::{later, NoFetch, Source};
+use super::run::{NoFetch, Source};
 use super::stats::bump;
 use super::types::{Failed, Found, Got};
 use super::{key_hash, Cache, Fetcher, GetOptions, Lookup, Origin, Outcome, Passthrough, Verdict};
-use crate::entry::{EntryBody, Metadata, StoredEntry};
+use crate::entry::{add_saturating, EntryBody, Metadata, StoredEntry};
 use crate::error::Error;
 
 /// Remembers keys seen once in a lower tier (promotion probation).
@@ -230,7 +230,7 @@ impl Cache {
         let servable = !opts.revalidate
             && !opts.no_stale
             && match (stale_window, meta.expires_at(ttl)) {
-                (Some(w), Some(exp)) => now < later(exp, w),
+                (Some(w), Some(exp)) => now < add_saturating(exp, w),
                 _ => true,
             };
         if servable {

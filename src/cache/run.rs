@@ -4,7 +4,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -15,7 +15,7 @@ use super::flight::{Flight, Head};
 use super::keys::{Claim, Usage};
 use super::stats::bump;
 use super::{key_hash, Cache, ColdFill, Fetched, Origin};
-use crate::entry::{EntryBody, Metadata};
+use crate::entry::{add_saturating, EntryBody, Metadata};
 use crate::error::{FillError, StoreError};
 use crate::metrics::OriginResult;
 use crate::store::StoreWriter;
@@ -435,18 +435,12 @@ fn refreshed_meta(prev: &Metadata, new: Option<Metadata>) -> Metadata {
             let now = SystemTime::now();
             if let Some(until) = m.fresh_until {
                 let lifetime = until.duration_since(m.stored_at).unwrap_or_default();
-                m.fresh_until = Some(later(now, lifetime));
+                m.fresh_until = Some(add_saturating(now, lifetime));
             }
             m.stored_at = now;
             m
         }
     }
-}
-
-/// `t + d`, saturating at a far-future instant instead of overflowing.
-pub(super) fn later(t: SystemTime, d: Duration) -> SystemTime {
-    t.checked_add(d)
-        .unwrap_or_else(|| SystemTime::UNIX_EPOCH + Duration::from_secs(1 << 40))
 }
 
 /// Finishes the flight as failed if the fill task ends without finishing it (a panic in the
