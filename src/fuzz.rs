@@ -43,6 +43,38 @@ pub fn http_decisions(
         assert!(matches!(rule, RequestRule::Bypass(_)), "{method} looked up");
     }
     let cc = policy::CacheControl::parse(res);
+    check_clamped(&cc);
+    let requested_at = now.checked_sub(Duration::from_millis(5)).unwrap_or(now);
+    let meta = match policy::storability(mode, req, status, res, requested_at, now) {
+        Storability::Pass(reason) => {
+            assert!(!reason.is_empty());
+            return;
+        }
+        Storability::Store(meta) => meta,
+    };
+    check_storable(mode, status, &cc, res, &meta, now);
+    let stored = check_codec(&meta, body_len);
+    if let policy::RequestRule::Lookup { directives, .. } = &rule {
+        for dt in [0, 1, 59, 3_600, 86_400 * 400] {
+            let at = now + Duration::from_secs(dt);
+            let _ = policy::verdict(mode, directives, &stored, at);
+            let _ = policy::stale_if_error(mode, directives, &stored, at);
+            let _ = policy::ttl_seconds(&stored, at);
+        }
+    }
+    let _ = policy::client_not_modified(req, &stored);
+    let _ = policy::not_modified_selects(&stored, res);
+    let merged = policy::merge_not_modified(mode, req, &stored, res, requested_at, now);
+    assert_eq!(
+        merged.content_length, stored.content_length,
+        "304 changed the length"
+    );
+    check_range(req, &stored, body_len);
+    check_vary(req, res);
+}
+
+/// Delta-seconds are clamped to what RFC 9111 §1.2.2 lets a cache hold.
+fn check_clamped(cc: &policy::CacheControl) {
     for v in [
         cc.max_age,
         cc.s_maxage,
@@ -54,14 +86,18 @@ pub fn http_decisions(
             "delta-seconds not clamped"
         );
     }
-    let requested_at = now.checked_sub(Duration::from_millis(5)).unwrap_or(now);
-    let meta = match policy::storability(mode, req, status, res, requested_at, now) {
-        Storability::Pass(reason) => {
-            assert!(!reason.is_empty());
-            return;
-        }
-        Storability::Store(meta) => meta,
-    };
+}
+
+/// What is stored is storable: never a 206, 304, `no-store`, a shared `private`, `Vary: *`, or
+/// a hop-by-hop field.
+fn check_storable(
+    mode: &PolicyMode,
+    status: StatusCode,
+    cc: &policy::CacheControl,
+    res: &HeaderMap,
+    meta: &crate::Metadata,
+    now: SystemTime,
+) {
     assert!(
         status != StatusCode::PARTIAL_CONTENT && status != StatusCode::NOT_MODIFIED,
         "{status} stored"
@@ -84,8 +120,10 @@ pub fn http_decisions(
     }
     assert!(meta.stored_at <= now, "stored in the future");
     assert!(meta.fresh_until.is_some_and(|u| u >= meta.stored_at));
+}
 
-    // The stored form survives the codec unchanged.
+/// The stored form survives the codec unchanged; returns it.
+fn check_codec(meta: &crate::Metadata, body_len: u64) -> crate::Metadata {
     let mut stored = meta.clone();
     stored.content_length = Some(body_len);
     let buf = codec::encode("http://fuzz/k", &stored);
@@ -95,24 +133,12 @@ pub fn http_decisions(
     assert_eq!(back.headers, stored.headers);
     assert_eq!(back.etag, stored.etag);
     assert_eq!(back.content_length, Some(body_len));
+    stored
+}
 
-    if let policy::RequestRule::Lookup { directives, .. } = &rule {
-        for dt in [0, 1, 59, 3_600, 86_400 * 400] {
-            let at = now + Duration::from_secs(dt);
-            let _ = policy::verdict(mode, directives, &stored, at);
-            let _ = policy::stale_if_error(mode, directives, &stored, at);
-            let _ = policy::ttl_seconds(&stored, at);
-        }
-    }
-    let _ = policy::client_not_modified(req, &stored);
-    let _ = policy::not_modified_selects(&stored, res);
-    let merged = policy::merge_not_modified(mode, req, &stored, res, requested_at, now);
-    assert_eq!(
-        merged.content_length, stored.content_length,
-        "304 changed the length"
-    );
-
-    match range::evaluate(req, &stored, Some(body_len)) {
+/// A range answer stays within the body.
+fn check_range(req: &HeaderMap, stored: &crate::Metadata, body_len: u64) {
+    match range::evaluate(req, stored, Some(body_len)) {
         range::RangeAnswer::Full => {}
         range::RangeAnswer::Partial { start, end, len } => {
             assert_eq!(len, body_len);
@@ -120,6 +146,10 @@ pub fn http_decisions(
         }
         range::RangeAnswer::Unsatisfiable { len } => assert_eq!(len, body_len),
     }
+}
+
+/// A `Vary` marker reads back, and variant keys are deterministic.
+fn check_vary(req: &HeaderMap, res: &HeaderMap) {
     if let vary::Vary::Fields(names) = vary::parse(res) {
         let marker = vary::marker(&names);
         let (nonce, back) = vary::read_marker(&marker).expect("a marker reads back");
