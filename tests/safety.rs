@@ -410,3 +410,98 @@ async fn serving_stale_on_error_writes_nothing() {
     assert_eq!(stats.revalidated, 0);
     assert_eq!(stats.stale_on_error, 3);
 }
+
+// The engine's side of the same promises, through its public API.
+
+#[tokio::test]
+async fn a_panicking_fetcher_is_reported_as_a_panic() {
+    let cache = cache();
+    let res = cache
+        .get("k", |_| async {
+            if true {
+                panic!("boom");
+            }
+            Err("unreachable".into())
+        })
+        .await;
+    assert!(matches!(res, Err(daramjwee::Error::Panicked)), "{res:?}");
+}
+
+#[tokio::test]
+async fn followers_of_a_failed_fill_share_its_failure_without_fetching() {
+    let cache = cache();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let cache = cache.clone();
+            let calls = calls.clone();
+            tokio::spawn(async move {
+                let fetcher = move |_prev: Option<Arc<daramjwee::Metadata>>| async move {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    Err::<daramjwee::Fetched, daramjwee::BoxError>("origin down".into())
+                };
+                cache.get("k", fetcher).await.map(|_| ())
+            })
+        })
+        .collect();
+    let mut own = 0;
+    let mut shared = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Err(daramjwee::Error::Fetch(e)) => {
+                assert_eq!(e.to_string(), "origin down");
+                own += 1;
+            }
+            Err(daramjwee::Error::FillAbandoned(daramjwee::FillError::Origin)) => shared += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!((own, shared), (1, 19));
+}
+
+#[tokio::test]
+async fn a_stale_answer_serves_the_stored_entry_and_writes_nothing() {
+    let cache = Cache::builder()
+        .hot(MemStore::new(1 << 20))
+        .default_ttl(Duration::ZERO)
+        .build();
+    let first = cache
+        .get("k", |_| async {
+            Ok(daramjwee::Fetched::Entry {
+                meta: daramjwee::Metadata::new(StatusCode::OK),
+                body: daramjwee::EntryBody::from_bytes("kept"),
+            })
+        })
+        .await
+        .unwrap();
+    assert_eq!(first.body.collect().await.unwrap(), "kept");
+    let hot = cache.tier_store(0).unwrap().clone();
+    common::wait_stored(hot.as_ref(), "k").await;
+    let before = hot.head("k").await.unwrap().unwrap().stored_at;
+    let opts = daramjwee::GetOptions::default().revalidate(true);
+    let got = cache
+        .get_with(
+            "k",
+            opts,
+            |prev: Option<Arc<daramjwee::Metadata>>| async move {
+                assert!(prev.is_some(), "the stored entry's metadata is offered");
+                Ok(daramjwee::Fetched::Stale {
+                    status: Some(StatusCode::SERVICE_UNAVAILABLE),
+                })
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        got.outcome,
+        daramjwee::Outcome::StaleOnError {
+            tier: 0,
+            status: Some(503)
+        }
+    );
+    assert_eq!(got.body.collect().await.unwrap(), "kept");
+    assert_eq!(hot.head("k").await.unwrap().unwrap().stored_at, before);
+    assert_eq!(cache.stats().stale_on_error, 1);
+}
