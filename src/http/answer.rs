@@ -115,13 +115,34 @@ impl Answer<'_> {
 
     /// The response for an entry the engine found, stored or streaming.
     pub(crate) fn respond<ResB>(&self, lookup: Lookup, parts: &Parts) -> Response<CacheBody<ResB>> {
+        let status = self.status_for(lookup.outcome);
+        self.respond_as(lookup, parts, status)
+    }
+
+    /// [`respond`](Self::respond) for a URL whose stored variants did not include this
+    /// request's (RFC 9211 §2.2.2: `fwd=vary-miss`).
+    pub(crate) fn respond_vary_miss<ResB>(
+        &self,
+        lookup: Lookup,
+        parts: &Parts,
+    ) -> Response<CacheBody<ResB>> {
+        let mut status = self.status_for(lookup.outcome);
+        status.fwd = Some("vary-miss");
+        self.respond_as(lookup, parts, status)
+    }
+
+    fn respond_as<ResB>(
+        &self,
+        lookup: Lookup,
+        parts: &Parts,
+        mut status: CacheStatus,
+    ) -> Response<CacheBody<ResB>> {
         let now = SystemTime::now();
         let Lookup {
             outcome,
             meta,
             body,
         } = lookup;
-        let mut status = self.status_for(outcome);
         status.ttl = policy::ttl_seconds(&meta, now);
         // A body that is also a fill in progress must be read to its end even when this
         // client needs none or part of it, or the fill is abandoned.

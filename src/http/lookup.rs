@@ -16,12 +16,20 @@ use super::policy::{self, RequestDirectives};
 use super::request::origin_head;
 use super::status::CacheStatus;
 use super::vary;
-use crate::cache::{Cache, Failed, Found, GetOptions, Outcome, Verdict};
+use crate::cache::{Cache, Failed, Found, GetOptions, Lookup, Outcome, Verdict};
 use crate::entry::StoredEntry;
 use crate::error::{Error, FillError};
 
 /// What one lookup through the layer ends in, before it is rendered.
 type Looked<ResB, E> = Result<Found<Passed<ResB>>, Failed<OriginError<E>>>;
+
+/// Whether the URL had stored variants and none was this request's (RFC 9211 §2.2.2
+/// `fwd=vary-miss`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Varied {
+    No,
+    Miss,
+}
 
 /// One cache lookup through the layer.
 pub(crate) struct CachedCall {
@@ -52,42 +60,62 @@ impl CachedCall {
             .cache
             .fetch_through(&key, self.options(), fetcher, found)
             .await;
-        let result = match result {
+        let (result, varied) = match result {
             Ok(Found::Entry(lookup)) => match vary::read_marker(&lookup.meta) {
                 // §4.1: a marker at the primary key sends the request on to its variant.
                 Some((nonce, names)) => {
-                    let led = lookup.outcome == Outcome::Miss;
-                    // The marker's own (empty) body may be a fill: let it commit.
-                    if matches!(lookup.outcome, Outcome::Miss | Outcome::Coalesced) {
-                        drain_detached(lookup.body);
-                    }
                     let vkey = vary::variant_key(&key, &nonce, &names, &origin.headers);
                     let fetcher =
                         self.fetcher(svc.clone(), &origin, B::default(), &key, Some(names));
-                    let mut found = self
-                        .cache
-                        .fetch_through(&vkey, self.options(), fetcher, None)
-                        .await;
-                    if let (true, Ok(Found::Entry(variant))) = (led, &mut found) {
-                        // This request's own fill stored the variant (it may have committed
-                        // before this read): to the client it is the miss it was.
-                        if matches!(variant.outcome, Outcome::Hit { .. } | Outcome::Coalesced) {
-                            variant.outcome = Outcome::Miss;
-                        }
-                    }
-                    found
+                    self.variant(lookup, &vkey, fetcher).await
                 }
-                None => Ok(Found::Entry(lookup)),
+                None => (Ok(Found::Entry(lookup)), Varied::No),
             },
-            other => other,
+            other => (other, Varied::No),
         };
-        self.render(result, svc, parts).await
+        self.render(result, varied, svc, parts).await
+    }
+
+    /// Looks up the variant a marker (`marker`, from the primary key) sends this request to.
+    async fn variant<S, B>(
+        &self,
+        marker: Lookup,
+        vkey: &str,
+        fetcher: OriginFetcher<S, B>,
+    ) -> (Looked<S::ResBody, S::OriginError>, Varied)
+    where
+        S: OriginService<B>,
+        B: Default + Send + 'static,
+    {
+        let led = marker.outcome == Outcome::Miss;
+        let stored = marker.outcome.tier().is_some();
+        // The marker's own (empty) body may be a fill: let it commit.
+        if matches!(marker.outcome, Outcome::Miss | Outcome::Coalesced) {
+            drain_detached(marker.body);
+        }
+        let mut found = self
+            .cache
+            .fetch_through(vkey, self.options(), fetcher, None)
+            .await;
+        let mut varied = Varied::No;
+        if let Ok(Found::Entry(variant)) = &mut found {
+            let fetched = matches!(variant.outcome, Outcome::Miss | Outcome::Coalesced);
+            if led && matches!(variant.outcome, Outcome::Hit { .. } | Outcome::Coalesced) {
+                // This request's own fill stored the variant (it may have committed before
+                // this read): to the client it is the miss it was.
+                variant.outcome = Outcome::Miss;
+            } else if stored && fetched {
+                varied = Varied::Miss;
+            }
+        }
+        (found, varied)
     }
 
     /// Turns what the lookup ended in into the client's response.
     async fn render<S, B>(
         &self,
         result: Looked<S::ResBody, S::OriginError>,
+        varied: Varied,
         svc: S,
         parts: Parts,
     ) -> Result<Response<CacheBody<S::ResBody>>, S::OriginError>
@@ -97,6 +125,9 @@ impl CachedCall {
     {
         let answer = self.answer();
         match result {
+            Ok(Found::Entry(lookup)) if varied == Varied::Miss => {
+                Ok(answer.respond_vary_miss(lookup, &parts))
+            }
             Ok(Found::Entry(lookup)) => Ok(answer.respond(lookup, &parts)),
             Ok(Found::Passed(Passed { res, reason })) => Ok(answer.pass(res, reason)),
             Err(Failed::Origin(OriginError::Service(e))) => Err(e),
