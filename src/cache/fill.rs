@@ -130,7 +130,7 @@ impl Cache {
             // The fill task sends its note before it publishes the head, and drops the sender
             // when it ends: this never waits long.
             Head::Pass => match note.await {
-                Ok(LeaderNote::Passed(p)) => Ok(Found::Passed(p)),
+                Ok(LeaderNote::Passed(p)) => Ok(Found::Passed(Box::new(p))),
                 _ => Err(Failed::Cache(Error::FillAbandoned(FillError::Cancelled))),
             },
             Head::Failed(why) => match note.await {
@@ -216,7 +216,7 @@ impl Cache {
                     body,
                 }))
             }
-            Fetched::Pass(p) => Ok(Found::Passed(p)),
+            Fetched::Pass(p) => Ok(Found::Passed(Box::new(p))),
             Fetched::NotModified { .. } | Fetched::Stale { .. } => Err(Failed::Cache(
                 Error::FillAbandoned(FillError::NothingStored),
             )),

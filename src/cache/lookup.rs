@@ -17,7 +17,7 @@ use super::stats::bump;
 use super::types::{Failed, Found, Got};
 use super::{key_hash, Cache, Fetcher, GetOptions, Lookup, Origin, Outcome, Passthrough, Verdict};
 use crate::entry::{add_saturating, EntryBody, Metadata, StoredEntry};
-use crate::error::Error;
+use crate::error::{BoxError, Error};
 
 /// Remembers keys seen once in a lower tier (promotion probation).
 pub(super) struct Probation {
@@ -92,19 +92,7 @@ impl Cache {
     {
         // Declaring `Send` here (instead of leaking it from an `async fn`) lets callers spawn
         // the future without tripping rustc's higher-ranked auto-trait inference on closures.
-        let fut = self.fetch_through(key, opts, fetcher, None);
-        async move {
-            match fut.await {
-                Ok(Found::Entry(lookup)) => Ok(lookup),
-                Ok(Found::Passed(Passthrough { meta, body })) => Ok(Lookup {
-                    outcome: Outcome::Pass,
-                    meta: Arc::new(meta),
-                    body,
-                }),
-                Err(Failed::Origin(e)) => Err(Error::Fetch(e)),
-                Err(Failed::Cache(e)) => Err(e),
-            }
-        }
+        self.lookup_then(key, opts, fetcher, None, public_result)
     }
 
     /// The lookup behind [`get_with`](Cache::get_with), for any fetcher: its pass-through
@@ -118,6 +106,22 @@ impl Cache {
         fetcher: F,
         found: Option<StoredEntry>,
     ) -> impl Future<Output = Got<F>> + Send + 'a {
+        self.lookup_then(key, opts, fetcher, found, |got| got)
+    }
+
+    /// The lookup, recorded and traced, its result passed through `finish` in the same future
+    /// (no second state machine on the hit path).
+    fn lookup_then<'a, F: Origin, T: 'a, M>(
+        &'a self,
+        key: &'a str,
+        opts: GetOptions,
+        fetcher: F,
+        found: Option<StoredEntry>,
+        finish: M,
+    ) -> impl Future<Output = T> + Send + 'a
+    where
+        M: FnOnce(Got<F>) -> T + Send + 'a,
+    {
         let span = trace_span!("daramjwee.lookup", key = %key_hash(key), outcome = field::Empty, tier = field::Empty);
         async move {
             let res = self.get_inner(key, opts, fetcher, found).await;
@@ -129,7 +133,7 @@ impl Cache {
                     span.record("tier", self.tier_name(tier));
                 }
             }
-            res
+            finish(res)
         }
         .instrument(span)
     }
@@ -338,5 +342,22 @@ impl Cache {
         self.inner.keys.claim(key, self.inner.cfg.lock_age, || {
             Flight::new(limits, detached)
         })
+    }
+}
+
+/// What [`Cache::get_with`] answers for a fetcher's lookup.
+fn public_result(got: Result<Found<Passthrough>, Failed<BoxError>>) -> Result<Lookup, Error> {
+    match got {
+        Ok(Found::Entry(lookup)) => Ok(lookup),
+        Ok(Found::Passed(passed)) => {
+            let Passthrough { meta, body } = *passed;
+            Ok(Lookup {
+                outcome: Outcome::Pass,
+                meta: Arc::new(meta),
+                body,
+            })
+        }
+        Err(Failed::Origin(e)) => Err(Error::Fetch(e)),
+        Err(Failed::Cache(e)) => Err(e),
     }
 }

@@ -182,7 +182,9 @@ impl GetOptions {
 /// the fetcher's own pass-through value, handed back as it is.
 pub(crate) enum Found<P> {
     Entry(Lookup),
-    Passed(P),
+    /// Boxed: pass-throughs are rare, and a response head is large; a hit's result should
+    /// not be moved around at that size.
+    Passed(Box<P>),
 }
 
 /// Why a lookup through a fetcher failed: the fetcher's own error (only ever given to the call

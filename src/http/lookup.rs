@@ -129,7 +129,10 @@ impl CachedCall {
                 Ok(answer.respond_vary_miss(lookup, &parts))
             }
             Ok(Found::Entry(lookup)) => Ok(answer.respond(lookup, &parts)),
-            Ok(Found::Passed(Passed { res, reason })) => Ok(answer.pass(res, reason)),
+            Ok(Found::Passed(passed)) => {
+                let Passed { res, reason } = *passed;
+                Ok(answer.pass(res, reason))
+            }
             Err(Failed::Origin(OriginError::Service(e))) => Err(e),
             Err(Failed::Origin(OriginError::Timeout(after))) => {
                 tracing::warn!(?after, "the origin did not answer in time");
