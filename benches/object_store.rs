@@ -23,6 +23,7 @@ use daramjwee::store::{BucketStore, FileStore, Store};
 use daramjwee::{Cache, ColdFill, EntryBody, Fetched, Metadata, Outcome};
 use futures_util::StreamExt;
 use object_store::path::Path;
+use object_store::ObjectStoreExt;
 
 const CHUNK: usize = 64 << 10;
 const MIB: f64 = 1024.0 * 1024.0;

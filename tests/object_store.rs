@@ -23,7 +23,7 @@ use daramjwee::store::{BucketStore, MemStore, Store, MIN_PART_SIZE};
 use daramjwee::{Cache, EntryBody, Fetched, Metadata, Outcome, StoreError};
 use futures_util::StreamExt;
 use object_store::path::Path;
-use object_store::{ObjectStore, RetryConfig};
+use object_store::{ObjectStore, ObjectStoreExt, RetryConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const MIB: usize = 1024 * 1024;
