@@ -81,7 +81,7 @@ impl BucketStoreBuilder {
     }
 
     /// Entries whose `stored_at` is older than `ttl` are not served: they read as misses (and
-    /// [`update_metadata`](Store::update_metadata) reports them absent). This bounds what the
+    /// [`update_metadata`](crate::store::Store::update_metadata) reports them absent). This bounds what the
     /// tier serves, not what the bucket holds: pair it with a lifecycle rule (see
     /// [`BucketStore`]). Ages are measured with the reader's clock against the writer's
     /// `stored_at`.
