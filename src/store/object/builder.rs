@@ -12,6 +12,8 @@ use url::Url;
 #[cfg(any(feature = "aws", feature = "gcp", feature = "azure"))]
 use object_store::RetryConfig;
 
+use super::commit::Swapper;
+use super::floors::Floors;
 use super::layout::Layout;
 use super::{BucketStore, Inner, MIN_PART_SIZE};
 use crate::error::StoreError;
@@ -142,6 +144,8 @@ impl BucketStoreBuilder {
                 ttl: self.ttl,
                 part_size: self.part_size,
                 upload_concurrency: self.upload_concurrency,
+                swapper: Swapper::default(),
+                floors: Floors::default(),
             }),
         }
     }

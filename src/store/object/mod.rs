@@ -9,12 +9,12 @@
 //! notes (lifecycle rules, permissions) are in `docs/object-store.md`.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, ObjectStoreScheme, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, ObjectStoreScheme};
 use url::Url;
 
 use super::{Store, StoreWriter};
@@ -23,6 +23,9 @@ use crate::error::StoreError;
 
 mod body;
 mod builder;
+mod commit;
+mod entries;
+mod floors;
 mod layout;
 mod multipart;
 mod ops;
@@ -34,9 +37,10 @@ mod writer;
 use body::BodyStream;
 pub use builder::BucketStoreBuilder;
 use builder::{config_error, Source};
+use commit::Swapper;
+use floors::{purge_time, Floors};
 use layout::{key_hash, Layout};
-use ops::{backend, delete_quiet, timed};
-use pointer::{encode_pointer, read_pointer, Pointer};
+use ops::{backend, timed};
 use writer::BucketWriter;
 
 /// S3's minimum size for every part but the last; smaller part sizes are raised to it.
@@ -83,6 +87,18 @@ pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
 /// body object's size against the recorded length (a mismatch is a miss), and the body stream ends
 /// with an error, never a clean end, if the object turns out shorter than recorded.
 ///
+/// # Many instances over one bucket
+///
+/// Every change to a pointer is a conditional PUT against the version read (`PutMode::Create`
+/// or `PutMode::Update`): of two instances committing one key at once, one wins and the other
+/// deletes its own body, so no body is left without a pointer. A [`delete`](Store::delete)
+/// leaves a *tombstone* pointer whose floor is the purge's instant: a fill whose response is
+/// older (`stored_at`) never commits afterwards, on any instance. A
+/// [`purge_prefix`](Store::purge_prefix) masks the prefix in this instance (entries stored
+/// before it read as misses); `SharedPurges` carries purges to
+/// the other instances. Backends without conditional writes fall back to overwrites (see
+/// `docs/object-store.md`, *Concurrent commits*).
+///
 /// # Bounded cold tier
 ///
 /// A bucket is not bounded and this store does not pretend to run LRU over it. With
@@ -125,6 +141,8 @@ struct Inner {
     ttl: Option<Duration>,
     part_size: usize,
     upload_concurrency: usize,
+    swapper: Swapper,
+    floors: Floors,
 }
 
 impl BucketStore {
@@ -198,51 +216,7 @@ impl BucketStore {
 
     /// The path of the pointer object of `key` (exposed for tests and tooling).
     pub fn meta_path(&self, key: &str) -> Path {
-        self.inner.meta_path(&key_hash(key))
-    }
-}
-
-impl Inner {
-    /// Reads and decodes the pointer of hash `h`. `Ok(None)`: no pointer.
-    async fn read_pointer(&self, key: &str, h: &str) -> Result<Option<Pointer>, StoreError> {
-        read_pointer(self.store.as_ref(), &self.layout, key, h).await
-    }
-
-    fn meta_path(&self, h: &str) -> Path {
-        self.layout.meta_path(h)
-    }
-
-    /// Deletes an object, treating "already gone" as success.
-    async fn delete_quiet(&self, key: &str, path: &Path) -> Result<(), StoreError> {
-        delete_quiet(self.store.as_ref(), key, path).await
-    }
-
-    /// The live entry of `key`: its pointer, when present, for this key and within the TTL.
-    async fn lookup(&self, key: &str, h: &str) -> Result<Option<Pointer>, StoreError> {
-        let Some(p) = self.read_pointer(key, h).await? else {
-            return Ok(None);
-        };
-        if p.key != key {
-            tracing::debug!(key, other = %p.key, "object store: hash collision, treated as a miss");
-            return Ok(None);
-        }
-        if let Some(ttl) = self.ttl {
-            if p.meta.age(SystemTime::now()) >= ttl {
-                tracing::trace!(
-                    key,
-                    "object store: entry older than the TTL, treated as a miss"
-                );
-                return Ok(None);
-            }
-        }
-        Ok(Some(p))
-    }
-
-    /// Deletes a body that no pointer names any more; failure only leaves garbage behind.
-    async fn delete_body_best_effort(&self, key: &str, path: &Path) {
-        if let Err(e) = timed(key, self.op_timeout, self.delete_quiet(key, path)).await {
-            tracing::warn!(key, path = %path, error = %e, "object store: could not delete an unreferenced body (left for the lifecycle rule)");
-        }
+        self.inner.layout.meta_path(&key_hash(key))
     }
 }
 
@@ -296,48 +270,28 @@ impl Store for BucketStore {
         Ok(Box::new(BucketWriter::new(self.inner.clone(), key, meta)))
     }
 
-    async fn update_metadata(&self, key: &str, mut meta: Metadata) -> Result<bool, StoreError> {
-        let inner = &self.inner;
+    async fn update_metadata(&self, key: &str, meta: Metadata) -> Result<bool, StoreError> {
         let h = key_hash(key);
-        timed(key, inner.op_timeout, async {
-            let Some(old) = inner.lookup(key, &h).await? else {
-                return Ok(false);
-            };
-            meta.content_length = old.meta.content_length;
-            // A writer committing concurrently may delete `old.body` after we read the pointer;
-            // this pointer then names a missing body and reads as a miss, never as wrong bytes.
-            let record = encode_pointer(&old.body, key, &meta);
-            inner
-                .store
-                .put(&inner.meta_path(&h), PutPayload::from(record))
-                .await
-                .map_err(|e| backend(key, e))?;
-            Ok(true)
-        })
+        timed(
+            key,
+            self.inner.op_timeout,
+            self.inner.refresh(key, &h, meta),
+        )
         .await
     }
 
+    /// Purges `key` (see [`BucketStore`]'s *Purges* section): its pointer becomes a tombstone.
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        let inner = &self.inner;
         let h = key_hash(key);
-        timed(key, inner.op_timeout, async {
-            let body = match inner.read_pointer(key, &h).await {
-                Ok(Some(p)) if p.key != key => return Ok(()), // another key's entry
-                Ok(Some(p)) => Some(p.body),
-                Ok(None) => return Ok(()),
-                // An unreadable pointer under this key's hash is removed all the same.
-                Err(StoreError::Corrupt { .. }) => None,
-                Err(e) => return Err(e),
-            };
-            inner.delete_quiet(key, &inner.meta_path(&h)).await?;
-            if let Some(body) = body {
-                if let Err(e) = inner.delete_quiet(key, &body).await {
-                    tracing::warn!(key, error = %e, "object store: body left behind after delete (left for the lifecycle rule)");
-                }
-            }
-            Ok(())
-        })
-        .await
+        timed(key, self.inner.op_timeout, self.inner.tombstone(key, &h)).await
+    }
+
+    /// Masks every entry whose key starts with `prefix` and that was stored before now (or
+    /// before the purge being replayed): they read as misses and cannot be committed. Returns 0:
+    /// the bucket cannot count what it masks without reading every pointer.
+    async fn purge_prefix(&self, prefix: &str) -> Result<u64, StoreError> {
+        self.inner.floors.raise(prefix, purge_time());
+        Ok(0)
     }
 
     async fn clear(&self) -> Result<(), StoreError> {

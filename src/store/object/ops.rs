@@ -50,3 +50,14 @@ pub(super) async fn delete_quiet(
         Err(e) => Err(backend(key, e)),
     }
 }
+
+/// Failures of the object-store tier's own protocol (the backend's errors are kept as they are).
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ProtocolError {
+    /// Every conditional write of a pointer lost to another writer.
+    #[error("pointer kept changing under concurrent writers ({attempts} conditional writes lost)")]
+    Contended {
+        /// How many swaps were tried.
+        attempts: u32,
+    },
+}

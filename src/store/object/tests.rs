@@ -8,7 +8,9 @@ use object_store::throttle::{ThrottleConfig, ThrottledStore};
 
 use object_store::memory::InMemory;
 
-use super::pointer::decode_pointer;
+use super::commit::Swap;
+use super::layout::key_hash;
+use super::pointer::{decode_pointer, encode_pointer, encode_tombstone};
 use super::*;
 use crate::error::Error;
 
@@ -149,15 +151,150 @@ async fn overwrite_replaces_entry_and_deletes_the_old_body() {
 }
 
 #[tokio::test]
-async fn delete_removes_pointer_and_body() {
+async fn delete_leaves_a_tombstone_and_removes_the_body() {
     let (os, store) = memory();
     fill(&store, "k", &body(10), 10).await;
     fill(&store, "other", &body(10), 10).await;
     store.delete("k").await.unwrap();
     store.delete("never-stored").await.unwrap();
     assert!(store.get("k").await.unwrap().is_none());
-    assert_eq!(objects(&os, "cache").await.len(), 2, "only `other` is left");
+    let objs = objects(&os, "cache").await;
+    let bodies = objs.iter().filter(|p| p.ends_with(".body")).count();
+    assert_eq!(bodies, 1, "only `other`'s body is left: {objs:?}");
+    // Two tombstones (`k`, `never-stored`) and `other`'s pointer.
+    assert_eq!(objs.len() - bodies, 3, "{objs:?}");
     assert!(read(&store, "other").await.is_some());
+    // A fill after the delete is served again.
+    fill(&store, "k", &body(7), 7).await;
+    assert_eq!(read(&store, "k").await.unwrap().1, body(7));
+}
+
+#[tokio::test]
+async fn fill_older_than_a_delete_is_not_committed_and_leaves_no_body() {
+    let (os, store) = memory();
+    let mut meta = ok_meta();
+    meta.stored_at = SystemTime::now() - Duration::from_secs(1);
+    let mut w = store.put("k", meta).await.unwrap();
+    w.write(body(10)).await.unwrap();
+    store.delete("k").await.unwrap();
+    w.commit().await.expect("a purged fill is dropped quietly");
+    assert!(store.get("k").await.unwrap().is_none());
+    let objs = objects(&os, "cache").await;
+    assert!(objs.iter().all(|p| !p.ends_with(".body")), "{objs:?}");
+}
+
+#[tokio::test]
+async fn commit_that_lost_its_swap_deletes_its_own_body() {
+    let (os, store) = memory();
+    let h = key_hash("k");
+    let seen = store.inner.read_slot("k", &h).await.unwrap();
+    assert!(seen.version.is_none(), "absent");
+    // Another instance commits between our read and our swap.
+    fill(&BucketStore::new(os.clone(), "cache"), "k", &body(3), 3).await;
+    let path = store.inner.layout.meta_path(&h);
+    let record = encode_tombstone(SystemTime::now());
+    let swap = store
+        .inner
+        .swapper
+        .swap(os.as_ref(), "k", &path, None, record.clone());
+    assert_eq!(
+        swap.await.unwrap(),
+        Swap::Lost,
+        "create over an existing pointer"
+    );
+    let now = store.inner.read_slot("k", &h).await.unwrap();
+    let stale = seen.version.or(Some(object_store::UpdateVersion {
+        e_tag: Some("\"x\"".into()),
+        version: None,
+    }));
+    let swap = store
+        .inner
+        .swapper
+        .swap(os.as_ref(), "k", &path, stale.as_ref(), record.clone());
+    assert_eq!(
+        swap.await.unwrap(),
+        Swap::Lost,
+        "update against a stale version"
+    );
+    let swap = store
+        .inner
+        .swapper
+        .swap(os.as_ref(), "k", &path, now.version.as_ref(), record);
+    assert_eq!(
+        swap.await.unwrap(),
+        Swap::Done,
+        "update against the version read"
+    );
+}
+
+#[tokio::test]
+async fn racing_writers_leave_one_pointer_and_one_body() {
+    let os: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let stores: Vec<_> = (0..4)
+        .map(|_| BucketStore::new(os.clone(), "cache"))
+        .collect();
+    for round in 0..20u8 {
+        let mut writers = Vec::new();
+        for s in &stores {
+            let mut w = s.put("k", ok_meta()).await.unwrap();
+            w.write(Bytes::from(vec![round; 100])).await.unwrap();
+            writers.push(w);
+        }
+        let commits = writers.into_iter().map(|w| tokio::spawn(w.commit()));
+        for c in commits {
+            c.await.unwrap().unwrap();
+        }
+    }
+    let objs = objects(&os, "cache").await;
+    assert_eq!(
+        objs.iter().filter(|p| p.ends_with(".body")).count(),
+        1,
+        "{objs:?}"
+    );
+    assert_eq!(
+        read(&stores[0], "k").await.unwrap().1,
+        Bytes::from(vec![19u8; 100])
+    );
+}
+
+#[tokio::test]
+async fn prefix_purge_masks_older_entries_only() {
+    let (_, store) = memory();
+    fill(&store, "http://a/x/1", &body(10), 10).await;
+    fill(&store, "http://b/1", &body(10), 10).await;
+    assert_eq!(store.purge_prefix("http://a/").await.unwrap(), 0);
+    assert!(store.get("http://a/x/1").await.unwrap().is_none());
+    assert!(store.head("http://a/x/1").await.unwrap().is_none());
+    assert!(read(&store, "http://b/1").await.is_some());
+    let mut old = ok_meta();
+    old.stored_at = SystemTime::now() - Duration::from_secs(5);
+    let mut w = store.put("http://a/y", old).await.unwrap();
+    w.write(body(3)).await.unwrap();
+    w.commit().await.unwrap();
+    assert!(
+        store.get("http://a/y").await.unwrap().is_none(),
+        "older than the purge"
+    );
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    fill(&store, "http://a/x/1", &body(4), 4).await;
+    assert_eq!(read(&store, "http://a/x/1").await.unwrap().1, body(4));
+}
+
+#[tokio::test]
+async fn overwrite_on_a_backend_without_conditional_updates_still_replaces() {
+    // The local filesystem implements `PutMode::Create` but not `PutMode::Update`.
+    let dir = tempfile::tempdir().unwrap();
+    let store = local(&dir);
+    fill(&store, "k", &body(10), 10).await;
+    fill(&store, "k", &body(20), 20).await;
+    assert_eq!(read(&store, "k").await.unwrap().1, body(20));
+    store.delete("k").await.unwrap();
+    assert!(store.get("k").await.unwrap().is_none());
+    let bodies = files_under(dir.path())
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "body"))
+        .count();
+    assert_eq!(bodies, 0);
 }
 
 #[tokio::test]
@@ -254,7 +391,12 @@ async fn hash_collision_is_a_miss_not_another_keys_body() {
     let h = key_hash("b");
     let body_path = store.inner.layout.new_body_path(&h);
     os.put(&body_path, body(10).into()).await.unwrap();
-    let record = encode_pointer(&body_path, "a", &ok_meta().with_content_length(10));
+    let record = encode_pointer(
+        &body_path,
+        "a",
+        &ok_meta().with_content_length(10),
+        SystemTime::UNIX_EPOCH,
+    );
     os.put(&store.meta_path("b"), record.into()).await.unwrap();
 
     assert!(store.get("b").await.unwrap().is_none());
@@ -299,7 +441,7 @@ async fn pointer_naming_a_foreign_path_is_rejected() {
         .await
         .unwrap();
     let meta = ok_meta().with_content_length(10);
-    let record = encode_pointer(&foreign, "k", &meta);
+    let record = encode_pointer(&foreign, "k", &meta, SystemTime::UNIX_EPOCH);
     os.put(&store.meta_path("k"), record.into()).await.unwrap();
     assert!(matches!(
         store.get("k").await,
@@ -333,10 +475,17 @@ fn pointer_record_round_trips_and_rejects_every_bit_flip() {
     let mut meta = ok_meta().with_content_length(42);
     // The codec keeps microseconds.
     meta.stored_at = SystemTime::UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_456);
-    let rec = encode_pointer(&body, "key", &meta);
-    let p = decode_pointer(&rec).unwrap();
+    let floor = SystemTime::UNIX_EPOCH + Duration::from_micros(1_600_000_000_654_321);
+    let rec = encode_pointer(&body, "key", &meta, floor);
+    let (got_floor, p) = decode_pointer(&rec).unwrap();
+    let p = p.expect("live");
     assert_eq!((p.key.as_str(), p.body.as_ref()), ("key", body.as_ref()));
-    assert_eq!(p.meta, meta);
+    assert_eq!((p.meta, got_floor), (meta, floor));
+    let tomb = encode_tombstone(floor);
+    assert!(matches!(decode_pointer(&tomb), Ok((f, None)) if f == floor));
+    for n in 0..tomb.len() {
+        assert!(decode_pointer(&tomb[..n]).is_err());
+    }
     for i in 0..rec.len() {
         let mut bad = rec.clone();
         bad[i] ^= 0x10;

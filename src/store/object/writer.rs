@@ -6,13 +6,14 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use object_store::path::Path;
-use object_store::{ObjectStoreExt, PutPayload, PutPayloadMut};
+use object_store::{ObjectStoreExt, PutPayloadMut};
 use tokio::task::JoinSet;
 
+use super::commit::Swap;
 use super::layout::key_hash;
 use super::multipart::Multipart;
 use super::ops::{backend, corrupt, timed};
-use super::pointer::encode_pointer;
+use super::pointer::{encode_pointer, Slot};
 use super::Inner;
 use crate::entry::Metadata;
 use crate::error::StoreError;
@@ -145,34 +146,26 @@ impl StoreWriter for BucketWriter {
             }
         }
         self.meta.content_length = Some(self.written);
-        self.upload_body().await?;
-
-        // From here the body exists unreferenced: a failure leaves it for deletion below, a
-        // cancellation leaves it to the lifecycle rule.
+        // Read the pointer before uploading: a fill a purge overtook costs no PUT.
         let inner = self.inner.clone();
-        let h = self.h.clone();
-        let old = match timed(&key, inner.op_timeout, inner.read_pointer(&key, &h)).await {
-            Ok(Some(p)) if p.key == key && p.body != self.body => Some(p.body),
-            _ => None,
+        let slot = match timed(&key, inner.op_timeout, inner.read_slot(&key, &self.h)).await {
+            Ok(slot) => slot,
+            Err(e) => {
+                let _ = self.abort_upload().await;
+                return Err(e);
+            }
         };
-        let record = encode_pointer(&self.body, &key, &self.meta);
-        let swapped = timed(&key, inner.op_timeout, async {
-            inner
-                .store
-                .put(&inner.meta_path(&h), PutPayload::from(record))
-                .await
-                .map(drop)
-                .map_err(|e| backend(&key, e))
-        })
-        .await;
-        if let Err(e) = swapped {
-            inner.delete_body_best_effort(&key, &self.body).await;
-            return Err(e);
+        if inner.is_purged(&slot, &key, self.meta.stored_at) {
+            tracing::debug!(
+                key,
+                "object store: fill older than a purge of its key, not committed"
+            );
+            return self.abort_upload().await;
         }
-        if let Some(old) = old {
-            inner.delete_body_best_effort(&key, &old).await;
-        }
-        Ok(())
+        self.upload_body().await?;
+        // From here the body exists unreferenced: a failure or a lost swap deletes it, a
+        // cancellation leaves it to the lifecycle rule.
+        self.swap(slot).await
     }
 
     async fn abort(mut self: Box<Self>) -> Result<(), StoreError> {
@@ -185,6 +178,37 @@ impl StoreWriter for BucketWriter {
 }
 
 impl BucketWriter {
+    /// Makes the uploaded body the key's entry if the pointer is still as `slot` found it.
+    async fn swap(&mut self, slot: Slot) -> Result<(), StoreError> {
+        let (inner, key) = (&self.inner, self.key.as_str());
+        let record = encode_pointer(&self.body, key, &self.meta, slot.floor);
+        let path = inner.layout.meta_path(&self.h);
+        let store = inner.store.as_ref();
+        let swap = inner
+            .swapper
+            .swap(store, key, &path, slot.version.as_ref(), record);
+        match timed(key, inner.op_timeout, swap).await {
+            Ok(Swap::Done) => {
+                // Exactly the entry the swap replaced: no other writer can have taken it.
+                if let Some(old) = slot.entry.filter(|p| p.body != self.body) {
+                    inner.delete_body_best_effort(key, &old.body).await;
+                }
+                Ok(())
+            }
+            Ok(Swap::Lost) => {
+                // Another instance committed or purged this key since we read it: its entry
+                // stands, as if ours had been committed first and replaced.
+                tracing::debug!(key, "object store: commit lost to a concurrent writer");
+                inner.delete_body_best_effort(key, &self.body).await;
+                Ok(())
+            }
+            Err(e) => {
+                inner.delete_body_best_effort(key, &self.body).await;
+                Err(e)
+            }
+        }
+    }
+
     async fn abort_upload(&mut self) -> Result<(), StoreError> {
         match std::mem::replace(&mut self.state, WriteState::Done) {
             WriteState::Uploading(mut mp) => mp.abort().await,
