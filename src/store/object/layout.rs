@@ -51,7 +51,6 @@ impl Layout {
     }
 
     /// A path under the prefix (for the store's own bookkeeping objects).
-    #[allow(dead_code)]
     pub(super) fn under(&self, part: &str) -> Path {
         self.prefix.clone().join(part)
     }

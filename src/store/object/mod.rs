@@ -30,6 +30,7 @@ mod layout;
 mod multipart;
 mod ops;
 mod pointer;
+mod purge;
 #[cfg(test)]
 mod tests;
 mod writer;
@@ -41,7 +42,13 @@ use commit::Swapper;
 use floors::{purge_time, Floors};
 use layout::{key_hash, Layout};
 use ops::{backend, timed};
+pub use purge::{
+    MalformedLogObject, Purge, PurgeError, SharedPurges, SharedPurgesBuilder, SharedPurgesStats,
+};
 use writer::BucketWriter;
+
+/// Where the purge log lives under the store's prefix (never a key hash: those are hex).
+const PURGE_DIR: &str = "_purges";
 
 /// S3's minimum size for every part but the last; smaller part sizes are raised to it.
 pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
@@ -95,7 +102,7 @@ pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
 /// leaves a *tombstone* pointer whose floor is the purge's instant: a fill whose response is
 /// older (`stored_at`) never commits afterwards, on any instance. A
 /// [`purge_prefix`](Store::purge_prefix) masks the prefix in this instance (entries stored
-/// before it read as misses); `SharedPurges` carries purges to
+/// before it read as misses); [`SharedPurges`] carries purges to
 /// the other instances. Backends without conditional writes fall back to overwrites (see
 /// `docs/object-store.md`, *Concurrent commits*).
 ///
@@ -298,10 +305,13 @@ impl Store for BucketStore {
         let inner = &self.inner;
         let root = inner.layout.prefix();
         let prefix = (!root.as_ref().is_empty()).then_some(root);
+        // The purge log is not an entry: instances sharing the bucket keep reading it.
+        let log = inner.layout.under(PURGE_DIR);
         let listing = inner
             .store
             .list(prefix)
             .map(|r| r.map(|m| m.location))
+            .filter(move |r| std::future::ready(!matches!(r, Ok(p) if p.prefix_matches(&log))))
             .boxed();
         let mut deleted = inner.store.delete_stream(listing);
         // No overall limit (a big prefix takes long), but no step may stall past the op timeout.
