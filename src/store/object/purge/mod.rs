@@ -19,6 +19,8 @@ use crate::Cache;
 mod log;
 mod record;
 mod sync;
+#[cfg(test)]
+mod tests;
 
 pub use record::{MalformedLogObject, Purge};
 
