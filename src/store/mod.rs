@@ -33,8 +33,8 @@ pub use mem::{MemStore, MemStoreBuilder};
 pub use null::NullStore;
 #[cfg(feature = "object-store")]
 pub use object::{
-    BucketStore, BucketStoreBuilder, MalformedLogObject, Purge, PurgeError, SharedPurges,
-    SharedPurgesBuilder, SharedPurgesStats, MIN_PART_SIZE,
+    BucketStore, BucketStoreBuilder, MalformedLogObject, PackStats, Packing, Purge, PurgeError,
+    SharedPurges, SharedPurgesBuilder, SharedPurgesStats, MIN_PART_SIZE,
 };
 
 /// A storage tier.

@@ -15,7 +15,8 @@ use object_store::RetryConfig;
 use super::commit::Swapper;
 use super::floors::Floors;
 use super::layout::Layout;
-use super::{BucketStore, Inner, MIN_PART_SIZE};
+use super::pack::{Packing, Packs};
+use super::{BucketStore, Inner, MIN_PART_SIZE, PACK_DIR};
 use crate::error::StoreError;
 
 const MAX_PART_SIZE: usize = 5 * 1024 * 1024 * 1024;
@@ -41,6 +42,7 @@ pub struct BucketStoreBuilder {
     ttl: Option<Duration>,
     part_size: usize,
     upload_concurrency: usize,
+    packing: Option<Packing>,
     options: Vec<(String, String)>,
     #[cfg(any(feature = "aws", feature = "gcp", feature = "azure"))]
     retry: Option<RetryConfig>,
@@ -68,6 +70,7 @@ impl BucketStoreBuilder {
             ttl: None,
             part_size: DEFAULT_PART_SIZE,
             upload_concurrency: DEFAULT_UPLOAD_CONCURRENCY,
+            packing: None,
             options: Vec::new(),
             #[cfg(any(feature = "aws", feature = "gcp", feature = "azure"))]
             retry: None,
@@ -107,6 +110,15 @@ impl BucketStoreBuilder {
         self
     }
 
+    /// Packs bodies up to `packing.threshold` bytes into shared pack objects instead of one
+    /// object each (off by default): many small fills then cost one PUT per pack, at the price
+    /// of a commit waiting up to `packing.flush_after` for its pack to be stored. See
+    /// `docs/object-store.md`, *Small objects*.
+    pub fn packing(mut self, packing: Packing) -> Self {
+        self.packing = Some(packing);
+        self
+    }
+
     /// A backend configuration key and value, applied on top of the environment for a cloud
     /// URL (for S3, any `AmazonS3ConfigKey` spelling: `aws_endpoint`, `aws_region`,
     /// `allow_http`, `timeout`, `connect_timeout`, ...). An unknown key fails
@@ -136,10 +148,16 @@ impl BucketStoreBuilder {
     }
 
     pub(super) fn finish(self, store: Arc<dyn ObjectStore>) -> BucketStore {
+        let layout = Layout::new(self.prefix);
+        let packs = self.packing.map(|cfg| {
+            let dir = layout.under(PACK_DIR);
+            Arc::new(Packs::new(cfg, store.clone(), dir, self.op_timeout))
+        });
         BucketStore {
             inner: Arc::new(Inner {
                 store,
-                layout: Layout::new(self.prefix),
+                layout,
+                packs,
                 op_timeout: self.op_timeout,
                 ttl: self.ttl,
                 part_size: self.part_size,

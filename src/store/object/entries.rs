@@ -14,6 +14,14 @@ use super::Inner;
 use crate::entry::Metadata;
 use crate::error::StoreError;
 
+/// A live entry found by [`Inner::lookup`].
+pub(super) enum Found {
+    /// An entry of its own: the pointer naming its body object.
+    Pointer(Pointer),
+    /// A packed entry, read whole (it is small).
+    Packed(Metadata, bytes::Bytes),
+}
+
 /// How many times a purge or a refresh re-reads and retries a pointer swap it lost. Losing means
 /// another writer made progress, so this bounds only a pathological stream of writers.
 const SWAP_ATTEMPTS: u32 = 8;
@@ -30,11 +38,42 @@ impl Inner {
         slot.purges(stored_at) || stored_at <= self.floors.floor_for(key)
     }
 
-    /// The live entry of `key`: its pointer, when present, for this key, not purged and within
-    /// the TTL.
-    pub(super) async fn lookup(&self, key: &str, h: &str) -> Result<Option<Pointer>, StoreError> {
+    /// The live entry of `key`: its pointer's or its packed one, whichever is newer, when it
+    /// is for this key, not purged and within the TTL.
+    pub(super) async fn lookup(&self, key: &str, h: &str) -> Result<Option<Found>, StoreError> {
         let slot = self.read_slot(key, h).await?;
-        Ok(self.live(key, slot).map(|(p, _)| p))
+        let floor = Slot {
+            version: None,
+            floor: slot.floor,
+            entry: None,
+        };
+        let pointer = self.live(key, slot).map(|(p, _)| p);
+        let Some(packs) = &self.packs else {
+            return Ok(pointer.map(Found::Pointer));
+        };
+        packs.refresh_if_due().await;
+        let usable = |at: SystemTime| !self.is_purged(&floor, key, at) && !self.expired(at);
+        let packed_at = packs.find(key).map(|(_, at)| at).filter(|at| usable(*at));
+        let newer = match (&pointer, packed_at) {
+            (Some(p), Some(at)) => at > p.meta.stored_at,
+            (None, Some(_)) => true,
+            _ => false,
+        };
+        if newer {
+            if let Some((meta, body)) = packs.read(key).await? {
+                if usable(meta.stored_at) {
+                    return Ok(Some(Found::Packed(meta, body)));
+                }
+            }
+        }
+        Ok(pointer.map(Found::Pointer))
+    }
+
+    fn expired(&self, stored_at: SystemTime) -> bool {
+        let age = SystemTime::now()
+            .duration_since(stored_at)
+            .unwrap_or_default();
+        self.ttl.is_some_and(|ttl| age >= ttl)
     }
 
     fn live(&self, key: &str, mut slot: Slot) -> Option<(Pointer, Slot)> {
@@ -47,14 +86,12 @@ impl Inner {
             tracing::trace!(key, "object store: entry purged, treated as a miss");
             return None;
         }
-        if let Some(ttl) = self.ttl {
-            if p.meta.age(SystemTime::now()) >= ttl {
-                tracing::trace!(
-                    key,
-                    "object store: entry older than the TTL, treated as a miss"
-                );
-                return None;
-            }
+        if self.expired(p.meta.stored_at) {
+            tracing::trace!(
+                key,
+                "object store: entry older than the TTL, treated as a miss"
+            );
+            return None;
         }
         Some((p, slot))
     }
@@ -66,6 +103,9 @@ impl Inner {
     /// floor is at or past the purge's instant): one GET, no PUT.
     pub(super) async fn tombstone(&self, key: &str, h: &str) -> Result<(), StoreError> {
         let at = purge_time();
+        if let Some(packs) = &self.packs {
+            packs.forget(key);
+        }
         let path = self.layout.meta_path(h);
         for _ in 0..SWAP_ATTEMPTS {
             let slot = match self.read_slot(key, h).await {

@@ -29,6 +29,7 @@ mod floors;
 mod layout;
 mod multipart;
 mod ops;
+mod pack;
 mod pointer;
 mod purge;
 #[cfg(test)]
@@ -39,9 +40,12 @@ use body::BodyStream;
 pub use builder::BucketStoreBuilder;
 use builder::{config_error, Source};
 use commit::Swapper;
+use entries::Found;
 use floors::{purge_time, Floors};
 use layout::{key_hash, Layout};
 use ops::{backend, timed};
+use pack::Packs;
+pub use pack::{PackStats, Packing};
 pub use purge::{
     MalformedLogObject, Purge, PurgeError, SharedPurges, SharedPurgesBuilder, SharedPurgesStats,
 };
@@ -49,6 +53,8 @@ use writer::BucketWriter;
 
 /// Where the purge log lives under the store's prefix (never a key hash: those are hex).
 const PURGE_DIR: &str = "_purges";
+/// Where packs of small entries live under the store's prefix.
+const PACK_DIR: &str = "_packs";
 
 /// S3's minimum size for every part but the last; smaller part sizes are raised to it.
 pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
@@ -150,6 +156,7 @@ struct Inner {
     upload_concurrency: usize,
     swapper: Swapper,
     floors: Floors,
+    packs: Option<Arc<Packs>>,
 }
 
 impl BucketStore {
@@ -225,6 +232,11 @@ impl BucketStore {
     pub fn meta_path(&self, key: &str) -> Path {
         self.inner.layout.meta_path(&key_hash(key))
     }
+
+    /// The packs this instance knows of, when [packing](BucketStoreBuilder::packing) is on.
+    pub fn pack_stats(&self) -> Option<PackStats> {
+        self.inner.packs.as_ref().map(|p| p.stats())
+    }
 }
 
 #[async_trait]
@@ -237,8 +249,13 @@ impl Store for BucketStore {
         let inner = &self.inner;
         let h = key_hash(key);
         timed(key, inner.op_timeout, async {
-            let Some(p) = inner.lookup(key, &h).await? else {
-                return Ok(None);
+            let p = match inner.lookup(key, &h).await? {
+                None => return Ok(None),
+                Some(Found::Packed(meta, body)) => {
+                    let body = EntryBody::from_bytes(body);
+                    return Ok(Some(StoredEntry::new(Arc::new(meta), body)));
+                }
+                Some(Found::Pointer(p)) => p,
             };
             let res = match inner.store.get(&p.body).await {
                 Ok(r) => r,
@@ -268,7 +285,10 @@ impl Store for BucketStore {
         let inner = &self.inner;
         let h = key_hash(key);
         timed(key, inner.op_timeout, async {
-            Ok(inner.lookup(key, &h).await?.map(|p| p.meta))
+            Ok(inner.lookup(key, &h).await?.map(|found| match found {
+                Found::Pointer(p) => p.meta,
+                Found::Packed(meta, _) => meta,
+            }))
         })
         .await
     }
@@ -303,6 +323,9 @@ impl Store for BucketStore {
 
     async fn clear(&self) -> Result<(), StoreError> {
         let inner = &self.inner;
+        if let Some(packs) = &inner.packs {
+            packs.forget_all();
+        }
         let root = inner.layout.prefix();
         let prefix = (!root.as_ref().is_empty()).then_some(root);
         // The purge log is not an entry: instances sharing the bucket keep reading it.

@@ -60,4 +60,11 @@ pub(super) enum ProtocolError {
         /// How many swaps were tried.
         attempts: u32,
     },
+    /// The pack holding this entry could not be stored.
+    #[error("the pack holding this entry could not be stored")]
+    PackFlush {
+        /// Why (shared by every entry of the pack).
+        #[source]
+        source: std::sync::Arc<StoreError>,
+    },
 }

@@ -13,6 +13,7 @@ use super::layout::key_hash;
 use super::pointer::{decode_pointer, encode_pointer, encode_tombstone};
 use super::*;
 use crate::error::Error;
+use crate::store::Packing;
 
 const MIB: usize = 1024 * 1024;
 
@@ -616,4 +617,91 @@ fn unsupported_urls_are_errors() {
         .is_err());
     #[cfg(not(feature = "aws"))]
     assert!(BucketStore::from_url("s3://bucket/x").is_err());
+}
+
+fn packed(os: &Arc<dyn ObjectStore>) -> BucketStore {
+    let packing = Packing::new(4096)
+        .pack_bytes(64 << 10)
+        .flush_after(Duration::from_millis(20))
+        .refresh(Duration::from_millis(1));
+    BucketStore::builder(os.clone(), "cache")
+        .packing(packing)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn small_fills_share_packs_and_read_back_byte_for_byte() {
+    let os: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let store = packed(&os);
+    let commits: Vec<_> = (0..200)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { fill(&store, &format!("k{i}"), &body(1000 + i), 300).await })
+        })
+        .collect();
+    for c in commits {
+        c.await.unwrap();
+    }
+    fill(&store, "big", &body(10_000), 1000).await;
+    let objs = objects(&os, "cache").await;
+    let packs = objs.iter().filter(|p| p.ends_with(".pack")).count();
+    assert!(
+        (1..=8).contains(&packs),
+        "200 fills in a few packs: {objs:?}"
+    );
+    assert_eq!(
+        objs.iter().filter(|p| p.ends_with(".body")).count(),
+        1,
+        "only `big`"
+    );
+    for i in 0..200 {
+        let (meta, got) = read(&store, &format!("k{i}")).await.expect("packed hit");
+        assert_eq!(got, body(1000 + i));
+        assert_eq!(meta.content_length, Some(1000 + i as u64));
+    }
+    assert_eq!(read(&store, "big").await.unwrap().1, body(10_000));
+    // Another instance finds them on its first lookup.
+    let other = packed(&os);
+    assert_eq!(read(&other, "k7").await.unwrap().1, body(1007));
+    assert_eq!(other.pack_stats().unwrap().indexed, 200);
+}
+
+#[tokio::test]
+async fn purged_packed_entry_is_a_miss_on_every_instance() {
+    let os: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let (a, b) = (packed(&os), packed(&os));
+    fill(&a, "k", &body(100), 100).await;
+    assert!(read(&b, "k").await.is_some());
+    a.delete("k").await.unwrap();
+    assert!(a.get("k").await.unwrap().is_none());
+    assert!(
+        b.get("k").await.unwrap().is_none(),
+        "the pointer's floor outranks B's index"
+    );
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    fill(&b, "k", &body(50), 50).await;
+    // A finds B's new pack within its refresh interval (looked for in the background).
+    let mut got = None;
+    for _ in 0..100 {
+        got = read(&a, "k").await;
+        if got.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(got.expect("found within a bounded wait").1, body(50));
+}
+
+#[tokio::test]
+async fn newer_entry_wins_between_packed_and_own_object() {
+    let os: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let store = packed(&os);
+    fill(&store, "k", &body(100), 100).await;
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    fill(&store, "k", &body(9000), 1000).await;
+    assert_eq!(read(&store, "k").await.unwrap().1, body(9000));
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    fill(&store, "k", &body(10), 10).await;
+    assert_eq!(read(&store, "k").await.unwrap().1, body(10));
 }

@@ -146,6 +146,9 @@ impl StoreWriter for BucketWriter {
             }
         }
         self.meta.content_length = Some(self.written);
+        if let Some(packed) = self.commit_packed().await {
+            return packed;
+        }
         // Read the pointer before uploading: a fill a purge overtook costs no PUT.
         let inner = self.inner.clone();
         let slot = match timed(&key, inner.op_timeout, inner.read_slot(&key, &self.h)).await {
@@ -178,6 +181,26 @@ impl StoreWriter for BucketWriter {
 }
 
 impl BucketWriter {
+    /// Commits a small body into a pack, when packing is on and the body fits. `None`: not
+    /// packed, commit as an object of its own. The key's pointer is not read: a reader weighs
+    /// the packed entry against the pointer's floor and entry.
+    async fn commit_packed(&mut self) -> Option<Result<(), StoreError>> {
+        let packs = self.inner.packs.clone()?;
+        let fits = usize::try_from(self.written).is_ok_and(|n| n <= packs.threshold());
+        if !fits || !matches!(self.state, WriteState::Buffering(_)) {
+            return None;
+        }
+        let WriteState::Buffering(buf) = std::mem::replace(&mut self.state, WriteState::Done)
+        else {
+            return None;
+        };
+        if self.meta.stored_at <= self.inner.floors.floor_for(&self.key) {
+            return Some(Ok(())); // purged by a prefix before it was stored
+        }
+        let body = bytes::Bytes::from(object_store::PutPayload::from(buf));
+        Some(packs.add(&self.key, &self.meta, &body).await)
+    }
+
     /// Makes the uploaded body the key's entry if the pointer is still as `slot` found it.
     async fn swap(&mut self, slot: Slot) -> Result<(), StoreError> {
         let (inner, key) = (&self.inner, self.key.as_str());
