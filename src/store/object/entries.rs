@@ -41,6 +41,9 @@ impl Inner {
     /// The live entry of `key`: its pointer's or its packed one, whichever is newer, when it
     /// is for this key, not purged and within the TTL.
     pub(super) async fn lookup(&self, key: &str, h: &str) -> Result<Option<Found>, StoreError> {
+        if let Some(found) = self.lookup_trusted_pack(key).await? {
+            return Ok(Some(found));
+        }
         let slot = self.read_slot(key, h).await?;
         let floor = Slot {
             version: None,
@@ -67,6 +70,24 @@ impl Inner {
             }
         }
         Ok(pointer.map(Found::Pointer))
+    }
+
+    /// With [`Packing::trust_index`](super::Packing::trust_index): the packed entry, read with
+    /// one ranged GET and no pointer GET, when the index has one that no prefix floor purges.
+    async fn lookup_trusted_pack(&self, key: &str) -> Result<Option<Found>, StoreError> {
+        let Some(packs) = self.packs.as_ref().filter(|p| p.trusts_index()) else {
+            return Ok(None);
+        };
+        packs.refresh_if_due().await;
+        let usable = |at: SystemTime| at > self.floors.floor_for(key) && !self.expired(at);
+        if !packs.find(key).is_some_and(|(_, at)| usable(at)) {
+            return Ok(None);
+        }
+        Ok(packs
+            .read(key)
+            .await?
+            .filter(|(meta, _)| usable(meta.stored_at))
+            .map(|(meta, body)| Found::Packed(meta, body)))
     }
 
     fn expired(&self, stored_at: SystemTime) -> bool {

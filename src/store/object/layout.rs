@@ -5,7 +5,11 @@
 //! ```text
 //! <prefix>/<h[0..2]>/<h[2..4]>/<h>.meta              pointer: codec record (key + Metadata) + body path
 //! <prefix>/<h[0..2]>/<h[2..4]>/<h>/<unique>.body      body bytes, written once, never modified
+//! <prefix>/_purges/...                                the shared purge log (see `purge`)
+//! <prefix>/_packs/...                                 packs of small entries (see `pack`)
 //! ```
+//!
+//! The bookkeeping directories start with `_`, which no key hash (hex) does.
 
 use std::collections::hash_map::RandomState;
 use std::fmt::Write as _;

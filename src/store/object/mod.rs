@@ -112,6 +112,12 @@ pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
 /// the other instances. Backends without conditional writes fall back to overwrites (see
 /// `docs/object-store.md`, *Concurrent commits*).
 ///
+/// # Small entries
+///
+/// With [`packing`](BucketStoreBuilder::packing), bodies under a threshold are gathered into
+/// shared pack objects (one PUT per pack and one for its index, instead of two per entry) and
+/// read with one ranged GET each; see [`Packing`].
+///
 /// # Bounded cold tier
 ///
 /// A bucket is not bounded and this store does not pretend to run LRU over it. With

@@ -705,3 +705,27 @@ async fn newer_entry_wins_between_packed_and_own_object() {
     fill(&store, "k", &body(10), 10).await;
     assert_eq!(read(&store, "k").await.unwrap().1, body(10));
 }
+
+#[tokio::test]
+async fn trusted_index_reads_a_packed_entry_without_its_pointer() {
+    let os: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let trusting = |os: &Arc<dyn ObjectStore>| {
+        let packing = Packing::new(4096)
+            .flush_after(Duration::from_millis(5))
+            .trust_index(true);
+        let b = BucketStore::builder(os.clone(), "cache").packing(packing);
+        b.build().unwrap()
+    };
+    let (a, b) = (trusting(&os), trusting(&os));
+    fill(&a, "k", &body(100), 100).await;
+    // A broken pointer would fail a read that looks at it: this one does not.
+    os.put(&a.meta_path("k"), Bytes::from_static(b"garbage").into())
+        .await
+        .unwrap();
+    assert_eq!(read(&b, "k").await.unwrap().1, body(100));
+    // A purge on B is applied to B's index at once; a prefix floor outranks it too.
+    b.delete("k").await.unwrap();
+    assert!(b.get("k").await.unwrap().is_none());
+    a.purge_prefix("k").await.unwrap();
+    assert!(a.get("k").await.unwrap().is_none());
+}

@@ -44,6 +44,13 @@ pub struct Packing {
     pub flush_after: Duration,
     /// How often other instances' new packs are looked for (one LIST each time).
     pub refresh: Duration,
+    /// Whether a packed entry found in the in-memory index is served without reading the key's
+    /// pointer first (default `false`). `true` makes a cold read one ranged GET, but a purge of
+    /// a packed key then reaches this instance only through [`SharedPurges`](super::SharedPurges)
+    /// (within its interval, and not for purges older than its log's retention), and a newer
+    /// entry of the same key stored as its own object by another instance is not seen while
+    /// the packed one is indexed here.
+    pub trust_index: bool,
 }
 
 impl Packing {
@@ -55,7 +62,14 @@ impl Packing {
             pack_bytes: 4 << 20,
             flush_after: Duration::from_millis(200),
             refresh: Duration::from_secs(1),
+            trust_index: false,
         }
+    }
+
+    /// Sets [`trust_index`](Self::trust_index).
+    pub fn trust_index(mut self, yes: bool) -> Self {
+        self.trust_index = yes;
+        self
     }
 
     /// Sets [`pack_bytes`](Self::pack_bytes).
@@ -171,6 +185,10 @@ impl Packs {
 
     pub(super) fn threshold(&self) -> usize {
         self.cfg.threshold
+    }
+
+    pub(super) fn trusts_index(&self) -> bool {
+        self.cfg.trust_index
     }
 
     pub(super) fn stats(&self) -> PackStats {
