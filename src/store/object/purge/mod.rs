@@ -147,13 +147,15 @@ impl SharedPurges {
         }
     }
 
-    /// Purges one key on every instance.
+    /// Purges one key on every instance. For the HTTP layer, `purge_key(&handle.key_for(url)?)`
+    /// purges a URL with all its `Vary` variants: their marker is the URL's own entry, and
+    /// without it the variants are unreachable.
     pub async fn purge_key(&self, key: &str) -> Result<(), PurgeError> {
         self.shared.publish(Purge::Key(key.to_owned())).await
     }
 
-    /// Purges every key starting with `prefix` on every instance (with the default key, a URL
-    /// with its variants is `handle.key_for(url)` as a prefix; a host is `scheme://host/`).
+    /// Purges every key starting with `prefix` on every instance (with the default key, a path
+    /// is `scheme://host/path/`, a host is `scheme://host/`).
     pub async fn purge_prefix(&self, prefix: &str) -> Result<(), PurgeError> {
         self.shared.publish(Purge::Prefix(prefix.to_owned())).await
     }
