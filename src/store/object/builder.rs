@@ -61,6 +61,23 @@ pub(super) fn config_error(what: impl Into<crate::BoxError>) -> StoreError {
     }
 }
 
+/// Builds a cloud backend from the environment, the URL, the options and the retry policy. A
+/// macro because the three builders share this shape but no trait.
+#[cfg(any(feature = "aws", feature = "gcp", feature = "azure"))]
+macro_rules! cloud_store {
+    ($this:expr, $url:expr, $builder:ty, $key:ty) => {{
+        let mut b = <$builder>::from_env().with_url($url.as_str());
+        for (k, v) in &$this.options {
+            let key: $key = k.parse().map_err(config_error)?;
+            b = b.with_config(key, v.clone());
+        }
+        if let Some(r) = &$this.retry {
+            b = b.with_retry(r.clone());
+        }
+        Ok(Arc::new(b.build().map_err(config_error)?))
+    }};
+}
+
 impl BucketStoreBuilder {
     pub(super) fn with_source(source: Source, prefix: Path) -> Self {
         BucketStoreBuilder {
@@ -194,41 +211,17 @@ impl BucketStoreBuilder {
             #[cfg(feature = "aws")]
             ObjectStoreScheme::AmazonS3 => {
                 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
-                let mut b = AmazonS3Builder::from_env().with_url(url.as_str());
-                for (k, v) in &self.options {
-                    let key: AmazonS3ConfigKey = k.parse().map_err(config_error)?;
-                    b = b.with_config(key, v.clone());
-                }
-                if let Some(r) = &self.retry {
-                    b = b.with_retry(r.clone());
-                }
-                Ok(Arc::new(b.build().map_err(config_error)?))
+                cloud_store!(self, url, AmazonS3Builder, AmazonS3ConfigKey)
             }
             #[cfg(feature = "gcp")]
             ObjectStoreScheme::GoogleCloudStorage => {
                 use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
-                let mut b = GoogleCloudStorageBuilder::from_env().with_url(url.as_str());
-                for (k, v) in &self.options {
-                    let key: GoogleConfigKey = k.parse().map_err(config_error)?;
-                    b = b.with_config(key, v.clone());
-                }
-                if let Some(r) = &self.retry {
-                    b = b.with_retry(r.clone());
-                }
-                Ok(Arc::new(b.build().map_err(config_error)?))
+                cloud_store!(self, url, GoogleCloudStorageBuilder, GoogleConfigKey)
             }
             #[cfg(feature = "azure")]
             ObjectStoreScheme::MicrosoftAzure => {
                 use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
-                let mut b = MicrosoftAzureBuilder::from_env().with_url(url.as_str());
-                for (k, v) in &self.options {
-                    let key: AzureConfigKey = k.parse().map_err(config_error)?;
-                    b = b.with_config(key, v.clone());
-                }
-                if let Some(r) = &self.retry {
-                    b = b.with_retry(r.clone());
-                }
-                Ok(Arc::new(b.build().map_err(config_error)?))
+                cloud_store!(self, url, MicrosoftAzureBuilder, AzureConfigKey)
             }
             other => Err(config_error(format!(
                 "unsupported object store scheme {other:?}"

@@ -14,15 +14,32 @@ use crate::error::StoreError;
 /// upload in the background, so a cancelled fill leaves no dangling upload (which S3 would
 /// otherwise keep, and bill, until a lifecycle rule removes it).
 pub(super) struct Multipart {
-    pub(super) upload: Option<Box<dyn MultipartUpload>>,
-    pub(super) buf: PutPayloadMut,
-    pub(super) tasks: JoinSet<object_store::Result<()>>,
-    pub(super) part_size: usize,
-    pub(super) abort_timeout: Duration,
-    pub(super) key: String,
+    upload: Option<Box<dyn MultipartUpload>>,
+    buf: PutPayloadMut,
+    tasks: JoinSet<object_store::Result<()>>,
+    part_size: usize,
+    abort_timeout: Duration,
+    key: String,
 }
 
 impl Multipart {
+    /// Takes over a started upload of `key`'s body.
+    pub(super) fn new(
+        upload: Box<dyn MultipartUpload>,
+        part_size: usize,
+        abort_timeout: Duration,
+        key: String,
+    ) -> Self {
+        Multipart {
+            upload: Some(upload),
+            buf: PutPayloadMut::new(),
+            tasks: JoinSet::new(),
+            part_size,
+            abort_timeout,
+            key,
+        }
+    }
+
     /// Buffers `bytes`, starting a part upload each time a part is full.
     pub(super) fn push(&mut self, mut bytes: Bytes) {
         let Some(upload) = self.upload.as_mut() else {

@@ -7,7 +7,6 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutPayloadMut};
-use tokio::task::JoinSet;
 
 use super::commit::Swap;
 use super::layout::key_hash;
@@ -65,14 +64,7 @@ impl BucketWriter {
                 .map_err(|e| backend(key, e))
         })
         .await?;
-        let mut mp = Multipart {
-            upload: Some(upload),
-            buf: PutPayloadMut::new(),
-            tasks: JoinSet::new(),
-            part_size: inner.part_size,
-            abort_timeout: inner.op_timeout,
-            key: key.clone(),
-        };
+        let mut mp = Multipart::new(upload, inner.part_size, inner.op_timeout, key.clone());
         for chunk in pending.freeze() {
             mp.push(chunk);
         }
