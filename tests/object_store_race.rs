@@ -102,3 +102,51 @@ async fn two_engines_racing_on_one_key_leave_no_orphaned_body() {
     ];
     assert!(candidates.contains(&got), "a body of the last round, whole");
 }
+
+/// A backend without conditional writes (S3 with `aws_conditional_put=disabled`): commits fall
+/// back to overwrites and still serve whole, current bodies; shared purges refuse to publish
+/// rather than risk two purges taking one log number.
+#[tokio::test]
+async fn without_conditional_writes_commits_overwrite_and_shared_purges_refuse() {
+    let s3 = require_s3!("unconditional");
+    let store =
+        daramjwee::store::BucketStore::from_url(&format!("s3://{}/{}", s3.bucket, s3.prefix))
+            .unwrap()
+            .option("aws_conditional_put", "disabled")
+            .build()
+            .unwrap();
+    for (i, len) in [100, 200].into_iter().enumerate() {
+        let meta = Metadata::new(http::StatusCode::OK).with_content_length(len as u64);
+        let mut w = daramjwee::store::Store::put(&store, "k", meta)
+            .await
+            .unwrap();
+        w.write(body(len, i as u8)).await.unwrap();
+        w.commit().await.unwrap();
+    }
+    let e = daramjwee::store::Store::get(&store, "k")
+        .await
+        .unwrap()
+        .expect("entry");
+    assert!(
+        e.body.collect().await.unwrap() == body(200, 1),
+        "the last write wins, whole"
+    );
+    let objs = s3.objects(&store).await;
+    assert_eq!(
+        objs.iter().filter(|p| p.ends_with(".body")).count(),
+        1,
+        "{objs:?}"
+    );
+
+    let cache = engine(store.clone());
+    let shared = daramjwee::store::SharedPurges::builder(cache, store);
+    let shared = shared
+        .start()
+        .await
+        .expect("reading the log needs no condition");
+    let published = shared.purge_key("k").await;
+    assert!(
+        matches!(published, Err(daramjwee::store::PurgeError::Log { .. })),
+        "{published:?}"
+    );
+}
