@@ -79,8 +79,13 @@ async fn purged_within(cache: &Cache, key: &str) -> Option<Duration> {
 async fn warm(all: &[&Instance], keys: &[&str], calls: &Arc<AtomicUsize>, data: &Bytes) {
     for key in keys {
         for i in all {
+            // The first instance's cold commit may end after its client's body, and a packed
+            // entry reaches another instance's index within its refresh: each one reads it
+            // from the bucket once it can see it there.
+            if !std::ptr::eq(*i, all[0]) {
+                assert!(wait_presence(cold(&i.cache).as_ref(), key, true).await);
+            }
             assert_same!(&serve(&i.cache, key, calls, data.clone()).await, data);
-            // The cold commit may end after the client's body: the next instance reads it.
             assert!(wait_presence(cold(&i.cache).as_ref(), key, true).await);
             assert!(wait_presence(hot(&i.cache).as_ref(), key, true).await);
         }
@@ -369,4 +374,43 @@ async fn bucket_store_alone_keeps_its_purge_log_on_clear() {
         left.iter().any(|p| p.ends_with("/_purges/checkpoint")),
         "{left:?}"
     );
+}
+
+#[tokio::test]
+async fn packed_entries_are_shared_and_purged_like_any_other() {
+    let s3 = require_s3!("purge-packed");
+    let mut all = Vec::new();
+    for _ in 0..3 {
+        let bucket = s3.packed_store();
+        let cache = engine(bucket.clone());
+        let purges = SharedPurges::builder(cache.clone(), bucket)
+            .interval(INTERVAL)
+            .start()
+            .await
+            .unwrap();
+        all.push(Instance { cache, purges });
+    }
+    let (a, b, c) = (&all[0], &all[1], &all[2]);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (v1, v2) = (body(1500, 9), body(1500, 10));
+    let keys = ["http://p/1", "http://p/2"];
+    warm(&[a, b, c], &keys, &calls, &v1).await;
+    let store = s3.store();
+    let objs = s3.objects(&store).await;
+    assert!(objs.iter().any(|p| p.ends_with(".pack")), "{objs:?}");
+    assert!(
+        !objs.iter().any(|p| p.ends_with(".body")),
+        "small bodies are packed: {objs:?}"
+    );
+
+    a.purges.purge_key("http://p/1").await.unwrap();
+    for i in [b, c] {
+        assert!(purged_within(&i.cache, "http://p/1").await.is_some());
+        assert!(hot(&i.cache).head("http://p/2").await.unwrap().is_some());
+    }
+    // B's cold tier still indexes the purged packed entry: the key's pointer floor outranks it.
+    assert!(cold(&b.cache).get("http://p/1").await.unwrap().is_none());
+    let before = calls.load(Ordering::SeqCst);
+    assert_same!(serve(&c.cache, "http://p/1", &calls, v2.clone()).await, v2);
+    assert_eq!(calls.load(Ordering::SeqCst), before + 1);
 }

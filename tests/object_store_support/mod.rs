@@ -70,6 +70,20 @@ impl S3 {
             .expect("build from env")
     }
 
+    /// A store that packs bodies up to 64 KiB (flushed after 50 ms, others' packs looked for
+    /// every 100 ms).
+    pub fn packed_store(&self) -> BucketStore {
+        let packing = daramjwee::store::Packing::new(64 << 10)
+            .flush_after(Duration::from_millis(50))
+            .refresh(Duration::from_millis(100));
+        BucketStore::from_url(&format!("s3://{}/{}", self.bucket, self.prefix))
+            .expect("s3 url")
+            .op_timeout(Duration::from_secs(20))
+            .packing(packing)
+            .build()
+            .expect("build from env")
+    }
+
     /// Every object under this test's prefix.
     pub async fn objects(&self, store: &BucketStore) -> Vec<String> {
         let prefix = Path::from(self.prefix.as_str());
