@@ -168,7 +168,13 @@ impl BucketStoreBuilder {
         let layout = Layout::new(self.prefix);
         let packs = self.packing.map(|cfg| {
             let dir = layout.under(PACK_DIR);
-            Arc::new(Packs::new(cfg, store.clone(), dir, self.op_timeout))
+            Arc::new(Packs::new(
+                cfg,
+                self.ttl,
+                store.clone(),
+                dir,
+                self.op_timeout,
+            ))
         });
         BucketStore {
             inner: Arc::new(Inner {

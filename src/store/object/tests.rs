@@ -729,3 +729,35 @@ async fn trusted_index_reads_a_packed_entry_without_its_pointer() {
     a.purge_prefix("k").await.unwrap();
     assert!(a.get("k").await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn pack_index_drops_entries_past_the_ttl() {
+    let os: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let packing = Packing::new(4096)
+        .flush_after(Duration::from_millis(5))
+        .refresh(Duration::from_millis(1));
+    let store = BucketStore::builder(os.clone(), "cache")
+        .ttl(Duration::from_secs(3600))
+        .packing(packing)
+        .build()
+        .unwrap();
+    let mut old = ok_meta();
+    old.stored_at = SystemTime::now() - Duration::from_secs(7200);
+    for (key, meta) in [("old", old), ("new", ok_meta())] {
+        let mut w = store.put(key, meta).await.unwrap();
+        w.write(body(10)).await.unwrap();
+        w.commit().await.unwrap();
+    }
+    assert!(store.get("old").await.unwrap().is_none(), "past the TTL");
+    let mut indexed = u64::MAX;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let _ = store.get("new").await.unwrap(); // lookups drive the refresh
+        indexed = store.pack_stats().unwrap().indexed;
+        if indexed == 1 {
+            break;
+        }
+    }
+    assert_eq!(indexed, 1, "the expired entry left the index");
+    assert!(read(&store, "new").await.is_some());
+}

@@ -126,6 +126,8 @@ struct Discovery {
 /// The packs of one store.
 pub(super) struct Packs {
     cfg: Packing,
+    /// The store's TTL: older entries are dropped from the index (they are misses anyway).
+    ttl: Option<Duration>,
     store: Arc<dyn ObjectStore>,
     dir: Path,
     nonce: String,
@@ -159,6 +161,7 @@ fn now_micros() -> u64 {
 impl Packs {
     pub(super) fn new(
         cfg: Packing,
+        ttl: Option<Duration>,
         store: Arc<dyn ObjectStore>,
         dir: Path,
         op_timeout: Duration,
@@ -169,6 +172,7 @@ impl Packs {
             .finish();
         Packs {
             cfg,
+            ttl,
             store,
             dir,
             nonce: format!("{nonce:016x}"),
@@ -290,6 +294,19 @@ impl Packs {
         }
     }
 
+    /// Drops index entries past the store's TTL, so the index is bounded by what the TTL keeps.
+    fn drop_expired(&self) {
+        let Some(ttl) = self.ttl else {
+            return;
+        };
+        let Some(horizon) = SystemTime::now().checked_sub(ttl) else {
+            return;
+        };
+        self.index
+            .write()
+            .retain(|_, (_, slot)| slot.stored_at > horizon);
+    }
+
     /// The packed entry of `key` this instance knows of: its pack and where it is.
     pub(super) fn find(&self, key: &str) -> Option<(Arc<str>, SystemTime)> {
         let index = self.index.read();
@@ -400,6 +417,7 @@ impl Packs {
             self.insert(&Arc::from(name), entries);
         }
         d.since_micros = newest;
+        self.drop_expired();
         let keep_from = newest.saturating_sub(window);
         d.seen
             .retain(|n| n.get(..20).and_then(|m| m.parse::<u64>().ok()).unwrap_or(0) >= keep_from);
