@@ -13,6 +13,12 @@
 //! DARAMJWEE_BENCH_MIB=64 ...                                  # another object size
 //! ```
 //!
+//! With `DARAMJWEE_BENCH_SMALL=1` it measures many small objects instead (10,000 × 1 KiB by
+//! default, `DARAMJWEE_BENCH_N` and `DARAMJWEE_BENCH_BYTES` to change): the requests that N fills
+//! and N cold reads send, each object its own objects and then packed, and the cold reads'
+//! latency (see `object_store_support/small.rs`; `DARAMJWEE_BENCH_ONLY=packed` runs only the
+//! modes whose name contains it).
+//!
 //! Peak RSS is the process high-water mark (`VmHWM`), reset before each phase through
 //! `/proc/self/clear_refs` (Linux). The S3 server runs in its own process and is not counted.
 
@@ -23,6 +29,12 @@ use daramjwee::store::{BucketStore, FileStore, Store};
 use daramjwee::{Cache, ColdFill, EntryBody, Fetched, Metadata, Outcome};
 use futures_util::StreamExt;
 use object_store::path::Path;
+use object_store::ObjectStoreExt;
+
+#[path = "object_store_support/counting.rs"]
+mod counting;
+#[path = "object_store_support/small.rs"]
+mod small;
 
 const CHUNK: usize = 64 << 10;
 const MIB: f64 = 1024.0 * 1024.0;
@@ -134,6 +146,17 @@ async fn main() {
             ),
         }
     });
+    if std::env::var("DARAMJWEE_BENCH_SMALL").as_deref() == Ok("1") {
+        let var = |name: &str, default: usize| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default)
+        };
+        let n = var("DARAMJWEE_BENCH_N", if benching { 10_000 } else { 200 });
+        small::run(&url, n, var("DARAMJWEE_BENCH_BYTES", 1024)).await;
+        return;
+    }
     let cold = BucketStore::from_url(&url)
         .expect("cold url")
         .op_timeout(Duration::from_secs(60))

@@ -1,7 +1,9 @@
 //! A hot memory tier plus a cold tier on S3, configured from a URL, in front of an axum app.
 //!
 //! Two "instances" (two `Cache`s with their own memory tiers) share the bucket: what the first
-//! fetched from the origin, the second serves from the bucket without calling the origin.
+//! fetched from the origin, the second serves from the bucket without calling the origin. Then
+//! a purge on the first, recorded in the bucket by `SharedPurges`, is a miss on the second
+//! within the poll interval.
 //!
 //! Against the test server (any S3 works the same way with its own `AWS_*` variables):
 //!
@@ -21,7 +23,7 @@ use std::time::Duration;
 use axum::{routing::get, Router};
 use bytes::Bytes;
 use daramjwee::http::{CacheLayer, PolicyMode};
-use daramjwee::store::{BucketStore, MemStore, Store};
+use daramjwee::store::{BucketStore, MemStore, SharedPurges, Store};
 use daramjwee::Cache;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
@@ -29,12 +31,23 @@ use hyper_util::rt::TokioExecutor;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// One cache instance: its own memory tier, the shared cold tier, and the origin behind it.
-async fn instance(cold: BucketStore, origin_calls: Arc<AtomicUsize>) -> std::net::SocketAddr {
+/// How often each instance looks for the other's purges.
+const PURGE_POLL: Duration = Duration::from_millis(200);
+
+/// One cache instance: its own memory tier, the shared cold tier, the origin behind it, and its
+/// end of the purges shared through the bucket.
+async fn instance(
+    cold: BucketStore,
+    origin_calls: Arc<AtomicUsize>,
+) -> Result<(std::net::SocketAddr, SharedPurges), BoxError> {
     let cache = Cache::builder()
         .hot(MemStore::new(64 << 20))
-        .cold(cold)
+        .cold(cold.clone())
         .build();
+    let purges = SharedPurges::builder(cache.clone(), cold)
+        .interval(PURGE_POLL)
+        .start()
+        .await?;
     let layer = CacheLayer::builder(cache)
         .policy(PolicyMode::OriginTrusting {
             ttl: Duration::from_secs(300),
@@ -55,7 +68,7 @@ async fn instance(cold: BucketStore, origin_calls: Arc<AtomicUsize>) -> std::net
         .expect("bind");
     let addr = listener.local_addr().expect("local addr");
     tokio::spawn(async move { axum::serve(listener, app).await });
-    addr
+    Ok((addr, purges))
 }
 
 /// Both instances serve one site (as behind a load balancer): the key includes the host.
@@ -95,9 +108,10 @@ async fn main() -> Result<(), BoxError> {
     cold.clear().await?;
 
     let origin_calls = Arc::new(AtomicUsize::new(0));
-    let first = instance(cold.clone(), origin_calls.clone()).await;
+    let (first, purges) = instance(cold.clone(), origin_calls.clone()).await?;
     // The second instance opens the bucket on its own, as another process would.
-    let second = instance(BucketStore::from_url(&url)?.build()?, origin_calls.clone()).await;
+    let other = BucketStore::from_url(&url)?.build()?;
+    let (second, _second_purges) = instance(other, origin_calls.clone()).await?;
 
     let (status, body) = fetch(first).await?;
     println!(
@@ -119,6 +133,13 @@ async fn main() -> Result<(), BoxError> {
     println!("instance 2, first request:  {status}");
     let (status, _) = fetch(second).await?;
     println!("instance 2, second request: {status}");
+
+    // A purge on instance 1 goes into the bucket's purge log; instance 2 applies it at its next
+    // poll, so after one interval it answers from the origin again.
+    purges.purge_key(&key).await?;
+    tokio::time::sleep(PURGE_POLL * 2).await;
+    let (status, _) = fetch(second).await?;
+    println!("instance 2, after a purge on instance 1: {status}");
     println!(
         "origin calls: {} (cold tier: {url})",
         origin_calls.load(Ordering::SeqCst)

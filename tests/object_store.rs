@@ -23,7 +23,7 @@ use daramjwee::store::{BucketStore, MemStore, Store, MIN_PART_SIZE};
 use daramjwee::{Cache, EntryBody, Fetched, Metadata, Outcome, StoreError};
 use futures_util::StreamExt;
 use object_store::path::Path;
-use object_store::{ObjectStore, RetryConfig};
+use object_store::{ObjectStore, ObjectStoreExt, RetryConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const MIB: usize = 1024 * 1024;
@@ -210,7 +210,7 @@ async fn overwrite_serves_the_new_version_and_removes_the_old_body() {
 }
 
 #[tokio::test]
-async fn delete_removes_the_entry_and_its_objects() {
+async fn delete_leaves_only_a_tombstone_pointer() {
     let s3 = require_s3!("delete");
     let store = s3.store();
     fill(&store, "k", &body(100), meta()).await;
@@ -218,7 +218,14 @@ async fn delete_removes_the_entry_and_its_objects() {
     store.delete("k").await.unwrap();
     store.delete("k").await.unwrap();
     assert!(store.get("k").await.unwrap().is_none());
-    assert_eq!(s3.objects(&store).await, Vec::<String>::new());
+    // The body is gone; the pointer stays as a tombstone (the key's purge floor) until the
+    // lifecycle rule or `clear` removes it.
+    assert_eq!(
+        s3.objects(&store).await,
+        vec![store.meta_path("k").to_string()]
+    );
+    fill(&store, "k", &body(10), meta()).await;
+    assert_eq!(read(&store, "k").await.unwrap().1, body(10));
 }
 
 #[tokio::test]

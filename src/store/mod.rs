@@ -32,7 +32,10 @@ pub use file::{CommitMode, FileStore, FileStoreBuilder};
 pub use mem::{MemStore, MemStoreBuilder};
 pub use null::NullStore;
 #[cfg(feature = "object-store")]
-pub use object::{BucketStore, BucketStoreBuilder, MIN_PART_SIZE};
+pub use object::{
+    BucketStore, BucketStoreBuilder, MalformedLogObject, PackStats, Packing, Purge, PurgeError,
+    SharedPurges, SharedPurgesBuilder, SharedPurgesStats, MIN_PART_SIZE,
+};
 
 /// A storage tier.
 ///
