@@ -52,6 +52,7 @@ impl Origin {
         Router::new()
             .route("/text", get(text_route))
             .route("/slow", get(slow_route))
+            .route("/slowish", get(slowish_route))
             .route("/flaky", get(flaky_route))
             .route("/echo-id", get(echo_id_route))
             .with_state(self.clone())
@@ -73,6 +74,12 @@ async fn slow_route(State(o): State<Origin>) -> impl IntoResponse {
     o.calls.fetch_add(1, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_secs(30)).await;
     ([("cache-control", "max-age=60")], "too late")
+}
+
+async fn slowish_route(State(o): State<Origin>) -> impl IntoResponse {
+    o.calls.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ([("cache-control", "max-age=60")], text())
 }
 
 /// Answers 503 on odd calls and a cacheable 200 on even ones: one retry succeeds.
@@ -251,6 +258,33 @@ async fn tower_http_timeout_below_the_cache_answers_without_storing_the_timeout(
     assert!(is_hit(&text_hit));
     assert_eq!(text_hit.body(), text().as_bytes());
     assert_eq!(origin.calls(), 3);
+}
+
+/// The wrong order for an origin timeout, pinned: a timeout above the cache drops the only
+/// reader of the fill it led, the engine abandons an orphaned fill (docs/RELIABILITY.md), so an
+/// origin slower than the timeout is never stored and every request reaches it.
+#[tokio::test]
+async fn tower_http_timeout_above_the_cache_shorter_than_the_origin_abandons_every_fill() {
+    let origin = Origin::default();
+    let layer = cache_layer();
+    let cache = layer.cache().clone();
+    let stack = ServiceBuilder::new()
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::GATEWAY_TIMEOUT,
+            Duration::from_millis(100),
+        ))
+        .layer(layer)
+        .service(origin.router());
+    let (addr, c) = (serve_stack(stack).await, client());
+
+    for _ in 0..2 {
+        let cut = fetch(&c, addr, "/slowish", &[]).await;
+        assert_eq!(cut.status, StatusCode::GATEWAY_TIMEOUT);
+        // Past the origin's 300 ms: a detached fill would have committed by now.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(origin.calls(), 2);
+    assert_eq!(cache.stats().fills_committed, 0);
 }
 
 /// `tower::timeout` fails with an error: below the cache the layer hands it up unchanged
