@@ -255,6 +255,12 @@ async fn eventually(what: &str, cond: impl Fn() -> bool) {
     .await
 }
 
+/// Waits until `n` entries were committed: the body a caller reads ends a moment before its
+/// fill commits, and a request in between follows the fill instead of hitting the entry.
+async fn committed<S>(svc: &CacheService<S>, n: u64) {
+    eventually("commit", || svc.cache().stats().fills_committed >= n).await
+}
+
 // ---- miss, hit, revalidation -------------------------------------------------------------------
 
 #[tokio::test]
@@ -265,6 +271,7 @@ async fn hyper_client_miss_then_hit() {
     let url = format!("http://{addr}/fresh");
 
     let miss = get(&svc, &url, &[]).await;
+    committed(&svc, 1).await;
     let hit = get(&svc, &url, &[]).await;
     assert_eq!(
         (miss.status, &miss.body[..]),
@@ -285,6 +292,7 @@ async fn reqwest_client_miss_then_hit() {
     let url = format!("http://{addr}/fresh");
 
     let miss = get(&svc, &url, &[]).await;
+    committed(&svc, 1).await;
     let hit = get(&svc, &url, &[]).await;
     assert_eq!(miss.body, BODY);
     assert!(hit.is_hit(), "{}", hit.header("cache-status"));
@@ -300,6 +308,7 @@ async fn reqwest_client_revalidates_with_a_304_on_request_no_cache() {
     let url = format!("http://{addr}/fresh");
 
     get(&svc, &url, &[]).await;
+    committed(&svc, 1).await;
     let checked = get(&svc, &url, &[("cache-control", "no-cache")]).await;
     assert_eq!(checked.status, StatusCode::OK);
     assert_eq!(checked.body, BODY);
@@ -319,6 +328,7 @@ async fn stale_while_revalidate_serves_stale_and_revalidates_in_the_background_w
     let url = format!("http://{addr}/swr");
 
     get(&svc, &url, &[]).await;
+    committed(&svc, 1).await;
     let stale = get(&svc, &url, &[]).await;
     assert_eq!(stale.body, BODY);
     assert!(stale.is_hit(), "{}", stale.header("cache-status"));
@@ -338,7 +348,9 @@ async fn vary_accept_keeps_one_variant_per_accept_value() {
     let (json, text) = ([("accept", "application/json")], [("accept", "text/plain")]);
 
     let a = get(&svc, &url, &json).await;
+    committed(&svc, 2).await; // a Vary fill commits the variant and the URL's marker
     let b = get(&svc, &url, &text).await;
+    committed(&svc, 3).await; // the second variant reuses the marker
     let a2 = get(&svc, &url, &json).await;
     let b2 = get(&svc, &url, &text).await;
     assert_eq!(
@@ -365,7 +377,9 @@ async fn vary_authorization_keeps_each_users_private_response_apart() {
     );
 
     assert_eq!(get(&svc, &url, &alice).await.body, "hello Bearer alice");
+    committed(&svc, 2).await;
     assert_eq!(get(&svc, &url, &bob).await.body, "hello Bearer bob");
+    committed(&svc, 3).await; // the second variant reuses the marker
     let alice_hit = get(&svc, &url, &alice).await;
     let bob_hit = get(&svc, &url, &bob).await;
     assert_eq!(alice_hit.body, "hello Bearer alice");
@@ -384,6 +398,7 @@ async fn private_mode_stores_private_answers_to_authorized_requests() {
     let alice = [("authorization", "Bearer alice")];
 
     get(&svc, &url, &alice).await;
+    committed(&svc, 1).await;
     let hit = get(&svc, &url, &alice).await;
     assert!(hit.is_hit(), "{}", hit.header("cache-status"));
     assert_eq!(hit.body, "hello Bearer alice");
@@ -409,7 +424,9 @@ async fn keying_on_authorization_keeps_users_apart_when_the_origin_does_not_vary
     );
 
     get(&svc, &url, &alice).await;
+    committed(&svc, 1).await;
     let bob_first = get(&svc, &url, &bob).await;
+    committed(&svc, 2).await;
     let alice_hit = get(&svc, &url, &alice).await;
     assert_eq!(bob_first.body, "hello Bearer bob");
     assert_eq!(alice_hit.body, "hello Bearer alice");
@@ -442,6 +459,7 @@ async fn request_no_cache_and_max_age_zero_revalidate_with_the_origin() {
     let url = format!("http://{addr}/fresh");
 
     get(&svc, &url, &[]).await;
+    committed(&svc, 1).await;
     let no_cache = get(&svc, &url, &[("cache-control", "no-cache")]).await;
     let max_age_0 = get(&svc, &url, &[("cache-control", "max-age=0")]).await;
     assert_eq!(no_cache.body, BODY);
@@ -476,6 +494,7 @@ async fn request_max_stale_serves_a_stale_entry_without_asking_the_origin() {
     let url = format!("http://{addr}/aged");
 
     get(&svc, &url, &[]).await;
+    committed(&svc, 1).await;
     let tolerant = get(&svc, &url, &[("cache-control", "max-stale=3600")]).await;
     assert_eq!(tolerant.body, BODY);
     assert!(tolerant.is_hit(), "{}", tolerant.header("cache-status"));
@@ -502,6 +521,7 @@ async fn only_if_cached_answers_504_when_absent_and_the_entry_when_present() {
     assert_eq!(absent.status, StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(origin.calls(), 0);
     get(&svc, &url, &[]).await;
+    committed(&svc, 1).await;
     let present = get(&svc, &url, &only).await;
     assert_eq!(present.status, StatusCode::OK);
     assert_eq!(present.body, BODY);
@@ -517,6 +537,7 @@ async fn fill_then_go_offline(path: &str) -> (CacheService<Hyper>, String) {
     let svc = private_cache(hyper_client());
     let url = format!("http://{addr}{path}");
     assert_eq!(get(&svc, &url, &[]).await.body, BODY);
+    committed(&svc, 1).await;
     srv.abort();
     let _ = srv.await;
     assert!(

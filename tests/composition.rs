@@ -107,6 +107,24 @@ fn cache_layer() -> CacheLayer {
     CacheLayer::new(Cache::builder().hot(MemStore::new(16 << 20)).build())
 }
 
+/// A layer and a handle on its cache, for [`committed`].
+fn layer_and_cache() -> (CacheLayer, Cache) {
+    let layer = cache_layer();
+    let cache = layer.cache().clone();
+    (layer, cache)
+}
+
+/// Waits until `n` entries were committed: a client's body ends a moment before the fill
+/// commits, and a request in between follows the fill instead of hitting the entry.
+async fn committed(cache: &Cache, n: u64) {
+    bounded("commit", async {
+        while cache.stats().fills_committed < n {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+}
+
 /// Serves a whole stack (it must be what axum accepts as a service) on 127.0.0.1:0.
 async fn serve_stack<S>(stack: S) -> SocketAddr
 where
@@ -144,16 +162,19 @@ fn is_hit(got: &Got) -> bool {
 #[tokio::test]
 async fn compression_below_the_cache_stores_one_variant_per_accept_encoding() {
     let origin = Origin::default();
+    let (layer, cache) = layer_and_cache();
     let stack = ServiceBuilder::new()
-        .layer(cache_layer())
+        .layer(layer)
         .layer(tower_http::compression::CompressionLayer::new())
         .service(origin.router());
     let (addr, c) = (serve_stack(stack).await, client());
     let gzip = [("accept-encoding", "gzip")];
 
     let first = fetch(&c, addr, "/text", &gzip).await;
+    committed(&cache, 2).await;
     let again = fetch(&c, addr, "/text", &gzip).await;
     let plain = fetch(&c, addr, "/text", &[]).await;
+    committed(&cache, 3).await;
     let plain_again = fetch(&c, addr, "/text", &[]).await;
 
     for got in [&first, &again] {
@@ -177,13 +198,15 @@ async fn compression_below_the_cache_stores_one_variant_per_accept_encoding() {
 #[tokio::test]
 async fn compression_above_the_cache_compresses_the_stored_identity_body_per_response() {
     let origin = Origin::default();
+    let (layer, cache) = layer_and_cache();
     let stack = ServiceBuilder::new()
         .layer(tower_http::compression::CompressionLayer::new())
-        .layer(cache_layer())
+        .layer(layer)
         .service(origin.router());
     let (addr, c) = (serve_stack(stack).await, client());
 
     let gz = fetch(&c, addr, "/text", &[("accept-encoding", "gzip")]).await;
+    committed(&cache, 1).await;
     let plain = fetch(&c, addr, "/text", &[]).await;
     let gz_hit = fetch(&c, addr, "/text", &[("accept-encoding", "gzip")]).await;
 
@@ -209,6 +232,7 @@ async fn decompression_above_a_private_client_cache_decodes_stored_gzip_per_resp
     let cache_layer = CacheLayer::builder(Cache::builder().build())
         .policy(PolicyMode::Private)
         .build();
+    let cache = cache_layer.cache().clone();
     let client_stack = ServiceBuilder::new()
         .layer(tower_http::decompression::DecompressionLayer::new())
         .layer(cache_layer)
@@ -225,6 +249,8 @@ async fn decompression_above_a_private_client_cache_decodes_stored_gzip_per_resp
         let status = res.headers()["cache-status"].to_str().unwrap().to_owned();
         let body = bounded("body", res.into_body().collect()).await.unwrap();
         seen.push((status, body.to_bytes()));
+        // The origin says `Vary: accept-encoding`: the variant and the URL's marker.
+        committed(&cache, 2).await;
     }
     for (_, body) in &seen {
         assert_eq!(body, text().as_bytes());
@@ -236,8 +262,9 @@ async fn decompression_above_a_private_client_cache_decodes_stored_gzip_per_resp
 #[tokio::test]
 async fn tower_http_timeout_below_the_cache_answers_without_storing_the_timeout() {
     let origin = Origin::default();
+    let (layer, cache) = layer_and_cache();
     let stack = ServiceBuilder::new()
-        .layer(cache_layer())
+        .layer(layer)
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::GATEWAY_TIMEOUT,
             Duration::from_millis(200),
@@ -251,10 +278,9 @@ async fn tower_http_timeout_below_the_cache_answers_without_storing_the_timeout(
     assert_eq!(second.status, StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(origin.calls(), 2, "a timeout is not a response to store");
 
-    let text_hit = {
-        fetch(&c, addr, "/text", &[]).await;
-        fetch(&c, addr, "/text", &[]).await
-    };
+    fetch(&c, addr, "/text", &[]).await;
+    committed(&cache, 1).await;
+    let text_hit = fetch(&c, addr, "/text", &[]).await;
     assert!(is_hit(&text_hit));
     assert_eq!(text_hit.body(), text().as_bytes());
     assert_eq!(origin.calls(), 3);
@@ -292,11 +318,12 @@ async fn tower_http_timeout_above_the_cache_shorter_than_the_origin_abandons_eve
 #[tokio::test]
 async fn tower_timeout_below_the_cache_needs_handle_error_above_it() {
     let origin = Origin::default();
+    let (layer, cache) = layer_and_cache();
     let stack = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(|err: BoxError| async move {
             (StatusCode::GATEWAY_TIMEOUT, format!("origin: {err}"))
         }))
-        .layer(cache_layer())
+        .layer(layer)
         .layer(tower::timeout::TimeoutLayer::new(Duration::from_millis(
             200,
         )))
@@ -306,6 +333,7 @@ async fn tower_timeout_below_the_cache_needs_handle_error_above_it() {
     let slow = fetch(&c, addr, "/slow", &[]).await;
     assert_eq!(slow.status, StatusCode::GATEWAY_TIMEOUT);
     let first = fetch(&c, addr, "/text", &[]).await;
+    committed(&cache, 1).await;
     let hit = fetch(&c, addr, "/text", &[]).await;
     assert_eq!(first.body(), text().as_bytes());
     assert_eq!(hit.body(), text().as_bytes());
@@ -325,14 +353,17 @@ async fn concurrent_text(c: &TestClient, addr: SocketAddr, paths: &[&str]) {
 #[tokio::test]
 async fn concurrency_limit_of_one_below_the_cache_serves_misses_and_hits() {
     let origin = Origin::default();
+    let (layer, cache) = layer_and_cache();
     let stack = ServiceBuilder::new()
-        .layer(cache_layer())
+        .layer(layer)
         .layer(tower::limit::ConcurrencyLimitLayer::new(1))
         .service(origin.router());
     let (addr, c) = (serve_stack(stack).await, client());
 
     concurrent_text(&c, addr, &["/text"]).await;
+    committed(&cache, 1).await;
     concurrent_text(&c, addr, &["/text?a", "/text?b", "/text?c", "/text"]).await;
+    committed(&cache, 4).await;
     let hit = fetch(&c, addr, "/text?b", &[]).await;
     assert!(is_hit(&hit));
     assert_eq!(origin.calls(), 4, "one call per distinct key");
@@ -431,6 +462,7 @@ async fn retry_below_the_cache_is_one_fill_for_every_waiting_client() {
         assert_eq!(got.status, StatusCode::OK);
         assert_eq!(got.body(), "second time lucky");
     }
+    committed(&cache, 1).await;
     let hit = fetch(&c, addr, "/flaky", &[]).await;
     assert!(is_hit(&hit));
     assert_eq!(origin.calls(), 2, "one 503 and its retry");
@@ -481,16 +513,18 @@ impl MakeRequestId for Sequential {
 #[tokio::test]
 async fn request_ids_set_and_propagated_above_the_cache_are_each_requests_own() {
     let origin = Origin::default();
+    let (layer, cache) = layer_and_cache();
     let stack = ServiceBuilder::new()
         .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(
             Sequential::default(),
         ))
         .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
-        .layer(cache_layer())
+        .layer(layer)
         .service(origin.router());
     let (addr, c) = (serve_stack(stack).await, client());
 
     let first = fetch(&c, addr, "/text", &[]).await;
+    committed(&cache, 1).await;
     let second = fetch(&c, addr, "/text", &[]).await;
     let own = fetch(&c, addr, "/text", &[("x-request-id", "client-7")]).await;
     assert_eq!(first.header("x-request-id"), "1");
@@ -506,16 +540,18 @@ async fn request_ids_set_and_propagated_above_the_cache_are_each_requests_own() 
 #[tokio::test]
 async fn request_id_echoed_below_the_cache_is_replayed_to_later_clients() {
     let origin = Origin::default();
+    let (layer, cache) = layer_and_cache();
     let stack = ServiceBuilder::new()
         .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(
             Sequential::default(),
         ))
         .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
-        .layer(cache_layer())
+        .layer(layer)
         .service(origin.router());
     let (addr, c) = (serve_stack(stack).await, client());
 
     let first = fetch(&c, addr, "/echo-id", &[]).await;
+    committed(&cache, 1).await;
     let second = fetch(&c, addr, "/echo-id", &[]).await;
     assert_eq!(first.header("x-request-id"), "1");
     assert!(is_hit(&second));
@@ -528,11 +564,12 @@ async fn map_response_body_on_both_sides_stores_and_replays_the_mapped_bytes() {
         Body::new(b.map_frame(|f| f.map_data(|d: Bytes| Bytes::from(d.to_ascii_uppercase()))))
     };
     let origin = Origin::default();
+    let (layer, cache) = layer_and_cache();
     let stack = ServiceBuilder::new()
         .layer(tower_http::map_response_body::MapResponseBodyLayer::new(
             Body::new,
         ))
-        .layer(cache_layer())
+        .layer(layer)
         .layer(tower_http::map_response_body::MapResponseBodyLayer::new(
             shout,
         ))
@@ -540,6 +577,7 @@ async fn map_response_body_on_both_sides_stores_and_replays_the_mapped_bytes() {
     let (addr, c) = (serve_stack(stack).await, client());
 
     let miss = fetch(&c, addr, "/text", &[]).await;
+    committed(&cache, 1).await;
     let hit = fetch(&c, addr, "/text", &[]).await;
     let loud = text().to_ascii_uppercase();
     assert_eq!(miss.body(), loud.as_bytes());

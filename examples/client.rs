@@ -1,0 +1,180 @@
+//! daramjwee as a client-side cache: `CacheLayer` with `PolicyMode::Private` around a hyper
+//! client and around `reqwest::Client`.
+//!
+//! ```text
+//! cargo run --example client
+//! ```
+//!
+//! It starts a small axum origin on 127.0.0.1:0 (it counts what it renders), then sends the
+//! same requests through both clients and prints each answer's `Cache-Status`: a miss, a hit, a
+//! conditional check answered `304` (no body moved), the request directives a client sends, and
+//! an offline read of a stale entry once the origin is gone. It needs no outside service.
+//!
+//! A private cache belongs to one user: it stores `private` answers and answers to requests with
+//! `Authorization`, as a browser does. A process that calls an API for several users gives each
+//! one its own cache, or keys on the credentials (`key_with_headers(["authorization"])`).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use bytes::Bytes;
+use daramjwee::http::{CacheLayer, PolicyMode, CACHE_STATUS};
+use daramjwee::store::MemStore;
+use daramjwee::Cache;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tower::{Service, ServiceExt};
+
+#[path = "support/reqwest_service.rs"]
+mod reqwest_service;
+use reqwest_service::ReqwestService;
+
+/// The origin's render counter.
+#[derive(Clone, Default)]
+struct Renders(Arc<AtomicU64>);
+
+/// A price list that may be kept 60 s, then used an hour longer if the origin is down.
+async fn prices(State(renders): State<Renders>, req: HeaderMap) -> Response {
+    let etag = "\"prices-v1\"";
+    let cc = "max-age=60, stale-if-error=3600";
+    if req.get("if-none-match").is_some_and(|v| v == etag) {
+        return (
+            StatusCode::NOT_MODIFIED,
+            [("etag", etag), ("cache-control", cc)],
+        )
+            .into_response();
+    }
+    let n = renders.0.fetch_add(1, Ordering::Relaxed) + 1;
+    let body = format!("acorns 3, walnuts 5 (rendered {n} time(s))");
+    ([("etag", etag), ("cache-control", cc)], body).into_response()
+}
+
+/// Serves the origin; the handle stops it (the "offline" step).
+async fn start_origin(renders: Renders) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let app = Router::new()
+        .route("/prices", get(prices))
+        .with_state(renders);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("local address");
+    let task = tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    (addr, task)
+}
+
+/// A private cache over `client`: one user's cache, as a browser keeps.
+fn private_cache<S>(client: S) -> daramjwee::http::CacheService<S> {
+    let cache = Cache::builder().hot(MemStore::new(64 << 20)).build();
+    let layer = CacheLayer::builder(cache)
+        .policy(PolicyMode::Private)
+        .build();
+    layer.layer_service(client)
+}
+
+/// Sends one GET through `svc` and prints status, `Cache-Status` and body.
+async fn show<S, B>(svc: &S, label: &str, url: &str, cache_control: Option<&str>)
+where
+    S: Service<http::Request<Empty<Bytes>>, Response = http::Response<B>> + Clone,
+    S::Error: std::fmt::Display,
+    B: http_body::Body,
+    B::Error: std::fmt::Display,
+{
+    let mut req = http::Request::get(url);
+    if let Some(cc) = cache_control {
+        req = req.header("cache-control", cc);
+    }
+    let req = req.body(Empty::new()).expect("a valid request");
+    let res = match svc.clone().oneshot(req).await {
+        Ok(res) => res,
+        Err(e) => return println!("{label:<28} error: {e}"),
+    };
+    let status = res.status();
+    let cache_status = res.headers().get(CACHE_STATUS).cloned();
+    let body = match res.into_body().collect().await {
+        Ok(b) => String::from_utf8_lossy(&b.to_bytes()).into_owned(),
+        Err(e) => format!("<body error: {e}>"),
+    };
+    let cache_status = cache_status.as_ref().and_then(|v| v.to_str().ok());
+    println!(
+        "{label:<28} {:<4} {:<44} {body}",
+        status.as_u16(),
+        cache_status.unwrap_or("-")
+    );
+}
+
+/// The same conversation through any client service.
+async fn conversation<S, B>(svc: &S, url: &str)
+where
+    S: Service<http::Request<Empty<Bytes>>, Response = http::Response<B>> + Clone,
+    S::Error: std::fmt::Display,
+    B: http_body::Body,
+    B::Error: std::fmt::Display,
+{
+    show(svc, "first request", url, None).await;
+    // A caller's body ends a moment before its fill commits; a request sent in between
+    // follows the fill ("collapsed") instead of hitting the entry. The demo lets it settle.
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    show(svc, "again", url, None).await;
+    show(svc, "no-cache", url, Some("no-cache")).await;
+    show(svc, "max-age=0", url, Some("max-age=0")).await;
+    show(svc, "only-if-cached", url, Some("only-if-cached")).await;
+    show(svc, "no-store (bypass)", url, Some("no-store")).await;
+}
+
+#[tokio::main]
+async fn main() {
+    let renders = Renders::default();
+    let (addr, origin) = start_origin(renders.clone()).await;
+    let url = format!("http://{addr}/prices");
+    println!("origin on http://{addr}\n");
+
+    println!("-- hyper_util::client::legacy::Client --");
+    let hyper = Client::builder(TokioExecutor::new())
+        // A fresh connection per request, so the offline step below really finds no origin.
+        .pool_max_idle_per_host(0)
+        .build_http::<Empty<Bytes>>();
+    let hyper = private_cache(hyper);
+    conversation(&hyper, &url).await;
+
+    println!("\n-- reqwest::Client (through ReqwestService) --");
+    let reqwest = private_cache(ReqwestService::new(reqwest::Client::new()));
+    conversation(&reqwest, &url).await;
+    let absent = format!("http://{addr}/prices?page=2");
+    show(
+        &reqwest,
+        "only-if-cached, not stored",
+        &absent,
+        Some("only-if-cached"),
+    )
+    .await;
+
+    println!("\n-- origin stopped --");
+    origin.abort();
+    let _ = origin.await;
+    show(
+        &hyper,
+        "max-age=0 (stale-if-error)",
+        &url,
+        Some("max-age=0"),
+    )
+    .await;
+    // Never stored: no stale permission helps, the client's own error comes back.
+    show(
+        &hyper,
+        "max-stale, never stored",
+        &absent,
+        Some("max-stale=3600"),
+    )
+    .await;
+    println!(
+        "\nthe origin rendered {} time(s)",
+        renders.0.load(Ordering::Relaxed)
+    );
+}
