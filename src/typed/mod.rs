@@ -372,10 +372,12 @@ where
         if lookup.meta.headers.get(&FORMAT) != Some(&self.format) {
             return Err(failed(Box::new(FormatMismatch)));
         }
+        // Read the body even for a "not found": a fill whose every reader dropped its body
+        // unread is abandoned, and the entry would never be stored.
+        let bytes = lookup.body.collect().await.map_err(TypedError::Cache)?;
         if lookup.meta.is_negative() {
             return Ok(None);
         }
-        let bytes = lookup.body.collect().await.map_err(TypedError::Cache)?;
         match self.codec.decode(&bytes) {
             Ok(v) => Ok(Some(v)),
             Err(e) => Err(failed(Box::new(e))),

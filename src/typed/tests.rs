@@ -271,3 +271,26 @@ async fn a_value_the_codec_cannot_encode_is_an_encode_error() {
         .unwrap_err();
     assert!(matches!(err, TypedError::Encode { .. }), "{err:?}");
 }
+
+/// A lookup that reads a stored "not found" right after another one fetched it (before the
+/// fill committed) must not abandon the fill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_found_entries_commit_when_looked_up_back_to_back() {
+    let users: TypedCache<UserV1> = TypedCache::new(mem_cache());
+    let calls = Arc::new(AtomicUsize::new(0));
+    for n in 0..40 {
+        let key = format!("gone:{}", n / 2);
+        let calls = calls.clone();
+        let slow_none = move || async move {
+            calls.fetch_add(1, Ordering::SeqCst);
+            // A fetch that yields lets the next lookup arrive while the fill is still open.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            Ok::<Option<UserV1>, std::io::Error>(None)
+        };
+        let got = users.get_or_fetch_optional(&key, slow_none).await;
+        assert_eq!(got.unwrap(), None);
+    }
+    committed(users.cache(), 20).await;
+    assert_eq!(users.cache().stats().fills_failed, 0);
+    assert_eq!(calls.load(Ordering::SeqCst), 20);
+}
