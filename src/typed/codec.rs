@@ -43,7 +43,6 @@ pub trait Codec: Send + Sync + 'static {
 /// into the wrong fields. Give the cache a new [`schema`](super::TypedCache::schema) whenever
 /// `T` changes shape; values stored under another schema are refetched, never decoded.
 #[derive(Clone, Copy, Debug, Default)]
-#[non_exhaustive]
 pub struct Postcard;
 
 /// Why [`Postcard`] could not encode or decode a value.
@@ -84,7 +83,6 @@ impl Codec for Postcard {
 /// but readable in a store and self-describing, so a field added with `#[serde(default)]`
 /// still reads older values.
 #[derive(Clone, Copy, Debug, Default)]
-#[non_exhaustive]
 pub struct Json;
 
 impl Codec for Json {
