@@ -64,6 +64,7 @@ impl Origin {
             .route("/me", routing::get(me))
             .route("/me-vary", routing::get(me_vary))
             .route("/no-store", routing::get(no_store))
+            .route("/cookie", routing::get(cookie))
             .route("/aged", routing::get(aged))
             .route("/aged-sie", routing::get(aged_stale_if_error))
             .with_state(self.clone())
@@ -137,6 +138,14 @@ async fn me_vary(State(o): State<Origin>, h: HeaderMap) -> Response {
 
 async fn no_store(State(o): State<Origin>, h: HeaderMap) -> Response {
     o.respond(&h, "\"ns\"", &[("cache-control", "no-store")], BODY.into())
+}
+
+async fn cookie(State(o): State<Origin>, h: HeaderMap) -> Response {
+    let cc = [
+        ("cache-control", "max-age=60"),
+        ("set-cookie", "session=abc"),
+    ];
+    o.respond(&h, "\"ck\"", &cc, BODY.into())
 }
 
 /// Already 60 s stale on arrival (`Age` 120 against `max-age` 60), no stale permission.
@@ -434,6 +443,22 @@ async fn keying_on_authorization_keeps_users_apart_when_the_origin_does_not_vary
     assert_eq!(origin.calls(), 2);
 }
 
+/// A browser keeps a response that sets a cookie; a private cache belongs to that user.
+#[tokio::test]
+async fn private_mode_stores_a_response_that_sets_a_cookie() {
+    let origin = Origin::default();
+    let (addr, _srv) = serve(&origin).await;
+    let svc = private_cache(hyper_client());
+    let url = format!("http://{addr}/cookie");
+
+    get(&svc, &url, &[]).await;
+    committed(&svc, 1).await;
+    let hit = get(&svc, &url, &[]).await;
+    assert!(hit.is_hit(), "{}", hit.header("cache-status"));
+    assert_eq!(hit.header("set-cookie"), "session=abc");
+    assert_eq!(origin.calls(), 1);
+}
+
 #[tokio::test]
 async fn no_store_responses_are_never_stored() {
     let origin = Origin::default();
@@ -466,6 +491,24 @@ async fn request_no_cache_and_max_age_zero_revalidate_with_the_origin() {
     assert_eq!(max_age_0.body, BODY);
     assert_eq!(origin.not_modified(), 2);
     assert_eq!(origin.body_bytes(), BODY.len());
+}
+
+/// RFC 9211 §2.2: `fwd=request` when a fresh stored response could have been used but the
+/// request's directives (`no-cache`, `max-age=0`) sent it to the origin; `fwd=stale` is for a
+/// stale one. Fails today: every validation is reported `fwd=stale`.
+#[tokio::test]
+async fn a_validation_the_request_forced_is_reported_fwd_request() {
+    let origin = Origin::default();
+    let (addr, _srv) = serve(&origin).await;
+    let svc = private_cache(hyper_client());
+    let url = format!("http://{addr}/fresh");
+
+    get(&svc, &url, &[]).await;
+    committed(&svc, 1).await;
+    let forced = get(&svc, &url, &[("cache-control", "no-cache")]).await;
+    assert_eq!(origin.not_modified(), 1);
+    let status = forced.header("cache-status");
+    assert!(status.contains("fwd=request"), "{status}");
 }
 
 #[tokio::test]
