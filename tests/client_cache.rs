@@ -65,6 +65,8 @@ impl Origin {
             .route("/me-vary", routing::get(me_vary))
             .route("/no-store", routing::get(no_store))
             .route("/cookie", routing::get(cookie))
+            .route("/aged-mr", routing::get(aged_must_revalidate))
+            .route("/always-check", routing::get(always_check))
             .route("/aged", routing::get(aged))
             .route("/aged-sie", routing::get(aged_stale_if_error))
             .with_state(self.clone())
@@ -146,6 +148,20 @@ async fn cookie(State(o): State<Origin>, h: HeaderMap) -> Response {
         ("set-cookie", "session=abc"),
     ];
     o.respond(&h, "\"ck\"", &cc, BODY.into())
+}
+
+/// 60 s stale on arrival and never to be used stale.
+async fn aged_must_revalidate(State(o): State<Origin>, h: HeaderMap) -> Response {
+    let cc = [
+        ("cache-control", "max-age=60, must-revalidate"),
+        ("age", "120"),
+    ];
+    o.respond(&h, "\"mr\"", &cc, BODY.into())
+}
+
+/// Stored, but validated before every use.
+async fn always_check(State(o): State<Origin>, h: HeaderMap) -> Response {
+    o.respond(&h, "\"ac\"", &[("cache-control", "no-cache")], BODY.into())
 }
 
 /// Already 60 s stale on arrival (`Age` 120 against `max-age` 60), no stale permission.
@@ -474,6 +490,26 @@ async fn no_store_responses_are_never_stored() {
     assert_eq!(origin.calls(), 2);
 }
 
+#[tokio::test]
+async fn a_no_cache_response_is_validated_before_every_use() {
+    let origin = Origin::default();
+    let (addr, _srv) = serve(&origin).await;
+    let svc = private_cache(hyper_client());
+    let url = format!("http://{addr}/always-check");
+
+    get(&svc, &url, &[]).await;
+    committed(&svc, 1).await;
+    for _ in 0..2 {
+        assert_eq!(get(&svc, &url, &[]).await.body, BODY);
+    }
+    assert_eq!(origin.not_modified(), 2);
+    assert_eq!(
+        origin.body_bytes(),
+        BODY.len(),
+        "the body crossed the wire once"
+    );
+}
+
 // ---- request directives ------------------------------------------------------------------------
 
 #[tokio::test]
@@ -612,6 +648,36 @@ async fn offline_serves_stale_within_the_requests_stale_if_error() {
     let got = get(&svc, &url, &[("cache-control", "stale-if-error=3600")]).await;
     assert_eq!(got.status, StatusCode::OK);
     assert_eq!(got.body, BODY);
+}
+
+/// RFC 9111 §5.2.2.2: a `must-revalidate` response is never used stale, whatever the client
+/// tolerates; disconnected, the cache answers an error (504).
+#[tokio::test]
+async fn offline_max_stale_does_not_override_must_revalidate() {
+    let (svc, url) = fill_then_go_offline("/aged-mr").await;
+    if let Ok(got) = call(&svc, &url, &[("cache-control", "max-stale=3600")]).await {
+        assert_ne!(
+            got.status,
+            StatusCode::OK,
+            "served stale: {}",
+            got.header("cache-status")
+        );
+    }
+}
+
+/// RFC 9111 §4.2.4 and §5.2.2.2: the request's `stale-if-error` does not lift the response's
+/// `must-revalidate` either. Fails today: the stale entry is served (`detail=stale-if-error`).
+#[tokio::test]
+async fn offline_request_stale_if_error_does_not_override_must_revalidate() {
+    let (svc, url) = fill_then_go_offline("/aged-mr").await;
+    if let Ok(got) = call(&svc, &url, &[("cache-control", "stale-if-error=3600")]).await {
+        assert_ne!(
+            got.status,
+            StatusCode::OK,
+            "served stale: {}",
+            got.header("cache-status")
+        );
+    }
 }
 
 /// Without a stale permission the client's own connection error comes back: nothing stale is
