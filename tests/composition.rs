@@ -221,6 +221,30 @@ async fn compression_above_the_cache_compresses_the_stored_identity_body_per_res
     assert_eq!(origin.calls(), 1);
 }
 
+/// Both at once: the layer above sees a response already encoded and leaves it alone.
+#[tokio::test]
+async fn compression_above_and_below_the_cache_compresses_once() {
+    let origin = Origin::default();
+    let (layer, cache) = layer_and_cache();
+    let stack = ServiceBuilder::new()
+        .layer(tower_http::compression::CompressionLayer::new())
+        .layer(layer)
+        .layer(tower_http::compression::CompressionLayer::new())
+        .service(origin.router());
+    let (addr, c) = (serve_stack(stack).await, client());
+    let gzip = [("accept-encoding", "gzip")];
+
+    let miss = fetch(&c, addr, "/text", &gzip).await;
+    committed(&cache, 2).await;
+    let hit = fetch(&c, addr, "/text", &gzip).await;
+    for got in [&miss, &hit] {
+        assert_eq!(got.header("content-encoding"), "gzip");
+        assert_eq!(gunzip(got.body()), text());
+    }
+    assert!(is_hit(&hit));
+    assert_eq!(origin.calls(), 1);
+}
+
 #[tokio::test]
 async fn decompression_above_a_private_client_cache_decodes_stored_gzip_per_response() {
     use tower::ServiceExt;
