@@ -260,10 +260,12 @@ where
         }
     }
 
-    /// The value under `key` if it is stored (fresh or within its stale window) and decodes;
-    /// never calls an origin.
+    /// The value under `key` if it is stored and decodes, fresh or stale; it never calls an
+    /// origin, in the foreground or as a background refresh.
     pub async fn get_cached(&self, key: &str) -> Result<Option<T>, TypedError> {
-        let opts = self.options().only_cached(true);
+        // `no_stale` keeps the engine from scheduling a refresh (there is no fetch to run);
+        // with `only_cached` a stale entry is still answered.
+        let opts = self.options().only_cached(true).no_stale(true);
         let none = |_prev| async { Err::<Fetched, BoxError>(Box::new(NoFetch)) };
         let lookup = match self.cache.get_with(key, opts, none).await {
             Ok(lookup) => lookup,

@@ -236,6 +236,11 @@ async fn a_stale_value_is_served_while_it_is_refreshed() {
         .unwrap();
     committed(users.cache(), 1).await;
     tokio::time::sleep(Duration::from_millis(40)).await;
+    assert_eq!(users.get_cached("u").await.unwrap(), Some(v1()));
+    // A refresh, had one been scheduled, would have started by now.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let refreshes = users.cache().stats().refreshes;
+    assert_eq!(refreshes, 0, "get_cached schedules no refresh");
 
     let renamed = UserV1 {
         name: "daramjwee".into(),
