@@ -393,6 +393,35 @@ async fn concurrency_limit_of_one_below_the_cache_serves_misses_and_hits() {
     assert_eq!(origin.calls(), 4, "one call per distinct key");
 }
 
+/// The limit is for origin calls: a hit is answered while a slow miss holds the only permit.
+#[tokio::test]
+async fn concurrency_limit_below_the_cache_does_not_hold_hits_behind_a_slow_miss() {
+    let origin = Origin::default();
+    let (layer, cache) = layer_and_cache();
+    let stack = ServiceBuilder::new()
+        .layer(layer)
+        .layer(tower::limit::ConcurrencyLimitLayer::new(1))
+        .service(origin.router());
+    let (addr, c) = (serve_stack(stack).await, client());
+    concurrent_text(&c, addr, &["/text"]).await;
+    committed(&cache, 1).await;
+
+    let slow = tokio::spawn({
+        let c = c.clone();
+        async move { send(&c, addr, "GET", "/slow", &[]).await }
+    });
+    bounded("the slow origin call", async {
+        while origin.calls() < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await; // the slow call now holds the only permit
+    let hit = fetch(&c, addr, "/text", &[]).await;
+    assert!(is_hit(&hit));
+    assert_eq!(hit.body(), text().as_bytes());
+    slow.abort();
+}
+
 #[tokio::test]
 async fn buffer_below_the_cache_serves_concurrent_misses_once_each() {
     let origin = Origin::default();
