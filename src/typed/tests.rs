@@ -299,3 +299,51 @@ async fn not_found_entries_commit_when_looked_up_back_to_back() {
     assert_eq!(users.cache().stats().fills_failed, 0);
     assert_eq!(calls.load(Ordering::SeqCst), 20);
 }
+
+/// A typed value in an S3 cold tier (the S3-compatible server of `scripts/s3-server.sh`) is
+/// read by a process that starts with an empty hot tier. Skipped, saying so, without a server.
+#[cfg(feature = "aws")]
+#[tokio::test]
+async fn an_s3_cold_tier_serves_typed_values_to_a_fresh_process() {
+    use crate::store::BucketStore;
+    use crate::ColdFill;
+
+    let (Ok(_), Ok(bucket)) = (
+        std::env::var("AWS_ENDPOINT"),
+        std::env::var("DARAMJWEE_S3_BUCKET"),
+    ) else {
+        eprintln!("SKIPPED: no S3 server (eval \"$(bash scripts/s3-server.sh start)\")");
+        return;
+    };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let url = format!("s3://{bucket}/typed-{}-{nanos}", std::process::id());
+    let process = |url: &str| {
+        let cold = BucketStore::from_url(url).unwrap().build().unwrap();
+        let cache = Cache::builder()
+            .hot(MemStore::new(1 << 20))
+            .cold(cold)
+            .cold_fill(ColdFill::WriteThrough)
+            .build();
+        TypedCache::<UserV1>::new(cache).schema("user/v1")
+    };
+
+    let first = process(&url);
+    first
+        .get_or_fetch("u", counted(&Arc::default(), v1()))
+        .await
+        .unwrap();
+    first.cache().close(Duration::from_secs(20)).await.unwrap();
+
+    let second = process(&url);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let got = second
+        .get_or_fetch("u", counted(&calls, v1()))
+        .await
+        .unwrap();
+    assert_eq!(got, v1());
+    assert_eq!(calls.load(Ordering::SeqCst), 0, "read from S3, not fetched");
+    assert_eq!(second.cache().stats().hits, vec![0, 1]);
+}
