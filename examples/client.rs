@@ -36,30 +36,50 @@ use tower::{Service, ServiceExt};
 mod reqwest_service;
 use reqwest_service::ReqwestService;
 
-/// The origin's render counter.
+/// What the origin did: full renders, and `304 Not Modified` answers (no body).
 #[derive(Clone, Default)]
-struct Renders(Arc<AtomicU64>);
+struct Renders {
+    full: Arc<AtomicU64>,
+    not_modified: Arc<AtomicU64>,
+}
+
+/// Answers `304` to a matching `If-None-Match`, else renders a body.
+fn answer(renders: &Renders, req: &HeaderMap, etag: &'static str, cc: &'static str) -> Response {
+    let headers = [("etag", etag), ("cache-control", cc)];
+    if req.get("if-none-match").is_some_and(|v| v == etag) {
+        renders.not_modified.fetch_add(1, Ordering::Relaxed);
+        return (StatusCode::NOT_MODIFIED, headers).into_response();
+    }
+    let n = renders.full.fetch_add(1, Ordering::Relaxed) + 1;
+    let body = format!("acorns 3, walnuts 5 (render #{n})");
+    (headers, body).into_response()
+}
 
 /// A price list that may be kept 60 s, then used an hour longer if the origin is down.
 async fn prices(State(renders): State<Renders>, req: HeaderMap) -> Response {
-    let etag = "\"prices-v1\"";
-    let cc = "max-age=60, stale-if-error=3600";
-    if req.get("if-none-match").is_some_and(|v| v == etag) {
-        return (
-            StatusCode::NOT_MODIFIED,
-            [("etag", etag), ("cache-control", cc)],
-        )
-            .into_response();
-    }
-    let n = renders.0.fetch_add(1, Ordering::Relaxed) + 1;
-    let body = format!("acorns 3, walnuts 5 (rendered {n} time(s))");
-    ([("etag", etag), ("cache-control", cc)], body).into_response()
+    answer(
+        &renders,
+        &req,
+        "\"prices-v1\"",
+        "max-age=60, stale-if-error=3600",
+    )
+}
+
+/// Stale at once, usable for a minute while it is revalidated in the background.
+async fn rates(State(renders): State<Renders>, req: HeaderMap) -> Response {
+    answer(
+        &renders,
+        &req,
+        "\"rates-v1\"",
+        "max-age=0, stale-while-revalidate=60",
+    )
 }
 
 /// Serves the origin; the handle stops it (the "offline" step).
 async fn start_origin(renders: Renders) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let app = Router::new()
         .route("/prices", get(prices))
+        .route("/rates", get(rates))
         .with_state(renders);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -117,15 +137,21 @@ where
     B: http_body::Body,
     B::Error: std::fmt::Display,
 {
-    show(svc, "first request", url, None).await;
-    // A caller's body ends a moment before its fill commits; a request sent in between
-    // follows the fill ("collapsed") instead of hitting the entry. The demo lets it settle.
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    show(svc, "again", url, None).await;
-    show(svc, "no-cache", url, Some("no-cache")).await;
-    show(svc, "max-age=0", url, Some("max-age=0")).await;
-    show(svc, "only-if-cached", url, Some("only-if-cached")).await;
-    show(svc, "no-store (bypass)", url, Some("no-store")).await;
+    let steps = [
+        ("first request", None),
+        ("again", None),
+        ("no-cache", Some("no-cache")),
+        ("max-age=0", Some("max-age=0")),
+        ("only-if-cached", Some("only-if-cached")),
+        ("no-store (bypass)", Some("no-store")),
+    ];
+    for (label, cache_control) in steps {
+        show(svc, label, url, cache_control).await;
+        // A caller's body ends a moment before its fill or revalidation commits; a request
+        // sent in between follows it ("collapsed") instead of reading the entry. The demo
+        // lets each step settle so the output shows one behaviour per line.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::main]
@@ -142,6 +168,14 @@ async fn main() {
         .build_http::<Empty<Bytes>>();
     let hyper = private_cache(hyper);
     conversation(&hyper, &url).await;
+
+    let rates = format!("http://{addr}/rates");
+    show(&hyper, "stale-while-revalidate", &rates, None).await;
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    show(&hyper, "stale, revalidated behind", &rates, None).await;
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let not_modified = renders.not_modified.load(Ordering::Relaxed);
+    println!("the origin has answered 304 (no body) {not_modified} time(s)");
 
     println!("\n-- reqwest::Client (through ReqwestService) --");
     let reqwest = private_cache(ReqwestService::new(reqwest::Client::new()));
@@ -174,7 +208,8 @@ async fn main() {
     )
     .await;
     println!(
-        "\nthe origin rendered {} time(s)",
-        renders.0.load(Ordering::Relaxed)
+        "\nthe origin rendered {} body(ies) and answered {} 304(s)",
+        renders.full.load(Ordering::Relaxed),
+        renders.not_modified.load(Ordering::Relaxed)
     );
 }
