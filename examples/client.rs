@@ -7,8 +7,10 @@
 //!
 //! It starts a small axum origin on 127.0.0.1:0 (it counts what it renders), then sends the
 //! same requests through both clients and prints each answer's `Cache-Status`: a miss, a hit, a
-//! conditional check answered `304` (no body moved), the request directives a client sends, and
-//! an offline read of a stale entry once the origin is gone. It needs no outside service.
+//! conditional check answered `304` (no body moved), a background revalidation
+//! (`stale-while-revalidate`), variants per `Accept` and per `Authorization`, the request
+//! directives a client sends, and an offline read of a stale entry once the origin is gone. It
+//! needs no outside service.
 //!
 //! A private cache belongs to one user: it stores `private` answers and answers to requests with
 //! `Authorization`, as a browser does. A process that calls an API for several users gives each
@@ -75,11 +77,33 @@ async fn rates(State(renders): State<Renders>, req: HeaderMap) -> Response {
     )
 }
 
+/// One URL, two representations: `Vary: accept` makes the cache keep both.
+async fn quote(State(renders): State<Renders>, req: HeaderMap) -> Response {
+    renders.full.fetch_add(1, Ordering::Relaxed);
+    let json = req.get("accept").is_some_and(|v| v == "application/json");
+    let body = if json { r#"{"acorns":3}"# } else { "acorns: 3" };
+    ([("cache-control", "max-age=60"), ("vary", "accept")], body).into_response()
+}
+
+/// Per-user and `private`: a private cache keeps it, one variant per `Authorization`.
+async fn me(State(renders): State<Renders>, req: HeaderMap) -> Response {
+    renders.full.fetch_add(1, Ordering::Relaxed);
+    let who = req.get("authorization").and_then(|v| v.to_str().ok());
+    let body = format!("hello, {}", who.unwrap_or("stranger"));
+    let headers = [
+        ("cache-control", "private, max-age=60"),
+        ("vary", "authorization"),
+    ];
+    (headers, body).into_response()
+}
+
 /// Serves the origin; the handle stops it (the "offline" step).
 async fn start_origin(renders: Renders) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let app = Router::new()
         .route("/prices", get(prices))
         .route("/rates", get(rates))
+        .route("/quote", get(quote))
+        .route("/me", get(me))
         .with_state(renders);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -106,9 +130,21 @@ where
     B: http_body::Body,
     B::Error: std::fmt::Display,
 {
+    let cc = cache_control.map(|v| ("cache-control", v));
+    show_with(svc, label, url, cc.as_slice()).await
+}
+
+/// [`show`] with any request headers.
+async fn show_with<S, B>(svc: &S, label: &str, url: &str, headers: &[(&str, &str)])
+where
+    S: Service<http::Request<Empty<Bytes>>, Response = http::Response<B>> + Clone,
+    S::Error: std::fmt::Display,
+    B: http_body::Body,
+    B::Error: std::fmt::Display,
+{
     let mut req = http::Request::get(url);
-    if let Some(cc) = cache_control {
-        req = req.header("cache-control", cc);
+    for (name, value) in headers {
+        req = req.header(*name, *value);
     }
     let req = req.body(Empty::new()).expect("a valid request");
     let res = match svc.clone().oneshot(req).await {
@@ -154,6 +190,33 @@ where
     }
 }
 
+/// `Vary` per `Accept` and per `Authorization`: each request is answered with its own variant.
+async fn vary<S, B>(svc: &S, addr: SocketAddr)
+where
+    S: Service<http::Request<Empty<Bytes>>, Response = http::Response<B>> + Clone,
+    S::Error: std::fmt::Display,
+    B: http_body::Body,
+    B::Error: std::fmt::Display,
+{
+    let (quote, me) = (format!("http://{addr}/quote"), format!("http://{addr}/me"));
+    let steps: [(&str, &str, (&str, &str)); 6] = [
+        ("Accept: json", &quote, ("accept", "application/json")),
+        ("Accept: text", &quote, ("accept", "text/plain")),
+        ("Accept: json again", &quote, ("accept", "application/json")),
+        ("Authorization: alice", &me, ("authorization", "alice")),
+        ("Authorization: bob", &me, ("authorization", "bob")),
+        (
+            "Authorization: alice again",
+            &me,
+            ("authorization", "alice"),
+        ),
+    ];
+    for (label, url, header) in steps {
+        show_with(svc, label, url, &[header]).await;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let renders = Renders::default();
@@ -176,6 +239,8 @@ async fn main() {
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     let not_modified = renders.not_modified.load(Ordering::Relaxed);
     println!("the origin has answered 304 (no body) {not_modified} time(s)");
+
+    vary(&hyper, addr).await;
 
     println!("\n-- reqwest::Client (through ReqwestService) --");
     let reqwest = private_cache(ReqwestService::new(reqwest::Client::new()));
