@@ -390,6 +390,23 @@ async fn vary_accept_keeps_one_variant_per_accept_value() {
     assert_eq!(origin.calls(), 2);
 }
 
+/// RFC 9211 §2.2: a URL with stored variants, none selected by this request, is a
+/// `fwd=vary-miss`. Fails today: reported `fwd=uri-miss`.
+#[tokio::test]
+async fn a_request_no_stored_variant_matches_is_reported_fwd_vary_miss() {
+    let origin = Origin::default();
+    let (addr, _srv) = serve(&origin).await;
+    let svc = private_cache(hyper_client());
+    let url = format!("http://{addr}/negotiate");
+
+    get(&svc, &url, &[("accept", "application/json")]).await;
+    committed(&svc, 2).await;
+    let other = get(&svc, &url, &[("accept", "text/plain")]).await;
+    assert_eq!(other.body, "stash: 3");
+    let status = other.header("cache-status");
+    assert!(status.contains("fwd=vary-miss"), "{status}");
+}
+
 #[tokio::test]
 async fn vary_authorization_keeps_each_users_private_response_apart() {
     let origin = Origin::default();
