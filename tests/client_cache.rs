@@ -667,6 +667,31 @@ async fn offline_serves_stale_within_the_requests_stale_if_error() {
     assert_eq!(got.body, BODY);
 }
 
+#[tokio::test]
+async fn reqwest_client_offline_serves_stale_within_stale_if_error() {
+    let origin = Origin::default();
+    let (addr, srv) = serve(&origin).await;
+    // No idle pooled connection may outlive the origin's accept loop.
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let svc = private_cache(ReqwestService::new(client));
+    let url = format!("http://{addr}/aged-sie");
+    get(&svc, &url, &[]).await;
+    committed(&svc, 1).await;
+    srv.abort();
+    let _ = srv.await;
+
+    let got = get(&svc, &url, &[]).await;
+    assert_eq!(
+        (got.status, &got.body[..]),
+        (StatusCode::OK, BODY.as_bytes())
+    );
+    assert!(got.header("cache-status").contains("stale-if-error"));
+    assert_eq!(origin.calls(), 1);
+}
+
 /// RFC 9111 §5.2.2.2: a `must-revalidate` response is never used stale, whatever the client
 /// tolerates; disconnected, the cache answers an error (504).
 #[tokio::test]
