@@ -39,6 +39,8 @@ pub mod eviction;
 pub mod http;
 pub mod metrics;
 pub mod store;
+#[cfg(feature = "serde")]
+pub mod typed;
 pub mod worker;
 
 /// Entry points for the cargo-fuzz targets in `fuzz/`: not a public API, may change at any time.
