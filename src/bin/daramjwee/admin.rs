@@ -178,10 +178,10 @@ async fn purge(state: &AdminState, query: &str) -> Response<Full<Bytes>> {
                 format!("`{path}` is not a request path\n"),
             );
         };
-        let (parts, ()) = req.into_parts();
+        let (mut parts, ()) = req.into_parts();
         match state.router.pick(&parts) {
             Some(site) => {
-                let key = site.key_for(&parts);
+                let key = site.key_for(&mut parts);
                 vec![(site.clone(), key)]
             }
             None => return text(StatusCode::NOT_FOUND, "no site takes this host and path\n"),

@@ -13,6 +13,7 @@ use std::time::Duration;
 use clap::Parser;
 use daramjwee::eviction::PolicyKind;
 use daramjwee::http::PolicyMode;
+use http::header::{HeaderName, HeaderValue};
 use http::uri::{Authority, Scheme};
 use http::Uri;
 use serde::Deserialize;
@@ -85,6 +86,21 @@ pub struct Cli {
     /// allocations per request (docs/bench-proxy.md).
     #[arg(long, value_name = "BOOL")]
     pub request_ids: Option<bool>,
+    /// Send the client's host upstream as `Host` (it is then part of the cache key)
+    /// [default: false].
+    #[arg(long, value_name = "BOOL")]
+    pub preserve_host: Option<bool>,
+    /// The public host name the upstream is told in `X-Forwarded-Host` (and `Host` with
+    /// `--preserve-host`), whatever host the client sent.
+    #[arg(long, value_name = "HOST")]
+    pub public_host: Option<String>,
+    /// Forward the client's `Forwarded`, `X-Forwarded-*` and other target-rewriting headers,
+    /// keyed, instead of dropping them (only behind a front that sets them) [default: false].
+    #[arg(long, value_name = "BOOL")]
+    pub forward_target_headers: Option<bool>,
+    /// A request header never sent upstream (repeatable).
+    #[arg(long = "drop-header", value_name = "NAME")]
+    pub drop_headers: Vec<String>,
     /// Validate the configuration, print it, and exit.
     #[arg(long)]
     pub check: bool,
@@ -131,6 +147,9 @@ struct SiteOpts {
     follower_retain: Option<String>,
     preserve_host: Option<bool>,
     strip_prefix: Option<bool>,
+    public_host: Option<String>,
+    forward_target_headers: Option<bool>,
+    drop_headers: Option<Vec<String>>,
 }
 
 /// One `[[site]]` table. The option fields repeat [`SiteOpts`] because `deny_unknown_fields`
@@ -161,6 +180,9 @@ struct SiteFile {
     follower_retain: Option<String>,
     preserve_host: Option<bool>,
     strip_prefix: Option<bool>,
+    public_host: Option<String>,
+    forward_target_headers: Option<bool>,
+    drop_headers: Option<Vec<String>>,
 }
 
 impl SiteFile {
@@ -189,6 +211,9 @@ impl SiteFile {
             follower_retain: or(&self.follower_retain, &d.follower_retain),
             preserve_host: or(&self.preserve_host, &d.preserve_host),
             strip_prefix: or(&self.strip_prefix, &d.strip_prefix),
+            public_host: or(&self.public_host, &d.public_host),
+            forward_target_headers: or(&self.forward_target_headers, &d.forward_target_headers),
+            drop_headers: or(&self.drop_headers, &d.drop_headers),
         }
     }
 }
@@ -241,6 +266,12 @@ pub struct SiteSettings {
     pub upstream: UpstreamUrl,
     /// Whether the client's `Host` is sent upstream (otherwise the upstream's authority is).
     pub preserve_host: bool,
+    /// The public host name sent upstream instead of the client's, if pinned (lower-case).
+    pub public_host: Option<HeaderValue>,
+    /// Whether the client's target-rewriting fields are forwarded (and keyed).
+    pub forward_target_headers: bool,
+    /// Request fields never sent upstream.
+    pub drop_headers: Vec<HeaderName>,
     /// The first tier.
     pub hot: TierSpec,
     /// The second tier, if any.
@@ -380,6 +411,10 @@ impl Settings {
             connect_timeout: cli.connect_timeout.clone(),
             upstream_timeout: cli.upstream_timeout.clone(),
             idle_timeout: cli.idle_timeout.clone(),
+            preserve_host: cli.preserve_host,
+            public_host: cli.public_host.clone(),
+            forward_target_headers: cli.forward_target_headers,
+            drop_headers: (!cli.drop_headers.is_empty()).then(|| cli.drop_headers.clone()),
             ..Default::default()
         };
         if file.defaults.workers.is_some() {
@@ -545,6 +580,13 @@ fn validate_site(
         strip_prefix: o.strip_prefix.unwrap_or(false),
         upstream,
         preserve_host: o.preserve_host.unwrap_or(false),
+        public_host: o
+            .public_host
+            .as_deref()
+            .map(parse_public_host)
+            .transpose()?,
+        forward_target_headers: o.forward_target_headers.unwrap_or(false),
+        drop_headers: parse_header_names("drop_headers", o.drop_headers.as_deref())?,
         hot,
         cold,
         eviction,
@@ -571,6 +613,31 @@ fn validate_site(
         stream_window: opt_size("stream_window", o.stream_window.as_deref())?,
         follower_retain: opt_size("follower_retain", o.follower_retain.as_deref())?,
     })
+}
+
+/// `host[:port]`, lower-cased: what the upstream is told the public host is.
+fn parse_public_host(s: &str) -> Result<HeaderValue, ConfigError> {
+    let bad = || {
+        ConfigError(format!(
+            "public_host `{s}`: expected a host name, e.g. www.example.com"
+        ))
+    };
+    let authority: Authority = s.parse().map_err(|_| bad())?;
+    if s.is_empty() || s.contains('@') || authority.as_str() != s {
+        return Err(bad());
+    }
+    HeaderValue::from_str(&s.to_ascii_lowercase()).map_err(|_| bad())
+}
+
+/// A list of request header names, lower-cased by `HeaderName`.
+fn parse_header_names(what: &str, v: Option<&[String]>) -> Result<Vec<HeaderName>, ConfigError> {
+    v.unwrap_or_default()
+        .iter()
+        .map(|n| {
+            HeaderName::from_bytes(n.as_bytes())
+                .map_err(|_| ConfigError(format!("{what}: `{n}` is not a header name")))
+        })
+        .collect()
 }
 
 fn opt_dur(what: &str, v: Option<&str>) -> Result<Option<Duration>, ConfigError> {

@@ -11,6 +11,7 @@
 
 mod admin;
 mod config;
+mod forwarding;
 mod proxy;
 mod server;
 

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use daramjwee::BoxError;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
@@ -31,6 +31,8 @@ use pin_project_lite::pin_project;
 use tower::Service;
 
 use crate::config::SiteSettings;
+use crate::forwarding::{client_host_value, Forwarding};
+use daramjwee::http::strip_hop_by_hop;
 
 /// The body the upstream client sends: any request body, boxed once.
 pub type UpstreamReqBody = UnsyncBoxBody<Bytes, BoxError>;
@@ -171,7 +173,6 @@ pub struct Route {
     base_path: String,
     /// Prefix removed from the request path first, if the site strips it.
     strip: Option<String>,
-    preserve_host: bool,
 }
 
 impl Route {
@@ -184,7 +185,6 @@ impl Route {
                 .unwrap_or_else(|_| HeaderValue::from_static("localhost")),
             base_path: up.base_path.clone(),
             strip: (site.strip_prefix && site.prefix != "/").then(|| site.prefix.clone()),
-            preserve_host: site.preserve_host,
         }
     }
 
@@ -208,11 +208,6 @@ impl Route {
         out.push_str(rest);
         out
     }
-
-    /// Whether the client's `Host` is forwarded (and so must be part of the key).
-    pub fn preserve_host(&self) -> bool {
-        self.preserve_host
-    }
 }
 
 /// The origin service of one site: forwards requests to its upstream through a pooled client.
@@ -225,6 +220,7 @@ pub struct Upstream {
 struct UpstreamInner {
     client: Client<HttpConnector, UpstreamReqBody>,
     route: Arc<Route>,
+    forwarding: Arc<Forwarding>,
     timeout: Duration,
 }
 
@@ -239,7 +235,7 @@ impl std::fmt::Debug for Upstream {
 
 impl Upstream {
     /// A client for `site`'s upstream, with its connect and response-head timeouts.
-    pub fn new(site: &SiteSettings, route: Arc<Route>) -> Upstream {
+    pub fn new(site: &SiteSettings, route: Arc<Route>, forwarding: Arc<Forwarding>) -> Upstream {
         let mut conn = HttpConnector::new();
         conn.set_connect_timeout(Some(site.connect_timeout));
         conn.set_nodelay(true);
@@ -252,6 +248,7 @@ impl Upstream {
             inner: Arc::new(UpstreamInner {
                 client,
                 route,
+                forwarding,
                 timeout: site.upstream_timeout,
             }),
         }
@@ -274,7 +271,7 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let up = &self.inner;
-        let req = rewrite(&up.route, req);
+        let req = rewrite(&up.route, &up.forwarding, req);
         let fut = up.client.request(req);
         let timeout = up.timeout;
         let authority = up.route.authority.clone();
@@ -318,19 +315,15 @@ where
     }
 }
 
-/// Rewrites a client request into the upstream request.
-fn rewrite<B>(route: &Route, req: Request<B>) -> Request<UpstreamReqBody>
+/// Rewrites a client request, already sanitized by [`Forwarding::sanitize`], into the
+/// upstream request.
+fn rewrite<B>(route: &Route, forwarding: &Forwarding, req: Request<B>) -> Request<UpstreamReqBody>
 where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
     let (mut parts, body) = req.into_parts();
-    let client_host = parts.headers.get(header::HOST).cloned().or_else(|| {
-        parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    });
+    let client_host = client_host_value(&parts);
     let uri = route.upstream_url(parts.uri.path_and_query());
     parts.uri = Uri::try_from(uri).unwrap_or_else(|_| {
         // Only reachable with a path hyper already accepted; fall back to the upstream root.
@@ -338,79 +331,13 @@ where
     });
     // The upstream leg is always HTTP/1.1, whatever the client spoke.
     parts.version = Version::HTTP_11;
+    // Requests the layer makes itself (fills, revalidations) carry a copy of a sanitized
+    // head; stripping again is cheap and keeps this function safe on its own.
     strip_hop_by_hop(&mut parts.headers);
-
-    let host = match (&client_host, route.preserve_host) {
-        (Some(h), true) => h.clone(),
-        _ => route.authority.clone(),
-    };
-    parts.headers.insert(header::HOST, host);
-    if let Some(ClientAddr(addr)) = parts.extensions.get::<ClientAddr>().copied() {
-        append_forwarded_for(&mut parts.headers, addr);
-    }
-    // This listener speaks plain HTTP; a client's own claim is not trusted.
-    parts
-        .headers
-        .insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    match client_host {
-        Some(h) => {
-            parts.headers.insert(X_FORWARDED_HOST, h);
-        }
-        None => {
-            parts.headers.remove(X_FORWARDED_HOST);
-        }
-    }
+    let client = parts.extensions.get::<ClientAddr>().map(|c| c.0);
+    forwarding.set_upstream_headers(&mut parts.headers, client_host, &route.authority, client);
     let body = body.map_err(Into::into).boxed_unsync();
     Request::from_parts(parts, body)
-}
-
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-
-fn append_forwarded_for(headers: &mut HeaderMap, addr: SocketAddr) {
-    let ip = addr.ip().to_string();
-    let joined: Vec<&str> = headers
-        .get_all(X_FORWARDED_FOR)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    let value = if joined.is_empty() {
-        ip
-    } else {
-        format!("{}, {ip}", joined.join(", "))
-    };
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        headers.insert(X_FORWARDED_FOR, v);
-    }
-}
-
-/// Removes the headers that describe one connection (RFC 9110 §7.6.1), including those the
-/// `Connection` header names.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in [
-        header::CONNECTION,
-        header::PROXY_AUTHENTICATE,
-        header::PROXY_AUTHORIZATION,
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-    ] {
-        headers.remove(name);
-    }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
 }
 
 /// A short plain-text error that no cache stores.
@@ -450,46 +377,32 @@ mod tests {
     use clap::Parser;
 
     fn route(args: &[&str]) -> Route {
+        site(args).0
+    }
+
+    fn site(args: &[&str]) -> (Route, Forwarding) {
         let mut v = vec!["daramjwee"];
         v.extend_from_slice(args);
         let s = Settings::load(&Cli::parse_from(v)).unwrap();
-        Route::new(&s.sites[0])
-    }
-
-    #[test]
-    fn hop_by_hop_headers_and_connection_tokens_are_removed() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::CONNECTION,
-            HeaderValue::from_static("close, x-secret"),
-        );
-        h.insert("x-secret", HeaderValue::from_static("1"));
-        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert(header::TE, HeaderValue::from_static("trailers"));
-        h.insert(header::ETAG, HeaderValue::from_static("\"a\""));
-        strip_hop_by_hop(&mut h);
-        assert_eq!(h.len(), 1);
-        assert!(h.contains_key(header::ETAG));
+        (Route::new(&s.sites[0]), Forwarding::new(&s.sites[0]))
     }
 
     #[test]
     fn request_is_rewritten_for_the_upstream() {
-        let r = route(&["--upstream", "http://10.0.0.1:3000/base/"]);
+        let (r, f) = site(&["--upstream", "http://10.0.0.1:3000/base/"]);
         let mut req = Request::get("/a/b?c=1")
             .header(header::HOST, "front.example")
-            .header("x-forwarded-for", "192.0.2.1")
-            .header("x-forwarded-proto", "https")
             .header(header::CONNECTION, "keep-alive")
             .body(Full::new(Bytes::new()))
             .unwrap();
         req.extensions_mut()
             .insert(ClientAddr("127.0.0.2:5000".parse().unwrap()));
-        let out = rewrite(&r, req);
+        let out = rewrite(&r, &f, req);
         assert_eq!(out.uri(), "http://10.0.0.1:3000/base/a/b?c=1");
         assert_eq!(out.headers()[header::HOST], "10.0.0.1:3000");
-        assert_eq!(out.headers()["x-forwarded-for"], "192.0.2.1, 127.0.0.2");
+        assert_eq!(out.headers()["x-forwarded-for"], "127.0.0.2");
         assert_eq!(out.headers()["x-forwarded-proto"], "http");
-        assert_eq!(out.headers()["x-forwarded-host"], "front.example");
+        assert!(!out.headers().contains_key("x-forwarded-host"));
         assert!(!out.headers().contains_key(header::CONNECTION));
         assert_eq!(out.version(), Version::HTTP_11);
     }

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use daramjwee::eviction::PolicyKind;
-use daramjwee::http::{default_key, CacheBody, CacheLayer, CacheService};
+use daramjwee::http::{CacheBody, CacheLayer, CacheService, TargetHeaders};
 use daramjwee::store::{FileStore, MemStore, Store};
 use daramjwee::{Cache, WorkerRuntime};
 use http::request::Parts;
@@ -37,6 +37,7 @@ use tower_http::request_id::{
 use tower_http::trace::TraceLayer;
 
 use crate::config::{SiteSettings, TierSpec};
+use crate::forwarding::{client_authority, Forwarding};
 use crate::proxy::{ClientAddr, ProxyBody, Route, Upstream};
 
 pin_project_lite::pin_project! {
@@ -93,6 +94,7 @@ pub struct Site {
     /// The site's cache (also reached by the admin endpoints).
     pub cache: Cache,
     route: Arc<Route>,
+    forwarding: Arc<Forwarding>,
     svc: CacheService<Upstream>,
 }
 
@@ -131,34 +133,32 @@ impl Site {
         }
         let cache = builder.build();
         let route = Arc::new(Route::new(&settings));
-        let key_route = route.clone();
+        let forwarding = Arc::new(Forwarding::new(&settings));
+        let (key_route, key_fwd) = (route.clone(), forwarding.clone());
         let layer = CacheLayer::builder(cache.clone())
             .policy(settings.mode.clone())
-            .key_fn(move |parts| site_key(&key_route, parts))
+            .key_fn(move |parts| key_fwd.key(&key_route, parts))
+            // The router sanitizes every request before the layer sees it
+            // (`Forwarding::sanitize`) and `Forwarding::key` keys what it lets through, so the
+            // layer must neither key these fields a second time nor strip what the site opted
+            // to forward.
+            .target_headers(TargetHeaders::Forward)
             .build();
-        let svc = layer.layer(Upstream::new(&settings, route.clone()));
+        let svc = layer.layer(Upstream::new(&settings, route.clone(), forwarding.clone()));
         Ok(Site {
             settings,
             cache,
             route,
+            forwarding,
             svc,
         })
     }
 
-    /// The cache key of a request to this site (what `/purge?path=` deletes).
-    pub fn key_for(&self, parts: &Parts) -> String {
-        site_key(&self.route, parts)
-    }
-}
-
-/// The key is the upstream URL the request is sent to, so it names exactly what was fetched;
-/// when the client's `Host` is forwarded the upstream may answer per host, so the key is the
-/// client-facing URL with its host instead.
-fn site_key(route: &Route, parts: &Parts) -> String {
-    if route.preserve_host() {
-        default_key(parts)
-    } else {
-        route.upstream_url(parts.uri.path_and_query())
+    /// The cache key of a request to this site (what `/purge?path=` deletes), after the
+    /// fields the site does not forward are removed, as for a proxied request.
+    pub fn key_for(&self, parts: &mut Parts) -> String {
+        self.forwarding.sanitize(&mut parts.headers);
+        self.forwarding.key(&self.route, parts)
     }
 }
 
@@ -229,14 +229,11 @@ impl Router {
     }
 }
 
-/// The request's host without a port, as sent (compare it ignoring ASCII case): HTTP/1.1's
-/// `Host`, or HTTP/2's `:authority`. Borrowed, so routing allocates nothing.
+/// The request's host without a port, as sent (compare it ignoring ASCII case): the one
+/// [`client_authority`] reads for keying and forwarding too. Borrowed, so routing allocates
+/// nothing.
 fn request_host(parts: &Parts) -> Option<&str> {
-    let raw = parts
-        .headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| parts.uri.authority().map(|a| a.as_str()))?;
+    let raw = client_authority(parts)?;
     Some(match raw.strip_prefix('[') {
         Some(v6) => v6.split(']').next().unwrap_or(v6),
         None => raw.split(':').next().unwrap_or(raw),
@@ -260,11 +257,16 @@ impl Service<Request<ReqBody>> for Router {
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
         match self.pick(&parts) {
-            Some(site) => RouterFuture::Site {
-                call: site.svc.clone().oneshot(Request::from_parts(parts, body)),
-            },
+            Some(site) => {
+                // Before the cache layer: what the site does not forward must not reach the
+                // key, the stored request head, or the upstream.
+                site.forwarding.sanitize(&mut parts.headers);
+                RouterFuture::Site {
+                    call: site.svc.clone().oneshot(Request::from_parts(parts, body)),
+                }
+            }
             None => RouterFuture::NotFound,
         }
     }
