@@ -990,6 +990,41 @@ mod tests {
     }
 
     #[test]
+    fn forwarding_options_are_validated() {
+        let s = Settings::load(&cli(&[
+            "--upstream",
+            "http://h",
+            "--public-host",
+            "WWW.Example.com:8443",
+            "--drop-header",
+            "X-Debug",
+        ]))
+        .unwrap();
+        assert_eq!(
+            s.sites[0].public_host.as_ref().unwrap(),
+            "www.example.com:8443"
+        );
+        assert_eq!(s.sites[0].drop_headers, ["x-debug"]);
+        assert!(!s.sites[0].forward_target_headers);
+        for bad in ["evil.example/x", "user@h", "", "a b"] {
+            let e = Settings::load(&cli(&["--upstream", "http://h", "--public-host", bad]))
+                .unwrap_err();
+            assert!(e.0.contains("public_host"), "{bad}: {e}");
+        }
+        let e =
+            Settings::load(&cli(&["--upstream", "http://h", "--drop-header", "a b"])).unwrap_err();
+        assert!(e.0.contains("drop_headers: `a b`"), "{e}");
+        let file: FileConfig = toml::from_str(
+            "[defaults]\nupstream = \"http://h\"\nforward_target_headers = true\n\
+             [[site]]\nname = \"a\"\ndrop_headers = [\"x-a\"]\n",
+        )
+        .unwrap();
+        let s = Settings::merge(&cli(&[]), file).unwrap();
+        assert!(s.sites[0].forward_target_headers);
+        assert_eq!(s.sites[0].drop_headers, ["x-a"]);
+    }
+
+    #[test]
     fn typo_in_a_site_key_is_an_error() {
         let e = toml::from_str::<FileConfig>("[[site]]\nname = \"a\"\nhott = \"memory:1MiB\"\n")
             .unwrap_err();

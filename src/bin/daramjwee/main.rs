@@ -204,5 +204,20 @@ fn print_settings(s: &Settings) {
             site.weight,
             site.queue,
         );
+        println!(
+            "site {}: preserve_host={} public_host={} forward_target_headers={} drop_headers=[{}]",
+            site.name,
+            site.preserve_host,
+            site.public_host
+                .as_ref()
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("-"),
+            site.forward_target_headers,
+            site.drop_headers
+                .iter()
+                .map(|h| h.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
     }
 }
