@@ -98,6 +98,10 @@ pub struct Cli {
     /// keyed, instead of dropping them (only behind a front that sets them) [default: false].
     #[arg(long, value_name = "BOOL")]
     pub forward_target_headers: Option<bool>,
+    /// PEM file of the CA certificates an https upstream's certificate must chain to, instead of
+    /// the platform's trust store.
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
     /// A request header never sent upstream (repeatable).
     #[arg(long = "drop-header", value_name = "NAME")]
     pub drop_headers: Vec<String>,
@@ -150,6 +154,7 @@ struct SiteOpts {
     public_host: Option<String>,
     forward_target_headers: Option<bool>,
     drop_headers: Option<Vec<String>>,
+    ca_file: Option<PathBuf>,
 }
 
 /// One `[[site]]` table. The option fields repeat [`SiteOpts`] because `deny_unknown_fields`
@@ -183,6 +188,7 @@ struct SiteFile {
     public_host: Option<String>,
     forward_target_headers: Option<bool>,
     drop_headers: Option<Vec<String>>,
+    ca_file: Option<PathBuf>,
 }
 
 impl SiteFile {
@@ -214,6 +220,7 @@ impl SiteFile {
             public_host: or(&self.public_host, &d.public_host),
             forward_target_headers: or(&self.forward_target_headers, &d.forward_target_headers),
             drop_headers: or(&self.drop_headers, &d.drop_headers),
+            ca_file: or(&self.ca_file, &d.ca_file),
         }
     }
 }
@@ -272,6 +279,8 @@ pub struct SiteSettings {
     pub forward_target_headers: bool,
     /// Request fields never sent upstream.
     pub drop_headers: Vec<HeaderName>,
+    /// CA certificates (PEM) an https upstream must chain to; the platform's when unset.
+    pub ca_file: Option<PathBuf>,
     /// The first tier.
     pub hot: TierSpec,
     /// The second tier, if any.
@@ -300,10 +309,10 @@ pub struct SiteSettings {
     pub follower_retain: Option<u64>,
 }
 
-/// An upstream origin: `http://authority[/base-path]`.
+/// An upstream origin: `http[s]://authority[/base-path]`.
 #[derive(Debug, Clone)]
 pub struct UpstreamUrl {
-    /// Always `http` in this build.
+    /// `http` or `https`.
     pub scheme: Scheme,
     /// Host and port.
     pub authority: Authority,
@@ -415,6 +424,7 @@ impl Settings {
             public_host: cli.public_host.clone(),
             forward_target_headers: cli.forward_target_headers,
             drop_headers: (!cli.drop_headers.is_empty()).then(|| cli.drop_headers.clone()),
+            ca_file: cli.ca_file.clone(),
             ..Default::default()
         };
         if file.defaults.workers.is_some() {
@@ -573,6 +583,10 @@ fn validate_site(
         _ => return err(format!("weight: {weight} is not in 1..={MAX_WEIGHT}")),
     };
     let queue = o.queue.unwrap_or(1024);
+    if o.ca_file.is_some() && upstream.scheme != Scheme::HTTPS {
+        return err("ca_file applies only to an https:// upstream");
+    }
+    let ca_file = o.ca_file.clone();
     Ok(SiteSettings {
         name: name.to_string(),
         host,
@@ -587,6 +601,7 @@ fn validate_site(
             .transpose()?,
         forward_target_headers: o.forward_target_headers.unwrap_or(false),
         drop_headers: parse_header_names("drop_headers", o.drop_headers.as_deref())?,
+        ca_file,
         hot,
         cold,
         eviction,
@@ -708,15 +723,15 @@ fn parse_upstream(s: &str) -> Result<UpstreamUrl, ConfigError> {
     let uri: Uri = s
         .parse()
         .map_err(|e| ConfigError(format!("upstream `{s}`: {e}")))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
+    let scheme = match uri.scheme_str() {
+        Some("http") => Scheme::HTTP,
+        Some("https") => Scheme::HTTPS,
+        _ => {
             return err(format!(
-                "upstream `{s}`: https upstreams are not supported by this build (no TLS client); use http://"
+                "upstream `{s}`: expected http[s]://host[:port][/path]"
             ))
         }
-        _ => return err(format!("upstream `{s}`: expected http://host[:port][/path]")),
-    }
+    };
     let Some(authority) = uri.authority().cloned() else {
         return err(format!("upstream `{s}`: no host"));
     };
@@ -725,7 +740,7 @@ fn parse_upstream(s: &str) -> Result<UpstreamUrl, ConfigError> {
     }
     let base_path = uri.path().trim_end_matches('/').to_string();
     Ok(UpstreamUrl {
-        scheme: Scheme::HTTP,
+        scheme,
         authority,
         base_path,
     })
@@ -931,8 +946,12 @@ mod tests {
         let e =
             Settings::load(&cli(&["--upstream", "http://h", "--eviction", "fifo"])).unwrap_err();
         assert!(e.0.contains("eviction: `fifo`"), "{e}");
-        let e = Settings::load(&cli(&["--upstream", "https://h"])).unwrap_err();
-        assert!(e.0.contains("https upstreams are not supported"), "{e}");
+        let e =
+            Settings::load(&cli(&["--upstream", "http://h", "--ca-file", "/ca.pem"])).unwrap_err();
+        assert!(e.0.contains("ca_file applies only to an https"), "{e}");
+        let s =
+            Settings::load(&cli(&["--upstream", "https://h/b", "--ca-file", "/ca.pem"])).unwrap();
+        assert_eq!(s.sites[0].upstream.to_string(), "https://h/b");
         let e = Settings::load(&cli(&["--upstream", "http://h", "--ttl", "5s"])).unwrap_err();
         assert!(e.0.contains("origin-trusting"), "{e}");
     }

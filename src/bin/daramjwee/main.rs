@@ -14,6 +14,7 @@ mod config;
 mod forwarding;
 mod proxy;
 mod server;
+mod tls;
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -19,11 +19,13 @@ use bytes::{Bytes, BytesMut};
 use daramjwee::BoxError;
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
+use http::uri::Scheme;
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -32,6 +34,7 @@ use tower::Service;
 
 use crate::config::SiteSettings;
 use crate::forwarding::{client_host_value, Forwarding};
+use crate::tls::{self, TlsError};
 use daramjwee::http::strip_hop_by_hop;
 
 /// The body the upstream client sends: any request body, boxed once.
@@ -218,7 +221,7 @@ pub struct Upstream {
 }
 
 struct UpstreamInner {
-    client: Client<HttpConnector, UpstreamReqBody>,
+    client: Client<HttpsConnector<HttpConnector>, UpstreamReqBody>,
     route: Arc<Route>,
     forwarding: Arc<Forwarding>,
     timeout: Duration,
@@ -234,24 +237,43 @@ impl std::fmt::Debug for Upstream {
 }
 
 impl Upstream {
-    /// A client for `site`'s upstream, with its connect and response-head timeouts.
-    pub fn new(site: &SiteSettings, route: Arc<Route>, forwarding: Arc<Forwarding>) -> Upstream {
+    /// A client for `site`'s upstream, with its connect and response-head timeouts; over TLS
+    /// (SNI from the upstream's host, HTTP/2 when the upstream offers ALPN `h2`) when the
+    /// upstream is `https`.
+    pub fn new(
+        site: &SiteSettings,
+        route: Arc<Route>,
+        forwarding: Arc<Forwarding>,
+    ) -> Result<Upstream, TlsError> {
         let mut conn = HttpConnector::new();
         conn.set_connect_timeout(Some(site.connect_timeout));
         conn.set_nodelay(true);
-        conn.enforce_http(true);
+        // The TLS connector below takes `https` URIs to this connector first.
+        conn.enforce_http(false);
+        let builder = HttpsConnectorBuilder::new();
+        let builder = if site.upstream.scheme == Scheme::HTTPS {
+            builder
+                .with_tls_config(tls::client_config(site.ca_file.as_deref())?)
+                .https_only()
+        } else {
+            // Never used for a handshake: an `http` site's requests all name `http` URIs.
+            builder
+                .with_tls_config(tls::empty_config()?)
+                .https_or_http()
+        };
+        let https = builder.enable_all_versions().wrap_connector(conn);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(256)
-            .build(conn);
-        Upstream {
+            .build(https);
+        Ok(Upstream {
             inner: Arc::new(UpstreamInner {
                 client,
                 route,
                 forwarding,
                 timeout: site.upstream_timeout,
             }),
-        }
+        })
     }
 }
 
@@ -279,7 +301,9 @@ where
             let res = match tokio::time::timeout(timeout, fut).await {
                 Ok(Ok(res)) => res,
                 Ok(Err(e)) => {
-                    let what = if e.is_connect() {
+                    let what = if tls::tls_cause(&e).is_some() {
+                        "TLS failed with"
+                    } else if e.is_connect() {
                         "cannot connect to"
                     } else {
                         "failed talking to"

@@ -144,7 +144,9 @@ impl Site {
             // to forward.
             .target_headers(TargetHeaders::Forward)
             .build();
-        let svc = layer.layer(Upstream::new(&settings, route.clone(), forwarding.clone()));
+        let upstream = Upstream::new(&settings, route.clone(), forwarding.clone())
+            .map_err(|e| format!("upstream {}: {e}", settings.upstream))?;
+        let svc = layer.layer(upstream);
         Ok(Site {
             settings,
             cache,
