@@ -18,6 +18,8 @@ use http::uri::{Authority, Scheme};
 use http::Uri;
 use serde::Deserialize;
 
+use crate::access_log::{AccessLogSettings, Destination, Format};
+
 /// A caching reverse proxy built on the daramjwee tower layer.
 ///
 /// Flags override the file's `[defaults]` (and its top-level keys); every `[[site]]` inherits
@@ -105,6 +107,12 @@ pub struct Cli {
     /// A request header never sent upstream (repeatable).
     #[arg(long = "drop-header", value_name = "NAME")]
     pub drop_headers: Vec<String>,
+    /// Access log: `stdout`, a file to append to, or `off` [default: off].
+    #[arg(long, value_name = "stdout|FILE|off")]
+    pub access_log: Option<String>,
+    /// Access log format: `combined` or `json` (JSON Lines) [default: combined].
+    #[arg(long, value_name = "FORMAT")]
+    pub access_log_format: Option<String>,
     /// Validate the configuration, print it, and exit.
     #[arg(long)]
     pub check: bool,
@@ -121,6 +129,8 @@ struct FileConfig {
     close_timeout: Option<String>,
     workers: Option<usize>,
     request_ids: Option<bool>,
+    access_log: Option<String>,
+    access_log_format: Option<String>,
     #[serde(default)]
     defaults: SiteOpts,
     #[serde(default)]
@@ -254,6 +264,8 @@ pub struct Settings {
     pub workers: usize,
     /// Whether requests get an `x-request-id`.
     pub request_ids: bool,
+    /// The access log, if on.
+    pub access_log: Option<AccessLogSettings>,
     /// Sites, in the order written.
     pub sites: Vec<SiteSettings>,
 }
@@ -401,6 +413,12 @@ impl Settings {
             cli.close_timeout.as_ref().or(file.close_timeout.as_ref()),
             Duration::from_secs(5),
         )?;
+        let access_log = parse_access_log(
+            cli.access_log.as_deref().or(file.access_log.as_deref()),
+            cli.access_log_format
+                .as_deref()
+                .or(file.access_log_format.as_deref()),
+        )?;
         let data_dir = cli
             .data_dir
             .clone()
@@ -462,9 +480,41 @@ impl Settings {
             close_timeout,
             workers,
             request_ids: cli.request_ids.or(file.request_ids).unwrap_or(true),
+            access_log,
             sites,
         })
     }
+}
+
+/// `access_log` (`stdout`, a path, or `off`) and its format; a format without a log is refused,
+/// since it would silently do nothing.
+fn parse_access_log(
+    dest: Option<&str>,
+    format: Option<&str>,
+) -> Result<Option<AccessLogSettings>, ConfigError> {
+    let format = match format {
+        None | Some("combined") => Format::Combined,
+        Some("json") => Format::Json,
+        Some(other) => {
+            return err(format!(
+                "access_log_format: `{other}` is not one of combined, json"
+            ))
+        }
+    };
+    let destination = match dest {
+        None | Some("off" | "none" | "") => {
+            if format != Format::Combined {
+                return err("access_log_format is set but access_log is off");
+            }
+            return Ok(None);
+        }
+        Some("stdout" | "-") => Destination::Stdout,
+        Some(path) => Destination::File(PathBuf::from(path)),
+    };
+    Ok(Some(AccessLogSettings {
+        destination,
+        format,
+    }))
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -1041,6 +1091,46 @@ mod tests {
         let s = Settings::merge(&cli(&[]), file).unwrap();
         assert!(s.sites[0].forward_target_headers);
         assert_eq!(s.sites[0].drop_headers, ["x-a"]);
+    }
+
+    #[test]
+    fn access_log_is_off_unless_named_and_its_format_is_checked() {
+        let s = Settings::load(&cli(&["--upstream", "http://h"])).unwrap();
+        assert_eq!(s.access_log, None);
+        let s =
+            Settings::load(&cli(&["--upstream", "http://h", "--access-log", "stdout"])).unwrap();
+        assert_eq!(
+            s.access_log,
+            Some(AccessLogSettings {
+                destination: Destination::Stdout,
+                format: Format::Combined
+            })
+        );
+        let file: FileConfig =
+            toml::from_str("access_log = \"/var/log/d.jsonl\"\naccess_log_format = \"json\"\n")
+                .unwrap();
+        let s = Settings::merge(&cli(&["--upstream", "http://h"]), file).unwrap();
+        let a = s.access_log.unwrap();
+        assert_eq!(a.destination, Destination::File("/var/log/d.jsonl".into()));
+        assert_eq!(a.format, Format::Json);
+        let e = Settings::load(&cli(&[
+            "--upstream",
+            "http://h",
+            "--access-log-format",
+            "json",
+        ]))
+        .unwrap_err();
+        assert!(e.0.contains("access_log is off"), "{e}");
+        let e = Settings::load(&cli(&[
+            "--upstream",
+            "http://h",
+            "--access-log",
+            "stdout",
+            "--access-log-format",
+            "clf",
+        ]))
+        .unwrap_err();
+        assert!(e.0.contains("`clf` is not one of combined, json"), "{e}");
     }
 
     #[test]

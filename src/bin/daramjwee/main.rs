@@ -9,6 +9,7 @@
 //!
 //! [`CacheLayer`]: daramjwee::http::CacheLayer
 
+mod access_log;
 mod admin;
 mod config;
 mod forwarding;
@@ -124,12 +125,19 @@ async fn run(settings: Settings) -> Result<(), String> {
         wait_for_signal().await;
         drain_flag.store(true, Ordering::Release);
     };
+    let access_log = match &settings.access_log {
+        Some(a) => Some(access_log::start(a).map_err(|e| e.to_string())?),
+        None => None,
+    };
     let still_open = server::serve(
         listener,
         router.clone(),
         shutdown,
-        settings.drain_timeout,
-        settings.request_ids,
+        server::ServeOptions {
+            drain: settings.drain_timeout,
+            request_ids: settings.request_ids,
+            access_log,
+        },
     )
     .await;
     if still_open > 0 {
@@ -191,6 +199,10 @@ fn print_settings(s: &Settings) {
     println!("drain_timeout = {:?}", s.drain_timeout);
     println!("workers = {} (shared by all sites)", s.workers);
     println!("request_ids = {}", s.request_ids);
+    match &s.access_log {
+        Some(a) => println!("access_log = {:?} ({:?})", a.destination, a.format),
+        None => println!("access_log = off"),
+    }
     for site in &s.sites {
         println!(
             "site {}: host={} prefix={} upstream={} hot={} cold={} eviction={} policy={:?} weight={} queue={}",

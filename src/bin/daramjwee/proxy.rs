@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use daramjwee::BoxError;
@@ -32,6 +32,7 @@ use hyper_util::rt::TokioExecutor;
 use pin_project_lite::pin_project;
 use tower::Service;
 
+use crate::access_log::UpstreamTimer;
 use crate::config::SiteSettings;
 use crate::forwarding::{client_host_value, Forwarding};
 use crate::tls::{self, TlsError};
@@ -293,7 +294,9 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let up = &self.inner;
+        let timer = req.extensions().get::<UpstreamTimer>().cloned();
         let req = rewrite(&up.route, &up.forwarding, req);
+        let started = Instant::now();
         let fut = up.client.request(req);
         let timeout = up.timeout;
         let authority = up.route.authority.clone();
@@ -329,6 +332,9 @@ where
                     ));
                 }
             };
+            if let Some(t) = timer {
+                t.set(started.elapsed());
+            }
             let (mut parts, body) = res.into_parts();
             strip_hop_by_hop(&mut parts.headers);
             Ok(Response::from_parts(

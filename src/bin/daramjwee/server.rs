@@ -36,6 +36,7 @@ use tower_http::request_id::{
 };
 use tower_http::trace::TraceLayer;
 
+use crate::access_log::{AccessLogLayer, Sink};
 use crate::config::{SiteSettings, TierSpec};
 use crate::forwarding::{client_authority, Forwarding};
 use crate::proxy::{ClientAddr, ProxyBody, Route, Upstream};
@@ -344,19 +345,35 @@ impl MakeRequestId for RequestIds {
     }
 }
 
-/// Serves the proxy on `listener` until `shutdown` resolves, then waits up to `drain` for
-/// in-flight exchanges. Returns how many connections were still open when it gave up. With
-/// `request_ids`, each request gets an `x-request-id` (the client's, or a new one), forwarded
-/// upstream and returned on the response.
+/// How [`serve`] runs the listener.
+#[derive(Debug)]
+pub struct ServeOptions {
+    /// How long in-flight exchanges may take to finish after shutdown begins.
+    pub drain: Duration,
+    /// Whether each request gets an `x-request-id` (the client's, or a new one), forwarded
+    /// upstream and returned on the response.
+    pub request_ids: bool,
+    /// Where each exchange is logged, if anywhere.
+    pub access_log: Option<Sink>,
+}
+
+/// Serves the proxy on `listener` until `shutdown` resolves, then waits up to `opts.drain`
+/// for in-flight exchanges. Returns how many connections were still open when it gave up.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()>,
-    drain: Duration,
-    request_ids: bool,
+    opts: ServeOptions,
 ) -> usize {
+    let ServeOptions {
+        drain,
+        request_ids,
+        access_log,
+    } = opts;
     let stack = ServiceBuilder::new()
         .option_layer(request_ids.then(|| SetRequestIdLayer::x_request_id(RequestIds::new())))
+        // After the id is set (it is logged), before the rest (the time includes them).
+        .layer(AccessLogLayer::new(access_log))
         .layer(TraceLayer::new_for_http())
         .option_layer(request_ids.then(PropagateRequestIdLayer::x_request_id))
         .service(router);
