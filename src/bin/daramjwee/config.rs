@@ -19,6 +19,7 @@ use http::Uri;
 use serde::Deserialize;
 
 use crate::access_log::{AccessLogSettings, Destination, Format};
+use crate::header_rules::{HeaderRules, RuleFile};
 
 /// A caching reverse proxy built on the daramjwee tower layer.
 ///
@@ -165,6 +166,8 @@ struct SiteOpts {
     forward_target_headers: Option<bool>,
     drop_headers: Option<Vec<String>>,
     ca_file: Option<PathBuf>,
+    request_headers: Option<Vec<RuleFile>>,
+    response_headers: Option<Vec<RuleFile>>,
 }
 
 /// One `[[site]]` table. The option fields repeat [`SiteOpts`] because `deny_unknown_fields`
@@ -199,6 +202,8 @@ struct SiteFile {
     forward_target_headers: Option<bool>,
     drop_headers: Option<Vec<String>>,
     ca_file: Option<PathBuf>,
+    request_headers: Option<Vec<RuleFile>>,
+    response_headers: Option<Vec<RuleFile>>,
 }
 
 impl SiteFile {
@@ -231,6 +236,8 @@ impl SiteFile {
             forward_target_headers: or(&self.forward_target_headers, &d.forward_target_headers),
             drop_headers: or(&self.drop_headers, &d.drop_headers),
             ca_file: or(&self.ca_file, &d.ca_file),
+            request_headers: or(&self.request_headers, &d.request_headers),
+            response_headers: or(&self.response_headers, &d.response_headers),
         }
     }
 }
@@ -293,6 +300,10 @@ pub struct SiteSettings {
     pub drop_headers: Vec<HeaderName>,
     /// CA certificates (PEM) an https upstream must chain to; the platform's when unset.
     pub ca_file: Option<PathBuf>,
+    /// Rules for the request sent upstream (after the key is computed).
+    pub request_rules: HeaderRules,
+    /// Rules for every response sent to clients (not what is stored).
+    pub response_rules: HeaderRules,
     /// The first tier.
     pub hot: TierSpec,
     /// The second tier, if any.
@@ -637,6 +648,12 @@ fn validate_site(
         return err("ca_file applies only to an https:// upstream");
     }
     let ca_file = o.ca_file.clone();
+    let rules = |what: &str, r: &Option<Vec<RuleFile>>| {
+        HeaderRules::parse(r.as_deref().unwrap_or_default())
+            .map_err(|e| ConfigError(format!("{what}: {e}")))
+    };
+    let request_rules = rules("request_headers", &o.request_headers)?;
+    let response_rules = rules("response_headers", &o.response_headers)?;
     Ok(SiteSettings {
         name: name.to_string(),
         host,
@@ -652,6 +669,8 @@ fn validate_site(
         forward_target_headers: o.forward_target_headers.unwrap_or(false),
         drop_headers: parse_header_names("drop_headers", o.drop_headers.as_deref())?,
         ca_file,
+        request_rules,
+        response_rules,
         hot,
         cold,
         eviction,

@@ -13,6 +13,7 @@ mod access_log;
 mod admin;
 mod config;
 mod forwarding;
+mod header_rules;
 mod proxy;
 mod server;
 mod tls;

@@ -35,6 +35,7 @@ use tower::Service;
 use crate::access_log::UpstreamTimer;
 use crate::config::SiteSettings;
 use crate::forwarding::{client_host_value, Forwarding};
+use crate::header_rules::{HeaderRules, RuleContext};
 use crate::tls::{self, TlsError};
 use daramjwee::http::strip_hop_by_hop;
 
@@ -225,6 +226,8 @@ struct UpstreamInner {
     client: Client<HttpsConnector<HttpConnector>, UpstreamReqBody>,
     route: Arc<Route>,
     forwarding: Arc<Forwarding>,
+    rules: HeaderRules,
+    site: Arc<str>,
     timeout: Duration,
 }
 
@@ -272,6 +275,8 @@ impl Upstream {
                 client,
                 route,
                 forwarding,
+                rules: site.request_rules.clone(),
+                site: site.name.as_str().into(),
                 timeout: site.upstream_timeout,
             }),
         })
@@ -295,7 +300,10 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let up = &self.inner;
         let timer = req.extensions().get::<UpstreamTimer>().cloned();
-        let req = rewrite(&up.route, &up.forwarding, req);
+        let mut req = rewrite(&up.route, &up.forwarding, req);
+        if !up.rules.is_empty() {
+            apply_rules(&up.rules, &up.site, &mut req);
+        }
         let started = Instant::now();
         let fut = up.client.request(req);
         let timeout = up.timeout;
@@ -368,6 +376,17 @@ where
     forwarding.set_upstream_headers(&mut parts.headers, client_host, &route.authority, client);
     let body = body.map_err(Into::into).boxed_unsync();
     Request::from_parts(parts, body)
+}
+
+/// The site's request rules, on the request about to be sent upstream.
+fn apply_rules<B>(rules: &HeaderRules, site: &str, req: &mut Request<B>) {
+    let request_id = req.headers().get("x-request-id").cloned();
+    let cx = RuleContext {
+        client: req.extensions().get::<ClientAddr>().map(|c| c.0),
+        request_id: request_id.as_ref(),
+        site,
+    };
+    rules.apply(req.headers_mut(), &cx);
 }
 
 /// A short plain-text error that no cache stores.

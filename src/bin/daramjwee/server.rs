@@ -39,6 +39,7 @@ use tower_http::trace::TraceLayer;
 use crate::access_log::{AccessLogLayer, Sink};
 use crate::config::{SiteSettings, TierSpec};
 use crate::forwarding::{client_authority, Forwarding};
+use crate::header_rules::RuleContext;
 use crate::proxy::{ClientAddr, ProxyBody, Route, Upstream};
 
 pin_project_lite::pin_project! {
@@ -266,8 +267,14 @@ impl Service<Request<ReqBody>> for Router {
                 // Before the cache layer: what the site does not forward must not reach the
                 // key, the stored request head, or the upstream.
                 site.forwarding.sanitize(&mut parts.headers);
+                let respond = (!site.settings.response_rules.is_empty()).then(|| Respond {
+                    site: site.clone(),
+                    client: parts.extensions.get::<ClientAddr>().map(|c| c.0),
+                    request_id: parts.headers.get("x-request-id").cloned(),
+                });
                 RouterFuture::Site {
                     call: site.svc.clone().oneshot(Request::from_parts(parts, body)),
+                    respond,
                 }
             }
             None => RouterFuture::NotFound,
@@ -280,8 +287,11 @@ pin_project_lite::pin_project! {
     /// so routing a request allocates nothing.
     #[project = RouterFutureProj]
     pub enum RouterFuture {
-        /// A site's cache service, called once.
-        Site { #[pin] call: Oneshot<CacheService<Upstream>, Request<ReqBody>> },
+        /// A site's cache service, called once; its response rules, if it has any.
+        Site {
+            #[pin] call: Oneshot<CacheService<Upstream>, Request<ReqBody>>,
+            respond: Option<Respond>,
+        },
         /// No site matches the request.
         NotFound,
     }
@@ -292,7 +302,13 @@ impl Future for RouterFuture {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
-            RouterFutureProj::Site { call } => call.poll(cx).map_ok(|res| res.map(Either::Left)),
+            RouterFutureProj::Site { call, respond } => {
+                let mut res = std::task::ready!(call.poll(cx))?;
+                if let Some(r) = respond.take() {
+                    r.apply(res.headers_mut());
+                }
+                Poll::Ready(Ok(res.map(Either::Left)))
+            }
             RouterFutureProj::NotFound => {
                 let mut res = Response::new(Either::Right(Full::new(Bytes::from_static(
                     b"daramjwee: no site is configured for this host and path\n",
@@ -305,6 +321,26 @@ impl Future for RouterFuture {
                 Poll::Ready(Ok(res))
             }
         }
+    }
+}
+
+/// What a site's response rules may name, captured from the request (only for a site that
+/// has such rules).
+#[derive(Debug)]
+pub struct Respond {
+    site: Arc<Site>,
+    client: Option<std::net::SocketAddr>,
+    request_id: Option<HeaderValue>,
+}
+
+impl Respond {
+    fn apply(self, headers: &mut http::HeaderMap) {
+        let cx = RuleContext {
+            client: self.client,
+            request_id: self.request_id.as_ref(),
+            site: &self.site.settings.name,
+        };
+        self.site.settings.response_rules.apply(headers, &cx);
     }
 }
 
