@@ -684,7 +684,7 @@ fn bad_configuration_exits_2_with_a_clear_message() {
         (vec![], "no upstream"),
         (
             vec!["--upstream".into(), "ftp://x".into()],
-            "expected http://",
+            "expected http[s]://",
         ),
         (
             vec![

@@ -114,9 +114,10 @@ pub struct Cli {
     /// Access log format: `combined` or `json` (JSON Lines) [default: combined].
     #[arg(long, value_name = "FORMAT")]
     pub access_log_format: Option<String>,
-    /// Validate the configuration, print it, and exit.
-    #[arg(long)]
-    pub check: bool,
+    /// Validate the configuration (FILE, or the one `--config` and the flags give), print it,
+    /// and exit: 0 when valid, 2 otherwise. Nothing is started.
+    #[arg(long, value_name = "FILE", num_args = 0..=1)]
+    pub check: Option<Option<PathBuf>>,
 }
 
 /// The TOML file, as written.
@@ -251,6 +252,8 @@ impl std::fmt::Display for ConfigError {
         f.write_str(&self.0)
     }
 }
+
+impl std::error::Error for ConfigError {}
 
 fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
     Err(ConfigError(msg.into()))

@@ -15,6 +15,7 @@ mod config;
 mod forwarding;
 mod header_rules;
 mod proxy;
+mod reload;
 mod server;
 mod tls;
 
@@ -26,19 +27,31 @@ use clap::Parser;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
+use crate::access_log::AccessLogSwitch;
 use crate::config::{Cli, Settings};
+use crate::reload::Reloader;
 use crate::server::{Router, Site};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let settings = match Settings::load(&cli) {
+    let mut cli = Cli::parse();
+    if let Some(Some(file)) = cli.check.clone() {
+        if cli.config.as_ref().is_some_and(|c| *c != file) {
+            eprintln!(
+                "daramjwee: configuration error: --check FILE and --config name different files"
+            );
+            return ExitCode::from(2);
+        }
+        cli.config = Some(file);
+        cli.check = Some(None);
+    }
+    let settings = match Settings::load(&cli).and_then(|s| check_tls(&s).map(|()| s)) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("daramjwee: configuration error: {e}");
             return ExitCode::from(2);
         }
     };
-    if cli.check {
+    if cli.check.is_some() {
         print_settings(&settings);
         return ExitCode::SUCCESS;
     }
@@ -59,7 +72,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(settings)) {
+    match runtime.block_on(run(cli, settings)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("daramjwee: {e}");
@@ -68,7 +81,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(settings: Settings) -> Result<(), String> {
+async fn run(cli: Cli, settings: Settings) -> Result<(), String> {
     // Before any cache is built: the engine registers its metric handles at build time.
     let prometheus = match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()
     {
@@ -126,10 +139,18 @@ async fn run(settings: Settings) -> Result<(), String> {
         wait_for_signal().await;
         drain_flag.store(true, Ordering::Release);
     };
-    let access_log = match &settings.access_log {
+    let access_log = AccessLogSwitch::new(match &settings.access_log {
         Some(a) => Some(access_log::start(a).map_err(|e| e.to_string())?),
         None => None,
-    };
+    });
+    let reloader = Reloader::new(
+        cli,
+        settings.clone(),
+        router.clone(),
+        workers.clone(),
+        access_log.clone(),
+    );
+    let reload_task = tokio::spawn(reload_on_sighup(reloader));
     let still_open = server::serve(
         listener,
         router.clone(),
@@ -149,7 +170,7 @@ async fn run(settings: Settings) -> Result<(), String> {
     } else {
         tracing::info!("all connections drained");
     }
-    for site in router.sites() {
+    for site in router.sites().iter() {
         if let Err(e) = site.cache.close(settings.close_timeout).await {
             tracing::warn!(site = %site.settings.name, error = %e, "background work did not finish");
         }
@@ -157,8 +178,39 @@ async fn run(settings: Settings) -> Result<(), String> {
     if let Some(t) = admin_task {
         t.abort();
     }
+    reload_task.abort();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Reloads the configuration on every SIGHUP, until aborted. A refused reload is logged and
+/// changes nothing.
+async fn reload_on_sighup(mut reloader: Reloader) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP; reloading is off");
+                return;
+            }
+        };
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP received; reloading the configuration");
+            match reloader.reload().await {
+                Ok(kept) => tracing::info!(kept_caches = kept, "configuration reloaded"),
+                Err(e) => tracing::error!(
+                    error = %e,
+                    "configuration reload refused; the running configuration keeps serving"
+                ),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = reloader;
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -189,6 +241,18 @@ async fn wait_for_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// Builds the TLS client of every https site now, so an unreadable `ca_file` (or no usable
+/// platform store) is a configuration error that `--check` reports, not a startup failure.
+fn check_tls(s: &Settings) -> Result<(), config::ConfigError> {
+    for site in &s.sites {
+        if site.upstream.scheme == http::uri::Scheme::HTTPS {
+            tls::client_config(site.ca_file.as_deref())
+                .map_err(|e| config::ConfigError(format!("site `{}`: {e}", site.name)))?;
+        }
+    }
+    Ok(())
 }
 
 fn print_settings(s: &Settings) {

@@ -15,6 +15,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use parking_lot::RwLock;
+
 use bytes::Bytes;
 use daramjwee::eviction::PolicyKind;
 use daramjwee::http::{CacheBody, CacheLayer, CacheService, TargetHeaders};
@@ -36,7 +38,7 @@ use tower_http::request_id::{
 };
 use tower_http::trace::TraceLayer;
 
-use crate::access_log::{AccessLogLayer, Sink};
+use crate::access_log::{AccessLogLayer, AccessLogSwitch};
 use crate::config::{SiteSettings, TierSpec};
 use crate::forwarding::{client_authority, Forwarding};
 use crate::header_rules::RuleContext;
@@ -113,27 +115,12 @@ impl Site {
     /// Opens the site's tiers and builds its service; its background work is a group of
     /// `workers` with the site's weight and queue.
     pub async fn open(settings: SiteSettings, workers: &WorkerRuntime) -> Result<Site, String> {
-        let mut builder = Cache::builder()
-            .name(settings.name.clone())
-            .worker_pool(workers.group(settings.weight, settings.queue))
-            .idle_timeout(settings.idle_timeout);
-        if let Some(age) = settings.lock_age {
-            builder = builder.lock_age(age);
-        }
-        if let Some(wait) = settings.lock_wait {
-            builder = builder.lock_wait(wait);
-        }
-        if let Some(window) = settings.stream_window {
-            builder = builder.stream_window(window);
-        }
-        if let Some(retain) = settings.follower_retain {
-            builder = builder.follower_retain(retain);
-        }
-        builder = builder.tier(open_tier(&settings.hot, &settings.eviction).await?, None);
-        if let Some(cold) = &settings.cold {
-            builder = builder.tier(open_tier(cold, &settings.eviction).await?, None);
-        }
-        let cache = builder.build();
+        let cache = open_cache(&settings, workers).await?;
+        Site::with_cache(settings, cache)
+    }
+
+    /// The site's service around an existing cache (a reload that kept the site's tiers).
+    pub fn with_cache(settings: SiteSettings, cache: Cache) -> Result<Site, String> {
         let route = Arc::new(Route::new(&settings));
         let forwarding = Arc::new(Forwarding::new(&settings));
         let (key_route, key_fwd) = (route.clone(), forwarding.clone());
@@ -197,31 +184,77 @@ async fn open_tier(spec: &TierSpec, policy: &PolicyKind) -> Result<Arc<dyn Store
     })
 }
 
-/// Picks a site per request and calls it.
+/// Whether two settings of a site build the same cache (tiers, eviction, coalescing, its
+/// share of the background runtime): then a reload keeps the cache and its contents.
+pub fn same_cache(a: &SiteSettings, b: &SiteSettings) -> bool {
+    (a.hot == b.hot && a.cold == b.cold && a.eviction.name() == b.eviction.name())
+        && (a.weight, a.queue, a.idle_timeout) == (b.weight, b.queue, b.idle_timeout)
+        && (a.lock_age, a.lock_wait) == (b.lock_age, b.lock_wait)
+        && (a.stream_window, a.follower_retain) == (b.stream_window, b.follower_retain)
+}
+
+/// Opens a site's tiers and builds its cache, a weighted group of `workers`.
+async fn open_cache(settings: &SiteSettings, workers: &WorkerRuntime) -> Result<Cache, String> {
+    let mut builder = Cache::builder()
+        .name(settings.name.clone())
+        .worker_pool(workers.group(settings.weight, settings.queue))
+        .idle_timeout(settings.idle_timeout);
+    if let Some(age) = settings.lock_age {
+        builder = builder.lock_age(age);
+    }
+    if let Some(wait) = settings.lock_wait {
+        builder = builder.lock_wait(wait);
+    }
+    if let Some(window) = settings.stream_window {
+        builder = builder.stream_window(window);
+    }
+    if let Some(retain) = settings.follower_retain {
+        builder = builder.follower_retain(retain);
+    }
+    builder = builder.tier(open_tier(&settings.hot, &settings.eviction).await?, None);
+    if let Some(cold) = &settings.cold {
+        builder = builder.tier(open_tier(cold, &settings.eviction).await?, None);
+    }
+    Ok(builder.build())
+}
+
+/// The sites of one configuration, in the order written.
+pub type Sites = Arc<[Arc<Site>]>;
+
+/// Picks a site per request and calls it. Its sites can be replaced while it serves (a
+/// reload): each request routes on the set current when it arrives and keeps its site until
+/// it is done.
 #[derive(Clone, Debug)]
 pub struct Router {
-    sites: Arc<[Arc<Site>]>,
+    // A read lock held only to clone an `Arc`: uncontended reads cost two atomic operations,
+    // and a reload's write is rare, so no lock-free cell (and no dependency) is needed.
+    sites: Arc<RwLock<Sites>>,
 }
 
 impl Router {
     /// A router over `sites` (at least one).
     pub fn new(sites: Vec<Arc<Site>>) -> Router {
         Router {
-            sites: sites.into(),
+            sites: Arc::new(RwLock::new(sites.into())),
         }
     }
 
-    /// All sites, in configuration order.
-    pub fn sites(&self) -> &[Arc<Site>] {
-        &self.sites
+    /// The current sites, in configuration order.
+    pub fn sites(&self) -> Sites {
+        self.sites.read().clone()
+    }
+
+    /// Routes new requests to `sites` from now on; returns the sites it replaced.
+    pub fn replace(&self, sites: Vec<Arc<Site>>) -> Sites {
+        std::mem::replace(&mut *self.sites.write(), sites.into())
     }
 
     /// The site a request goes to: among the sites whose host (if any) and prefix match, one
     /// with a host beats one without, then the longest prefix wins.
-    pub fn pick(&self, parts: &Parts) -> Option<&Arc<Site>> {
+    pub fn pick(&self, parts: &Parts) -> Option<Arc<Site>> {
         let host = request_host(parts);
         let path = parts.uri.path();
-        self.sites
+        self.sites()
             .iter()
             .filter(|s| match &s.settings.host {
                 // Configured hosts are lower-case (see `config`).
@@ -230,6 +263,7 @@ impl Router {
             })
             .filter(|s| prefix_matches(&s.settings.prefix, path))
             .max_by_key(|s| (s.settings.host.is_some(), s.settings.prefix.len()))
+            .cloned()
     }
 }
 
@@ -389,8 +423,8 @@ pub struct ServeOptions {
     /// Whether each request gets an `x-request-id` (the client's, or a new one), forwarded
     /// upstream and returned on the response.
     pub request_ids: bool,
-    /// Where each exchange is logged, if anywhere.
-    pub access_log: Option<Sink>,
+    /// Where each exchange is logged, if anywhere (swappable by a reload).
+    pub access_log: AccessLogSwitch,
 }
 
 /// Serves the proxy on `listener` until `shutdown` resolves, then waits up to `opts.drain`

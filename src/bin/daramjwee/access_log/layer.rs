@@ -4,12 +4,14 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
 
 use bytes::Buf;
 use http::{header, Request, Response};
 use http_body::{Body, Frame, SizeHint};
+use parking_lot::RwLock;
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
@@ -17,18 +19,39 @@ use super::writer::Sink;
 use super::{Record, UpstreamTimer};
 use crate::proxy::ClientAddr;
 
-/// Logs every exchange of the service it wraps to a [`Sink`], or passes them through
-/// untouched when the log is off. One type either way: tower's `Either` would need both arms
-/// to answer with the same body type.
+/// The access log currently in use, or none: a reload swaps it for new requests while
+/// in-flight ones finish logging to the one they started with.
+#[derive(Clone, Debug, Default)]
+pub struct AccessLogSwitch(Arc<RwLock<Option<Sink>>>);
+
+impl AccessLogSwitch {
+    /// A switch starting with `sink`.
+    pub fn new(sink: Option<Sink>) -> AccessLogSwitch {
+        AccessLogSwitch(Arc::new(RwLock::new(sink)))
+    }
+
+    /// Logs new requests to `sink` (or nowhere) from now on.
+    pub fn replace(&self, sink: Option<Sink>) {
+        *self.0.write() = sink;
+    }
+
+    fn current(&self) -> Option<Sink> {
+        self.0.read().clone()
+    }
+}
+
+/// Logs every exchange of the service it wraps to the current [`Sink`], or passes them
+/// through untouched when the log is off. One type either way: tower's `Either` would need
+/// both arms to answer with the same body type.
 #[derive(Clone, Debug)]
 pub struct AccessLogLayer {
-    sink: Option<Sink>,
+    switch: AccessLogSwitch,
 }
 
 impl AccessLogLayer {
-    /// A layer writing to `sink`, or doing nothing when it is `None`.
-    pub fn new(sink: Option<Sink>) -> AccessLogLayer {
-        AccessLogLayer { sink }
+    /// A layer writing to whatever `switch` holds when each request arrives.
+    pub fn new(switch: AccessLogSwitch) -> AccessLogLayer {
+        AccessLogLayer { switch }
     }
 }
 
@@ -38,7 +61,7 @@ impl<S> Layer<S> for AccessLogLayer {
     fn layer(&self, inner: S) -> AccessLog<S> {
         AccessLog {
             inner,
-            sink: self.sink.clone(),
+            switch: self.switch.clone(),
         }
     }
 }
@@ -47,7 +70,7 @@ impl<S> Layer<S> for AccessLogLayer {
 #[derive(Clone, Debug)]
 pub struct AccessLog<S> {
     inner: S,
-    sink: Option<Sink>,
+    switch: AccessLogSwitch,
 }
 
 /// What is known of an exchange before its response: everything but the outcome.
@@ -72,7 +95,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let pending = self.sink.as_ref().map(|sink| Pending::new(sink, &req));
+        let pending = self.switch.current().map(|sink| Pending::new(sink, &req));
         if let Some(p) = &pending {
             req.extensions_mut().insert(p.timer.clone());
         }
@@ -85,7 +108,7 @@ where
 
 impl Pending {
     /// What the request says, noted before it is handed on.
-    fn new<B>(sink: &Sink, req: &Request<B>) -> Pending {
+    fn new<B>(sink: Sink, req: &Request<B>) -> Pending {
         let h = req.headers();
         let record = Record {
             start: SystemTime::now(),
@@ -103,7 +126,7 @@ impl Pending {
             user_agent: h.get(header::USER_AGENT).cloned(),
         };
         Pending {
-            sink: sink.clone(),
+            sink,
             started: Instant::now(),
             record,
             timer: UpstreamTimer::default(),

@@ -19,8 +19,8 @@ use std::time::{Duration, SystemTime};
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Method, StatusCode, Version};
 
-pub use layer::AccessLogLayer;
-pub use writer::{start, Sink};
+pub use layer::{AccessLogLayer, AccessLogSwitch};
+pub use writer::{start, AccessLogError};
 
 /// Where the lines go.
 #[derive(Debug, Clone, PartialEq, Eq)]
