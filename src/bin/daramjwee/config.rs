@@ -543,6 +543,79 @@ fn validate_site(
     o: &SiteOpts,
     data_dir: &Path,
 ) -> Result<SiteSettings, ConfigError> {
+    check_name(name)?;
+    let upstream = match &o.upstream {
+        Some(u) => parse_upstream(u)?,
+        None => {
+            return err(
+                "no upstream: pass --upstream URL, or set `upstream` in [defaults] or the site",
+            )
+        }
+    };
+    let (host, prefix) = parse_route(sf)?;
+    let (hot, cold) = parse_tiers(name, o, data_dir)?;
+    if o.workers.is_some() {
+        return err(PER_SITE_WORKERS);
+    }
+    let weight = o.weight.unwrap_or(1);
+    let weight = match u32::try_from(weight) {
+        Ok(w @ 1..=MAX_WEIGHT) => w,
+        _ => return err(format!("weight: {weight} is not in 1..={MAX_WEIGHT}")),
+    };
+    if o.ca_file.is_some() && upstream.scheme != Scheme::HTTPS {
+        return err("ca_file applies only to an https:// upstream");
+    }
+    let rules = |what: &str, r: &Option<Vec<RuleFile>>| {
+        HeaderRules::parse(r.as_deref().unwrap_or_default())
+            .map_err(|e| ConfigError(format!("{what}: {e}")))
+    };
+    Ok(SiteSettings {
+        name: name.to_string(),
+        host,
+        prefix,
+        strip_prefix: o.strip_prefix.unwrap_or(false),
+        upstream,
+        preserve_host: o.preserve_host.unwrap_or(false),
+        public_host: o
+            .public_host
+            .as_deref()
+            .map(parse_public_host)
+            .transpose()?,
+        forward_target_headers: o.forward_target_headers.unwrap_or(false),
+        drop_headers: parse_header_names("drop_headers", o.drop_headers.as_deref())?,
+        ca_file: o.ca_file.clone(),
+        request_rules: rules("request_headers", &o.request_headers)?,
+        response_rules: rules("response_headers", &o.response_headers)?,
+        hot,
+        cold,
+        eviction: parse_eviction(o.eviction.as_deref())?,
+        mode: parse_policy(o)?,
+        weight,
+        queue: o.queue.unwrap_or(1024),
+        connect_timeout: dur_or(
+            "connect_timeout",
+            o.connect_timeout.as_ref(),
+            Duration::from_secs(5),
+        )?,
+        upstream_timeout: dur_or(
+            "upstream_timeout",
+            o.upstream_timeout.as_ref(),
+            Duration::from_secs(30),
+        )?,
+        idle_timeout: dur_or(
+            "idle_timeout",
+            o.idle_timeout.as_ref(),
+            Duration::from_secs(30),
+        )?,
+        lock_age: opt_dur("lock_age", o.lock_age.as_deref())?,
+        lock_wait: opt_dur("lock_wait", o.lock_wait.as_deref())?,
+        stream_window: opt_size("stream_window", o.stream_window.as_deref())?,
+        follower_retain: opt_size("follower_retain", o.follower_retain.as_deref())?,
+    })
+}
+
+/// Site names name directories and metric labels.
+fn check_name(name: &str) -> Result<(), ConfigError> {
     if name.is_empty()
         || !name
             .bytes()
@@ -552,14 +625,11 @@ fn validate_site(
             "`name` must be letters, digits, `-` or `_` (it names directories and metric labels)",
         );
     }
-    let upstream = match &o.upstream {
-        Some(u) => parse_upstream(u)?,
-        None => {
-            return err(
-                "no upstream: pass --upstream URL, or set `upstream` in [defaults] or the site",
-            )
-        }
-    };
+    Ok(())
+}
+
+/// The site's `host` (lower-cased) and `prefix` (without a trailing `/`).
+fn parse_route(sf: &SiteFile) -> Result<(Option<String>, String), ConfigError> {
     let prefix = sf.prefix.clone().unwrap_or_else(|| "/".into());
     if !prefix.starts_with('/') {
         return err(format!("prefix `{prefix}` must start with `/`"));
@@ -576,6 +646,15 @@ fn validate_site(
         Some(h) => Some(h.to_ascii_lowercase()),
         None => None,
     };
+    Ok((host, prefix))
+}
+
+/// The hot tier (never an object store) and the cold one (persistent, or none).
+fn parse_tiers(
+    name: &str,
+    o: &SiteOpts,
+    data_dir: &Path,
+) -> Result<(TierSpec, Option<TierSpec>), ConfigError> {
     let hot_spec = o.hot.as_deref().unwrap_or(DEFAULT_HOT);
     let hot = match parse_tier("hot", hot_spec)? {
         TierSpec::Object(_) => {
@@ -600,7 +679,11 @@ fn validate_site(
             t => Some(t),
         },
     };
-    let eviction = match o.eviction.as_deref().unwrap_or("s3fifo") {
+    Ok((hot, cold))
+}
+
+fn parse_eviction(v: Option<&str>) -> Result<PolicyKind, ConfigError> {
+    Ok(match v.unwrap_or("s3fifo") {
         "lru" => PolicyKind::Lru,
         "s3fifo" | "s3-fifo" => PolicyKind::S3Fifo,
         "sieve" => PolicyKind::Sieve,
@@ -610,96 +693,28 @@ fn validate_site(
                 "eviction: `{other}` is not one of lru, s3fifo, sieve, tinylfu"
             ))
         }
-    };
-    let ttl = o
-        .ttl
-        .as_deref()
-        .map(|s| parse_duration(s).map_err(|e| ConfigError(format!("ttl: {e}"))))
-        .transpose()?;
-    let negative_ttl = o
-        .negative_ttl
-        .as_deref()
-        .map(|s| parse_duration(s).map_err(|e| ConfigError(format!("negative_ttl: {e}"))))
-        .transpose()?;
-    let mode = match o.policy.as_deref().unwrap_or("shared") {
+    })
+}
+
+/// `policy`, with `ttl` and `negative_ttl` only under `origin-trusting`.
+fn parse_policy(o: &SiteOpts) -> Result<PolicyMode, ConfigError> {
+    let ttl = opt_dur("ttl", o.ttl.as_deref())?;
+    let negative_ttl = opt_dur("negative_ttl", o.negative_ttl.as_deref())?;
+    match o.policy.as_deref().unwrap_or("shared") {
         "shared" => {
             if ttl.is_some() || negative_ttl.is_some() {
                 return err("ttl and negative_ttl apply only to policy `origin-trusting`; under `shared` the origin's Cache-Control decides");
             }
-            PolicyMode::Shared
+            Ok(PolicyMode::Shared)
         }
-        "origin-trusting" => PolicyMode::OriginTrusting {
+        "origin-trusting" => Ok(PolicyMode::OriginTrusting {
             ttl: ttl.unwrap_or(Duration::from_secs(60)),
             negative_ttl: negative_ttl.unwrap_or(Duration::from_secs(5)),
-        },
-        other => {
-            return err(format!(
-                "policy: `{other}` is not one of shared, origin-trusting"
-            ))
-        }
-    };
-    if o.workers.is_some() {
-        return err(PER_SITE_WORKERS);
+        }),
+        other => err(format!(
+            "policy: `{other}` is not one of shared, origin-trusting"
+        )),
     }
-    let weight = o.weight.unwrap_or(1);
-    let weight = match u32::try_from(weight) {
-        Ok(w @ 1..=MAX_WEIGHT) => w,
-        _ => return err(format!("weight: {weight} is not in 1..={MAX_WEIGHT}")),
-    };
-    let queue = o.queue.unwrap_or(1024);
-    if o.ca_file.is_some() && upstream.scheme != Scheme::HTTPS {
-        return err("ca_file applies only to an https:// upstream");
-    }
-    let ca_file = o.ca_file.clone();
-    let rules = |what: &str, r: &Option<Vec<RuleFile>>| {
-        HeaderRules::parse(r.as_deref().unwrap_or_default())
-            .map_err(|e| ConfigError(format!("{what}: {e}")))
-    };
-    let request_rules = rules("request_headers", &o.request_headers)?;
-    let response_rules = rules("response_headers", &o.response_headers)?;
-    Ok(SiteSettings {
-        name: name.to_string(),
-        host,
-        prefix,
-        strip_prefix: o.strip_prefix.unwrap_or(false),
-        upstream,
-        preserve_host: o.preserve_host.unwrap_or(false),
-        public_host: o
-            .public_host
-            .as_deref()
-            .map(parse_public_host)
-            .transpose()?,
-        forward_target_headers: o.forward_target_headers.unwrap_or(false),
-        drop_headers: parse_header_names("drop_headers", o.drop_headers.as_deref())?,
-        ca_file,
-        request_rules,
-        response_rules,
-        hot,
-        cold,
-        eviction,
-        mode,
-        weight,
-        queue,
-        connect_timeout: dur_or(
-            "connect_timeout",
-            o.connect_timeout.as_ref(),
-            Duration::from_secs(5),
-        )?,
-        upstream_timeout: dur_or(
-            "upstream_timeout",
-            o.upstream_timeout.as_ref(),
-            Duration::from_secs(30),
-        )?,
-        idle_timeout: dur_or(
-            "idle_timeout",
-            o.idle_timeout.as_ref(),
-            Duration::from_secs(30),
-        )?,
-        lock_age: opt_dur("lock_age", o.lock_age.as_deref())?,
-        lock_wait: opt_dur("lock_wait", o.lock_wait.as_deref())?,
-        stream_window: opt_size("stream_window", o.stream_window.as_deref())?,
-        follower_retain: opt_size("follower_retain", o.follower_retain.as_deref())?,
-    })
 }
 
 /// `host[:port]`, lower-cased: what the upstream is told the public host is.

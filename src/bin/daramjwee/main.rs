@@ -93,23 +93,7 @@ async fn run(cli: Cli, settings: Settings) -> Result<(), String> {
     };
     // One background runtime for every site: each site's cache is a weighted group of it.
     let workers = daramjwee::WorkerRuntime::new(settings.workers);
-    let mut sites = Vec::with_capacity(settings.sites.len());
-    for s in &settings.sites {
-        let name = s.name.clone();
-        let site = Site::open(s.clone(), &workers)
-            .await
-            .map_err(|e| format!("site `{name}`: {e}"))?;
-        tracing::info!(
-            site = %name,
-            upstream = %s.upstream,
-            weight = s.weight,
-            hot = %s.hot,
-            cold = %s.cold.as_ref().map_or("none".into(), |c| c.to_string()),
-            "site ready"
-        );
-        sites.push(Arc::new(site));
-    }
-    let router = Router::new(sites);
+    let router = Router::new(open_sites(&settings, &workers).await?);
     let listener = TcpListener::bind(settings.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
@@ -162,6 +146,7 @@ async fn run(cli: Cli, settings: Settings) -> Result<(), String> {
         },
     )
     .await;
+    reload_task.abort();
     if still_open > 0 {
         tracing::warn!(
             drain_timeout = ?settings.drain_timeout,
@@ -170,17 +155,44 @@ async fn run(cli: Cli, settings: Settings) -> Result<(), String> {
     } else {
         tracing::info!("all connections drained");
     }
-    for site in router.sites().iter() {
-        if let Err(e) = site.cache.close(settings.close_timeout).await {
-            tracing::warn!(site = %site.settings.name, error = %e, "background work did not finish");
-        }
-    }
+    close_sites(&router, settings.close_timeout).await;
     if let Some(t) = admin_task {
         t.abort();
     }
-    reload_task.abort();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Opens every site's tiers and service.
+async fn open_sites(
+    settings: &Settings,
+    workers: &daramjwee::WorkerRuntime,
+) -> Result<Vec<Arc<Site>>, String> {
+    let mut sites = Vec::with_capacity(settings.sites.len());
+    for s in &settings.sites {
+        let site = Site::open(s.clone(), workers)
+            .await
+            .map_err(|e| format!("site `{}`: {e}", s.name))?;
+        tracing::info!(
+            site = %s.name,
+            upstream = %s.upstream,
+            weight = s.weight,
+            hot = %s.hot,
+            cold = %s.cold.as_ref().map_or("none".into(), |c| c.to_string()),
+            "site ready"
+        );
+        sites.push(Arc::new(site));
+    }
+    Ok(sites)
+}
+
+/// Closes the current sites' caches, each waiting at most `timeout` for its background work.
+async fn close_sites(router: &Router, timeout: std::time::Duration) {
+    for site in router.sites().iter() {
+        if let Err(e) = site.cache.close(timeout).await {
+            tracing::warn!(site = %site.settings.name, error = %e, "background work did not finish");
+        }
+    }
 }
 
 /// Reloads the configuration on every SIGHUP, until aborted. A refused reload is logged and
