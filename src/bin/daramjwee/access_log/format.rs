@@ -1,7 +1,7 @@
 //! Rendering a [`Record`] as one line: combined or JSON.
 
 use std::io::Write;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::HeaderValue;
 use time::format_description::well_known::Rfc3339;
@@ -10,21 +10,53 @@ use time::OffsetDateTime;
 
 use super::{Format, Record};
 
-/// Appends `rec`, with its newline, to `out`.
-pub fn write_record(out: &mut Vec<u8>, rec: &Record, format: Format) {
-    match format {
-        Format::Combined => combined(out, rec),
-        Format::Json => json(out, rec),
+/// Renders records as lines of one format.
+#[derive(Debug)]
+pub struct LineFormat {
+    format: Format,
+    /// The combined format's timestamp has a resolution of one second: the last one rendered,
+    /// reused for every line of that second (rendering it costs more than the rest of a line).
+    stamp: Option<(u64, String)>,
+}
+
+impl LineFormat {
+    /// A renderer of `format`.
+    pub fn new(format: Format) -> LineFormat {
+        LineFormat {
+            format,
+            stamp: None,
+        }
     }
-    out.push(b'\n');
+
+    /// Appends `rec`, with its newline, to `out`.
+    pub fn write(&mut self, out: &mut Vec<u8>, rec: &Record) {
+        match self.format {
+            Format::Combined => {
+                let stamp = self.stamp(rec.start);
+                combined(out, rec, stamp);
+            }
+            Format::Json => json(out, rec),
+        }
+        out.push(b'\n');
+    }
+
+    fn stamp(&mut self, t: SystemTime) -> &str {
+        let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        if self.stamp.as_ref().is_none_or(|(s, _)| *s != secs) {
+            let text = OffsetDateTime::from(t)
+                .format(format_description!(
+                    "[day]/[month repr:short]/[year]:[hour]:[minute]:[second] +0000"
+                ))
+                .unwrap_or_default();
+            self.stamp = Some((secs, text));
+        }
+        self.stamp.as_ref().map_or("", |(_, text)| text)
+    }
 }
 
 /// `client - - [time] "METHOD target VERSION" status bytes "referer" "user-agent" rt= urt= cs=
 /// rid=`. Writing into a `Vec` cannot fail, so the results of `write!` are ignored.
-fn combined(out: &mut Vec<u8>, rec: &Record) {
-    let when = OffsetDateTime::from(rec.start).format(format_description!(
-        "[day]/[month repr:short]/[year]:[hour]:[minute]:[second] +0000"
-    ));
+fn combined(out: &mut Vec<u8>, rec: &Record, when: &str) {
     let client = rec.client.map(|a| a.ip());
     match client {
         Some(ip) => {
@@ -32,7 +64,7 @@ fn combined(out: &mut Vec<u8>, rec: &Record) {
         }
         None => out.push(b'-'),
     }
-    let _ = write!(out, " - - [{}] \"{} ", when.unwrap_or_default(), rec.method);
+    let _ = write!(out, " - - [{when}] \"{} ", rec.method);
     escaped(
         out,
         rec.target.as_ref().map_or("-", |t| t.as_str()).as_bytes(),
@@ -132,7 +164,6 @@ fn json(out: &mut Vec<u8>, rec: &Record) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::UNIX_EPOCH;
 
     fn record() -> Record {
         Record {
@@ -155,7 +186,7 @@ mod tests {
     #[test]
     fn combined_line_escapes_quotes_and_names_every_field() {
         let mut out = Vec::new();
-        write_record(&mut out, &record(), Format::Combined);
+        LineFormat::new(Format::Combined).write(&mut out, &record());
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "192.0.2.1 - - [14/Nov/2023:22:13:20 +0000] \"GET /a?b=c HTTP/1.1\" 200 1024 \"-\" \
@@ -166,7 +197,7 @@ mod tests {
     #[test]
     fn json_line_is_one_object() {
         let mut out = Vec::new();
-        write_record(&mut out, &record(), Format::Json);
+        LineFormat::new(Format::Json).write(&mut out, &record());
         assert_eq!(out.last(), Some(&b'\n'));
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["status"], 200);

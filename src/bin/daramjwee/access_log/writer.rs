@@ -3,13 +3,18 @@
 use std::fs::OpenOptions;
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::time::Duration;
 
-use super::format::write_record;
+use super::format::LineFormat;
 use super::{AccessLogSettings, Destination, Format, Record};
 
-/// Records waiting for the writer; beyond this they are dropped and counted.
+/// Records waiting for the writer; beyond this they are dropped and counted. At 100k
+/// requests/s it holds 160 ms, eight times [`BATCH_PAUSE`].
 const CAPACITY: usize = 16 * 1024;
+
+/// How long the writer lets records gather once it has caught up.
+const BATCH_PAUSE: Duration = Duration::from_millis(20);
 
 /// Why the access log could not start.
 #[derive(Debug, thiserror::Error)]
@@ -76,25 +81,35 @@ pub fn start(settings: &AccessLogSettings) -> Result<Sink, AccessLogError> {
     })
 }
 
-/// Writes records as they come; flushes whenever the channel is momentarily empty, so lines
-/// appear promptly under light load and in large writes under heavy load.
+/// Writes records in batches: after catching up it flushes and pauses for [`BATCH_PAUSE`]
+/// before looking again, and blocks only once a pause brought nothing. Under load the thread
+/// never parks, so a request's `try_send` never has to wake it (a system call on the request
+/// path), and each batch is one write. Lines appear at most a pause late.
 fn run(rx: Receiver<Record>, mut out: BufWriter<Box<dyn Write + Send>>, format: Format) {
+    let mut format = LineFormat::new(format);
     let mut line = Vec::with_capacity(512);
     let mut failing = false;
-    while let Ok(first) = rx.recv() {
-        let mut next = Some(first);
-        while let Some(rec) = next {
+    let mut next = rx.recv().ok();
+    while let Some(first) = next {
+        let mut rec = Some(first);
+        while let Some(r) = rec {
             line.clear();
-            write_record(&mut line, &rec, format);
+            format.write(&mut line, &r);
             if let Err(e) = out.write_all(&line) {
                 report(&mut failing, &e);
             }
-            next = rx.try_recv().ok();
+            rec = rx.try_recv().ok();
         }
         match out.flush() {
             Ok(()) => failing = false,
             Err(e) => report(&mut failing, &e),
         }
+        std::thread::sleep(BATCH_PAUSE);
+        next = match rx.try_recv() {
+            Ok(r) => Some(r),
+            Err(TryRecvError::Empty) => rx.recv().ok(),
+            Err(TryRecvError::Disconnected) => None,
+        };
     }
     let _ = out.flush();
 }
