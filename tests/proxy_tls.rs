@@ -13,6 +13,9 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use proxy_common::{client, get, Proxy};
@@ -20,11 +23,15 @@ use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair}
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio_rustls::TlsAcceptor;
 
-/// A CA, written to `ca.pem`, and a certificate for 127.0.0.1 it signed.
+/// A CA, written to `ca.pem`, and a certificate for 127.0.0.1 it signed (also written, with
+/// its key, to `cert.pem` and `key.pem`).
 struct Pki {
     ca_file: PathBuf,
+    ca: CertificateDer<'static>,
     chain: Vec<CertificateDer<'static>>,
     key: PrivatePkcs8KeyDer<'static>,
+    cert_file: PathBuf,
+    key_file: PathBuf,
 }
 
 fn make_ca(dir: &Path, name: &str) -> (PathBuf, CertifiedIssuer<'static, KeyPair>) {
@@ -41,10 +48,16 @@ fn make_pki(dir: &Path) -> Pki {
     let key = KeyPair::generate().unwrap();
     let params = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
     let cert = params.signed_by(&key, &ca).unwrap();
+    let (cert_file, key_file) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
     Pki {
         ca_file,
+        ca: ca.der().clone(),
         chain: vec![cert.der().clone()],
         key: PrivatePkcs8KeyDer::from(key.serialize_der()),
+        cert_file,
+        key_file,
     }
 }
 
@@ -164,4 +177,78 @@ async fn an_upstream_certificate_from_another_ca_is_a_502_never_cached() {
         assert!(!r.cache_status().contains("hit"), "{}", r.cache_status());
     }
     assert_eq!(calls.load(Ordering::SeqCst), 0);
+}
+
+/// A client that trusts only `pki`'s CA and offers ALPN `h2` alone or `http/1.1` alone.
+fn https_client(pki: &Pki, h2: bool) -> Client<HttpsConnector<HttpConnector>, Full<Bytes>> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.ca.clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let builder = HttpsConnectorBuilder::new()
+        .with_tls_config(config)
+        .https_only();
+    let conn = if h2 {
+        builder.enable_http2().build()
+    } else {
+        builder.enable_http1().build()
+    };
+    Client::builder(TokioExecutor::new()).build(conn)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_listener_serves_http1_and_h2_and_tells_the_upstream_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = make_pki(dir.path());
+    let app = axum::Router::new().route(
+        "/{*rest}",
+        axum::routing::get(|h: http::HeaderMap| async move {
+            let xfp = h
+                .get("x-forwarded-proto")
+                .map(|v| v.to_str().unwrap().to_string());
+            (
+                [("cache-control", "max-age=60")],
+                format!("xfp={}", xfp.unwrap_or_default()),
+            )
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let proxy = Proxy::start(&[
+        "--upstream",
+        &format!("http://{origin}"),
+        "--cold",
+        "none",
+        "--tls-cert",
+        pki.cert_file.to_str().unwrap(),
+        "--tls-key",
+        pki.key_file.to_str().unwrap(),
+    ]);
+    let url = format!("https://{}/a", proxy.addr);
+    for (h2, version, outcome) in [
+        (false, http::Version::HTTP_11, "fwd=uri-miss"),
+        (true, http::Version::HTTP_2, "; hit"),
+    ] {
+        let res = https_client(&pki, h2)
+            .get(url.parse().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(res.version(), version);
+        let status = res.headers()["cache-status"].to_str().unwrap().to_string();
+        assert!(status.contains(outcome), "{status}");
+        let body = http_body_util::BodyExt::collect(res.into_body())
+            .await
+            .unwrap();
+        assert_eq!(body.to_bytes(), "xfp=https");
+    }
+    // Plain HTTP on the TLS port is not served.
+    let plain = client()
+        .get(format!("http://{}/a", proxy.addr).parse().unwrap())
+        .await;
+    assert!(plain.is_err() || plain.unwrap().status() != StatusCode::OK);
 }

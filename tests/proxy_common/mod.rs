@@ -88,7 +88,10 @@ impl Proxy {
                     proxy.stderr()
                 )
             });
-            if let Some(a) = line.strip_prefix("daramjwee listening on http://") {
+            let listening = line
+                .strip_prefix("daramjwee listening on http://")
+                .or_else(|| line.strip_prefix("daramjwee listening on https://"));
+            if let Some(a) = listening {
                 proxy.addr = a.parse().unwrap();
             } else if let Some(a) = line.strip_prefix("daramjwee admin on http://") {
                 proxy.admin = a.parse().unwrap();

@@ -108,6 +108,13 @@ pub struct Cli {
     /// A request header never sent upstream (repeatable).
     #[arg(long = "drop-header", value_name = "NAME")]
     pub drop_headers: Vec<String>,
+    /// Certificate chain (PEM) of the proxy listener: with `--tls-key`, it speaks HTTPS
+    /// (ALPN h2 and http/1.1) instead of plain HTTP and h2c.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of the proxy listener's certificate.
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
     /// Access log: `stdout`, a file to append to, or `off` [default: off].
     #[arg(long, value_name = "stdout|FILE|off")]
     pub access_log: Option<String>,
@@ -133,6 +140,8 @@ struct FileConfig {
     request_ids: Option<bool>,
     access_log: Option<String>,
     access_log_format: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
     #[serde(default)]
     defaults: SiteOpts,
     #[serde(default)]
@@ -276,6 +285,8 @@ pub struct Settings {
     pub request_ids: bool,
     /// The access log, if on.
     pub access_log: Option<AccessLogSettings>,
+    /// The listener's certificate chain and key files, when it speaks TLS.
+    pub tls: Option<(PathBuf, PathBuf)>,
     /// Sites, in the order written.
     pub sites: Vec<SiteSettings>,
 }
@@ -433,6 +444,14 @@ impl Settings {
                 .as_deref()
                 .or(file.access_log_format.as_deref()),
         )?;
+        let tls = match (
+            cli.tls_cert.clone().or(file.tls_cert),
+            cli.tls_key.clone().or(file.tls_key),
+        ) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => return err("tls_cert and tls_key go together: set both, or neither"),
+        };
         let data_dir = cli
             .data_dir
             .clone()
@@ -495,6 +514,7 @@ impl Settings {
             workers,
             request_ids: cli.request_ids.or(file.request_ids).unwrap_or(true),
             access_log,
+            tls,
             sites,
         })
     }

@@ -121,13 +121,14 @@ impl Forwarding {
 
     /// Sets the fields the proxy decides on the request sent upstream: `Host`
     /// (`upstream_authority` unless the host is preserved), `X-Forwarded-For` (the client's
-    /// address), `X-Forwarded-Proto` and `X-Forwarded-Host`.
+    /// address), `X-Forwarded-Proto` (whether the client spoke TLS to this listener) and
+    /// `X-Forwarded-Host`.
     pub fn set_upstream_headers(
         &self,
         headers: &mut HeaderMap,
         client_host: Option<HeaderValue>,
         upstream_authority: &HeaderValue,
-        client: Option<SocketAddr>,
+        (client, tls): (Option<SocketAddr>, bool),
     ) {
         let forwarded_host = match &self.public_host {
             Some(public) => Some(public.clone()),
@@ -143,9 +144,10 @@ impl Forwarding {
             self.set_forwarded_for(headers, addr);
         }
         // A front the site trusts (`forward_target_headers`) may have said `https`; otherwise
-        // the client's own claim was removed and this listener speaks plain HTTP.
+        // the client's own claim was removed and the scheme is this listener's.
         if !headers.contains_key(X_FORWARDED_PROTO) {
-            headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+            let proto = if tls { "https" } else { "http" };
+            headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
         }
         match forwarded_host {
             Some(h) => {
@@ -269,7 +271,7 @@ mod tests {
         assert_eq!(f.key(&route, &p), "http://evil.example/p?q=1");
         let mut h = HeaderMap::new();
         let up = HeaderValue::from_static("10.0.0.1:3000");
-        f.set_upstream_headers(&mut h, client_host_value(&p), &up, None);
+        f.set_upstream_headers(&mut h, client_host_value(&p), &up, (None, false));
         assert_eq!(
             (&h["host"], &h["x-forwarded-host"]),
             (
@@ -281,7 +283,7 @@ mod tests {
         let (f, route) = site(&["--preserve-host", "true", "--public-host", "www.example"]);
         assert_eq!(f.key(&route, &p), "http://10.0.0.1:3000/p?q=1");
         let mut h = HeaderMap::new();
-        f.set_upstream_headers(&mut h, client_host_value(&p), &up, None);
+        f.set_upstream_headers(&mut h, client_host_value(&p), &up, (None, false));
         assert_eq!(h["host"], "www.example");
         assert_eq!(h["x-forwarded-host"], "www.example");
     }

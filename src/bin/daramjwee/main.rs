@@ -114,9 +114,16 @@ async fn run(cli: Cli, settings: Settings) -> Result<(), String> {
         }
         None => None,
     };
+    let tls = match &settings.tls {
+        Some((cert, key)) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(
+            tls::server_config(cert, key).map_err(|e| e.to_string())?,
+        ))),
+        None => None,
+    };
     let local = listener.local_addr().map_err(|e| e.to_string())?;
-    println!("daramjwee listening on http://{local}");
-    tracing::info!(%local, "proxy listening (HTTP/1.1 and h2c)");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("daramjwee listening on {scheme}://{local}");
+    tracing::info!(%local, tls = tls.is_some(), "proxy listening (HTTP/1.1 and HTTP/2)");
 
     let drain_flag = draining.clone();
     let shutdown = async move {
@@ -143,6 +150,7 @@ async fn run(cli: Cli, settings: Settings) -> Result<(), String> {
             drain: settings.drain_timeout,
             request_ids: settings.request_ids,
             access_log,
+            tls,
         },
     )
     .await;
@@ -258,6 +266,9 @@ async fn wait_for_signal() {
 /// Builds the TLS client of every https site now, so an unreadable `ca_file` (or no usable
 /// platform store) is a configuration error that `--check` reports, not a startup failure.
 fn check_tls(s: &Settings) -> Result<(), config::ConfigError> {
+    if let Some((cert, key)) = &s.tls {
+        tls::server_config(cert, key).map_err(|e| config::ConfigError(e.to_string()))?;
+    }
     for site in &s.sites {
         if site.upstream.scheme == http::uri::Scheme::HTTPS {
             tls::client_config(site.ca_file.as_deref())

@@ -167,6 +167,11 @@ impl<B: Body<Data = Bytes>> Body for Coalesce<B> {
 #[derive(Clone, Copy, Debug)]
 pub struct ClientAddr(pub SocketAddr);
 
+/// Put into request extensions by a TLS listener: the upstream is told `X-Forwarded-Proto:
+/// https`.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientTls;
+
 /// Where a site's requests go and how they are rewritten.
 #[derive(Debug)]
 pub struct Route {
@@ -373,7 +378,13 @@ where
     // head; stripping again is cheap and keeps this function safe on its own.
     strip_hop_by_hop(&mut parts.headers);
     let client = parts.extensions.get::<ClientAddr>().map(|c| c.0);
-    forwarding.set_upstream_headers(&mut parts.headers, client_host, &route.authority, client);
+    let tls = parts.extensions.get::<ClientTls>().is_some();
+    forwarding.set_upstream_headers(
+        &mut parts.headers,
+        client_host,
+        &route.authority,
+        (client, tls),
+    );
     let body = body.map_err(Into::into).boxed_unsync();
     Request::from_parts(parts, body)
 }

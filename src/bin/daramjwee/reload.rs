@@ -144,6 +144,7 @@ impl Reloader {
             ("request_ids", a.request_ids != next.request_ids),
             ("drain_timeout", a.drain_timeout != next.drain_timeout),
             ("close_timeout", a.close_timeout != next.close_timeout),
+            ("tls_cert/tls_key", a.tls != next.tls),
         ];
         for (key, changed) in fixed {
             if changed {

@@ -42,7 +42,8 @@ use crate::access_log::{AccessLogLayer, AccessLogSwitch};
 use crate::config::{SiteSettings, TierSpec};
 use crate::forwarding::{client_authority, Forwarding};
 use crate::header_rules::RuleContext;
-use crate::proxy::{ClientAddr, ProxyBody, Route, Upstream};
+use crate::proxy::{ClientAddr, ClientTls, ProxyBody, Route, Upstream};
+use tokio_rustls::TlsAcceptor;
 
 pin_project_lite::pin_project! {
     /// The request body every service in the proxy sees: the client's body, or none. It must
@@ -416,7 +417,6 @@ impl MakeRequestId for RequestIds {
 }
 
 /// How [`serve`] runs the listener.
-#[derive(Debug)]
 pub struct ServeOptions {
     /// How long in-flight exchanges may take to finish after shutdown begins.
     pub drain: Duration,
@@ -425,7 +425,12 @@ pub struct ServeOptions {
     pub request_ids: bool,
     /// Where each exchange is logged, if anywhere (swappable by a reload).
     pub access_log: AccessLogSwitch,
+    /// TLS on the listener (HTTPS with ALPN `h2` and `http/1.1`), or plain HTTP and h2c.
+    pub tls: Option<TlsAcceptor>,
 }
+
+/// How long a client may take to finish the TLS handshake before its connection is closed.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves the proxy on `listener` until `shutdown` resolves, then waits up to `opts.drain`
 /// for in-flight exchanges. Returns how many connections were still open when it gave up.
@@ -439,6 +444,7 @@ pub async fn serve(
         drain,
         request_ids,
         access_log,
+        tls,
     } = opts;
     let stack = ServiceBuilder::new()
         .option_layer(request_ids.then(|| SetRequestIdLayer::x_request_id(RequestIds::new())))
@@ -466,17 +472,36 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let stack = stack.clone();
+        let secure = tls.is_some();
         let hsvc = hyper::service::service_fn(move |req: Request<Incoming>| {
             let mut req = req.map(|body| ReqBody::Client { body });
             req.extensions_mut().insert(ClientAddr(peer));
+            if secure {
+                req.extensions_mut().insert(ClientTls);
+            }
             stack.clone().oneshot(req)
         });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), hsvc)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let (builder, watcher) = (builder.clone(), graceful.watcher());
+        let Some(acceptor) = tls.clone() else {
+            tokio::spawn(async move {
+                let conn = builder.serve_connection(TokioIo::new(stream), hsvc);
+                if let Err(e) = watcher.watch(conn.into_owned()).await {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+            });
+            continue;
+        };
+        // The handshake runs in the connection's task, bounded, so a slow client never
+        // holds up the accept loop.
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let stream =
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+                };
+            let conn = builder.serve_connection(TokioIo::new(stream), hsvc);
+            if let Err(e) = watcher.watch(conn.into_owned()).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
-use rustls::{ClientConfig, RootCertStore};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 /// Why a site's TLS client could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -22,9 +22,12 @@ pub enum TlsError {
         /// What the loader reported, joined.
         errors: String,
     },
-    /// The `ca_file` could not be read or holds a malformed PEM block.
-    #[error("ca_file {}: {source}", path.display())]
-    ReadCa {
+    /// A PEM file (`ca_file`, `tls_cert`, `tls_key`) could not be read or holds a malformed
+    /// or no usable block.
+    #[error("{what} {}: {source}", path.display())]
+    ReadPem {
+        /// The setting that names the file.
+        what: &'static str,
         /// The file.
         path: PathBuf,
         /// The reader's error.
@@ -67,7 +70,8 @@ pub fn empty_config() -> Result<ClientConfig, TlsError> {
 }
 
 fn roots_from_file(path: &Path) -> Result<RootCertStore, TlsError> {
-    let read_err = |source| TlsError::ReadCa {
+    let read_err = |source| TlsError::ReadPem {
+        what: "ca_file",
         path: path.to_path_buf(),
         source,
     };
@@ -109,6 +113,27 @@ fn platform_roots() -> Result<RootCertStore, TlsError> {
     Ok(roots)
 }
 
+/// The listener's server configuration: the certificate chain and key (PEM), ALPN `h2` then
+/// `http/1.1`.
+pub fn server_config(cert: &Path, key: &Path) -> Result<ServerConfig, TlsError> {
+    let read_err = |what: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| TlsError::ReadPem { what, path, source }
+    };
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(read_err("tls_cert", cert))?
+        .collect::<Result<_, _>>()
+        .map_err(read_err("tls_cert", cert))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(read_err("tls_key", key))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
 /// The rustls error somewhere in `e`'s chain, if the failure was TLS (a certificate the site
 /// does not trust, a handshake the upstream broke), so the 502 can say so plainly.
 pub fn tls_cause<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
@@ -142,7 +167,7 @@ mod tests {
         let e = client_config(Some(&path)).unwrap_err();
         assert!(matches!(e, TlsError::NoCaInFile { .. }), "{e}");
         let e = client_config(Some(&dir.path().join("missing.pem"))).unwrap_err();
-        assert!(matches!(e, TlsError::ReadCa { .. }), "{e}");
+        assert!(matches!(e, TlsError::ReadPem { .. }), "{e}");
     }
 
     #[test]
