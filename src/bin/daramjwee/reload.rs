@@ -14,7 +14,7 @@ use daramjwee::WorkerRuntime;
 
 use crate::access_log::{self, AccessLogError, AccessLogSwitch};
 use crate::config::{Cli, ConfigError, Settings, SiteSettings, TierSpec};
-use crate::server::{same_cache, Router, Site, Sites};
+use crate::server::{same_cache, Router, Site, SiteError, Sites};
 
 /// Why a reload was refused (the running configuration keeps serving).
 #[derive(Debug, thiserror::Error)]
@@ -40,12 +40,13 @@ pub enum ReloadError {
         other: String,
     },
     /// A new site could not be built.
-    #[error("site `{site}`: {reason}")]
+    #[error("site `{site}`: {source}")]
     Site {
         /// The site.
         site: String,
         /// What failed.
-        reason: String,
+        #[source]
+        source: SiteError,
     },
     /// The new access log could not be opened.
     #[error(transparent)]
@@ -107,9 +108,9 @@ impl Reloader {
         let mut sites = Vec::with_capacity(next.sites.len());
         let mut kept = 0;
         for s in &next.sites {
-            let site_err = |reason| ReloadError::Site {
+            let site_err = |source| ReloadError::Site {
                 site: s.name.clone(),
-                reason,
+                source,
             };
             let running = old.iter().find(|o| o.settings.name == s.name);
             let site = match running {

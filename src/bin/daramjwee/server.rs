@@ -21,6 +21,7 @@ use bytes::Bytes;
 use daramjwee::eviction::PolicyKind;
 use daramjwee::http::{CacheBody, CacheLayer, CacheService, TargetHeaders};
 use daramjwee::store::{FileStore, MemStore, Store};
+use daramjwee::StoreError;
 use daramjwee::{Cache, WorkerRuntime};
 use http::request::Parts;
 use http::{header, HeaderValue, Request, Response, StatusCode};
@@ -43,6 +44,7 @@ use crate::config::{SiteSettings, TierSpec};
 use crate::forwarding::{client_authority, Forwarding};
 use crate::header_rules::RuleContext;
 use crate::proxy::{ClientAddr, ClientTls, ProxyBody, Route, Upstream};
+use crate::tls::TlsError;
 use tokio_rustls::TlsAcceptor;
 
 pin_project_lite::pin_project! {
@@ -115,13 +117,13 @@ impl std::fmt::Debug for Site {
 impl Site {
     /// Opens the site's tiers and builds its service; its background work is a group of
     /// `workers` with the site's weight and queue.
-    pub async fn open(settings: SiteSettings, workers: &WorkerRuntime) -> Result<Site, String> {
+    pub async fn open(settings: SiteSettings, workers: &WorkerRuntime) -> Result<Site, SiteError> {
         let cache = open_cache(&settings, workers).await?;
         Site::with_cache(settings, cache)
     }
 
     /// The site's service around an existing cache (a reload that kept the site's tiers).
-    pub fn with_cache(settings: SiteSettings, cache: Cache) -> Result<Site, String> {
+    pub fn with_cache(settings: SiteSettings, cache: Cache) -> Result<Site, SiteError> {
         let route = Arc::new(Route::new(&settings));
         let forwarding = Arc::new(Forwarding::new(&settings));
         let (key_route, key_fwd) = (route.clone(), forwarding.clone());
@@ -134,8 +136,13 @@ impl Site {
             // to forward.
             .target_headers(TargetHeaders::Forward)
             .build();
-        let upstream = Upstream::new(&settings, route.clone(), forwarding.clone())
-            .map_err(|e| format!("upstream {}: {e}", settings.upstream))?;
+        let upstream =
+            Upstream::new(&settings, route.clone(), forwarding.clone()).map_err(|source| {
+                SiteError::Tls {
+                    upstream: settings.upstream.to_string(),
+                    source,
+                }
+            })?;
         let svc = layer.layer(upstream);
         Ok(Site {
             settings,
@@ -154,7 +161,47 @@ impl Site {
     }
 }
 
-async fn open_tier(spec: &TierSpec, policy: &PolicyKind) -> Result<Arc<dyn Store>, String> {
+/// Why a site could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum SiteError {
+    /// A file tier's directory could not be opened.
+    #[error("cannot open file tier {}: {source}", dir.display())]
+    FileTier {
+        /// The directory.
+        dir: std::path::PathBuf,
+        /// The store's error.
+        #[source]
+        source: StoreError,
+    },
+    /// An object store tier could not be built.
+    #[cfg(feature = "object-store")]
+    #[error("cannot open object store tier {url}: {source}")]
+    ObjectTier {
+        /// The store's URL.
+        url: String,
+        /// The store's error.
+        #[source]
+        source: StoreError,
+    },
+    /// The build has no object store support (the configuration check refuses this first).
+    #[cfg(not(feature = "object-store"))]
+    #[error("object store tier {url}: not compiled into this build")]
+    NoObjectStore {
+        /// The store's URL.
+        url: String,
+    },
+    /// The upstream's TLS client could not be built.
+    #[error("upstream {upstream}: {source}")]
+    Tls {
+        /// The upstream.
+        upstream: String,
+        /// What failed.
+        #[source]
+        source: TlsError,
+    },
+}
+
+async fn open_tier(spec: &TierSpec, policy: &PolicyKind) -> Result<Arc<dyn Store>, SiteError> {
     Ok(match spec {
         TierSpec::Memory(bytes) => Arc::new(
             MemStore::builder()
@@ -168,20 +215,22 @@ async fn open_tier(spec: &TierSpec, policy: &PolicyKind) -> Result<Arc<dyn Store
                 .policy(policy.clone())
                 .open()
                 .await
-                .map_err(|e| format!("cannot open file tier {}: {e}", dir.display()))?,
+                .map_err(|source| SiteError::FileTier {
+                    dir: dir.clone(),
+                    source,
+                })?,
         ),
         #[cfg(feature = "object-store")]
         TierSpec::Object(url) => Arc::new(
             daramjwee::store::BucketStore::from_url(url)
                 .and_then(|b| b.build())
-                .map_err(|e| format!("cannot open object store tier {url}: {e}"))?,
+                .map_err(|source| SiteError::ObjectTier {
+                    url: url.clone(),
+                    source,
+                })?,
         ),
         #[cfg(not(feature = "object-store"))]
-        TierSpec::Object(url) => {
-            return Err(format!(
-                "object store tier {url}: not compiled into this build"
-            ))
-        }
+        TierSpec::Object(url) => return Err(SiteError::NoObjectStore { url: url.clone() }),
     })
 }
 
@@ -195,7 +244,7 @@ pub fn same_cache(a: &SiteSettings, b: &SiteSettings) -> bool {
 }
 
 /// Opens a site's tiers and builds its cache, a weighted group of `workers`.
-async fn open_cache(settings: &SiteSettings, workers: &WorkerRuntime) -> Result<Cache, String> {
+async fn open_cache(settings: &SiteSettings, workers: &WorkerRuntime) -> Result<Cache, SiteError> {
     let mut builder = Cache::builder()
         .name(settings.name.clone())
         .worker_pool(workers.group(settings.weight, settings.queue))
