@@ -149,12 +149,19 @@ async fn run(cli: Cli, settings: Settings) -> Result<(), String> {
         server::ServeOptions {
             drain: settings.drain_timeout,
             request_ids: settings.request_ids,
-            access_log,
+            access_log: access_log.clone(),
             tls,
         },
     )
     .await;
     reload_task.abort();
+    let dropped = access_log.dropped();
+    if dropped > 0 {
+        tracing::warn!(
+            dropped,
+            "access log lines dropped because the writer was behind"
+        );
+    }
     if still_open > 0 {
         tracing::warn!(
             drain_timeout = ?settings.drain_timeout,

@@ -38,6 +38,11 @@ impl AccessLogSwitch {
     fn current(&self) -> Option<Sink> {
         self.0.read().clone()
     }
+
+    /// Lines the current log dropped because its writer was behind.
+    pub fn dropped(&self) -> u64 {
+        self.current().map_or(0, |s| s.dropped())
+    }
 }
 
 /// Logs every exchange of the service it wraps to the current [`Sink`], or passes them

@@ -3,7 +3,9 @@
 use std::fs::OpenOptions;
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::format::LineFormat;
@@ -38,6 +40,8 @@ pub enum AccessLogError {
 pub struct Sink {
     tx: SyncSender<Record>,
     dropped: metrics::Counter,
+    /// The same count, readable here (the metric may have no recorder).
+    dropped_here: Arc<AtomicU64>,
 }
 
 impl Sink {
@@ -47,9 +51,26 @@ impl Sink {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 self.dropped.increment(1);
+                self.dropped_here.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
+
+    /// Records dropped so far because the writer was behind (or gone).
+    pub fn dropped(&self) -> u64 {
+        self.dropped_here.load(Ordering::Relaxed)
+    }
+}
+
+/// A sink and the receiving end of its channel of `capacity` records.
+fn channel(capacity: usize) -> (Sink, Receiver<Record>) {
+    let (tx, rx) = mpsc::sync_channel(capacity);
+    let sink = Sink {
+        tx,
+        dropped: metrics::counter!("daramjwee_access_log_dropped_total"),
+        dropped_here: Arc::default(),
+    };
+    (sink, rx)
 }
 
 /// Opens the destination and starts the writer thread. The thread ends when every [`Sink`] is
@@ -68,17 +89,14 @@ pub fn start(settings: &AccessLogSettings) -> Result<Sink, AccessLogError> {
                 })?,
         ),
     };
-    let (tx, rx) = mpsc::sync_channel(CAPACITY);
+    let (sink, rx) = channel(CAPACITY);
     let format = settings.format;
     // A thread, not a task: writes block, and they must not hold a runtime worker.
     std::thread::Builder::new()
         .name("daramjwee-access-log".into())
         .spawn(move || run(rx, BufWriter::with_capacity(64 << 10, out), format))
         .map_err(AccessLogError::Thread)?;
-    Ok(Sink {
-        tx,
-        dropped: metrics::counter!("daramjwee_access_log_dropped_total"),
-    })
+    Ok(sink)
 }
 
 /// Writes records in batches: after catching up it flushes and pauses for [`BATCH_PAUSE`]
@@ -119,5 +137,42 @@ fn report(failing: &mut bool, e: &io::Error) {
     if !*failing {
         tracing::warn!(error = %e, "cannot write the access log; lines are lost until it recovers");
         *failing = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    fn record() -> Record {
+        Record {
+            start: SystemTime::now(),
+            client: None,
+            method: http::Method::GET,
+            target: None,
+            version: http::Version::HTTP_11,
+            status: http::StatusCode::OK,
+            bytes: 0,
+            duration: Duration::ZERO,
+            upstream: None,
+            cache_status: None,
+            request_id: None,
+            referer: None,
+            user_agent: None,
+        }
+    }
+
+    #[test]
+    fn a_full_channel_drops_and_counts_instead_of_waiting() {
+        let (sink, rx) = channel(2);
+        for _ in 0..5 {
+            sink.offer(record());
+        }
+        assert_eq!(sink.dropped(), 3);
+        assert_eq!(rx.try_iter().count(), 2);
+        drop(rx);
+        sink.offer(record());
+        assert_eq!(sink.dropped(), 4, "a writer that is gone counts as behind");
     }
 }
