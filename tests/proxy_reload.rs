@@ -201,3 +201,49 @@ fn check_validates_a_file_without_starting() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_tier_whose_settings_changed_is_refused_until_a_restart() {
+    let (a, _) = serve_origin("from-a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("proxy.toml");
+    let write = |eviction: &str| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "[[site]]\nname = \"web\"\nupstream = \"http://{a}\"\n\
+                 cold = \"file:{}:1MiB\"\neviction = \"{eviction}\"\n",
+                dir.path().join("cold").display()
+            ),
+        )
+        .unwrap();
+    };
+    write("lru");
+    let proxy = Proxy::start(&["--config", cfg.to_str().unwrap()]);
+    let c = client();
+    assert_eq!(get(&c, proxy.addr, "/x").await.text(), "from-a");
+    write("sieve");
+    proxy.signal("-HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !proxy.stderr().contains("configuration reload refused") {
+        assert!(
+            Instant::now() < deadline,
+            "no refusal logged:\n{}",
+            proxy.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        proxy
+            .stderr()
+            .contains("site `web`: its cache settings changed and its tiers persist"),
+        "{}",
+        proxy.stderr()
+    );
+    let r = get(&c, proxy.addr, "/x").await;
+    assert!(
+        r.cache_status().contains("; hit"),
+        "still serving: {}",
+        r.cache_status()
+    );
+}
