@@ -294,6 +294,10 @@ fn print_settings(s: &Settings) {
     println!("drain_timeout = {:?}", s.drain_timeout);
     println!("workers = {} (shared by all sites)", s.workers);
     println!("request_ids = {}", s.request_ids);
+    match &s.tls {
+        Some((cert, key)) => println!("tls = {} {}", cert.display(), key.display()),
+        None => println!("tls = off"),
+    }
     match &s.access_log {
         Some(a) => println!("access_log = {:?} ({:?})", a.destination, a.format),
         None => println!("access_log = off"),
