@@ -178,10 +178,10 @@ async fn purge(state: &AdminState, query: &str) -> Response<Full<Bytes>> {
                 format!("`{path}` is not a request path\n"),
             );
         };
-        let (parts, ()) = req.into_parts();
+        let (mut parts, ()) = req.into_parts();
         match state.router.pick(&parts) {
             Some(site) => {
-                let key = site.key_for(&parts);
+                let key = site.key_for(&mut parts);
                 vec![(site.clone(), key)]
             }
             None => return text(StatusCode::NOT_FOUND, "no site takes this host and path\n"),
@@ -209,7 +209,7 @@ async fn purge(state: &AdminState, query: &str) -> Response<Full<Bytes>> {
 
 fn stats_json(router: &Router) -> Value {
     let mut sites = serde_json::Map::new();
-    for site in router.sites() {
+    for site in router.sites().iter() {
         let s = site.cache.stats();
         let tiers: Vec<Value> = s
             .hits
@@ -241,11 +241,8 @@ fn stats_json(router: &Router) -> Value {
 
 fn metrics_text(router: &Router) -> String {
     let mut out = String::new();
-    let stats: Vec<_> = router
-        .sites()
-        .iter()
-        .map(|s| (s, s.cache.stats()))
-        .collect();
+    let sites = router.sites();
+    let stats: Vec<_> = sites.iter().map(|s| (s, s.cache.stats())).collect();
     let _ = writeln!(
         out,
         "# HELP daramjwee_stats_hits_total Lookups answered from a tier.\n# TYPE daramjwee_stats_hits_total counter"

@@ -13,9 +13,13 @@ use std::time::Duration;
 use clap::Parser;
 use daramjwee::eviction::PolicyKind;
 use daramjwee::http::PolicyMode;
+use http::header::{HeaderName, HeaderValue};
 use http::uri::{Authority, Scheme};
 use http::Uri;
 use serde::Deserialize;
+
+use crate::access_log::{AccessLogSettings, Destination, Format};
+use crate::header_rules::{HeaderRules, RuleFile};
 
 /// A caching reverse proxy built on the daramjwee tower layer.
 ///
@@ -85,9 +89,42 @@ pub struct Cli {
     /// allocations per request (docs/bench-proxy.md).
     #[arg(long, value_name = "BOOL")]
     pub request_ids: Option<bool>,
-    /// Validate the configuration, print it, and exit.
-    #[arg(long)]
-    pub check: bool,
+    /// Send the client's host upstream as `Host` (it is then part of the cache key)
+    /// [default: false].
+    #[arg(long, value_name = "BOOL")]
+    pub preserve_host: Option<bool>,
+    /// The public host name the upstream is told in `X-Forwarded-Host` (and `Host` with
+    /// `--preserve-host`), whatever host the client sent.
+    #[arg(long, value_name = "HOST")]
+    pub public_host: Option<String>,
+    /// Forward the client's `Forwarded`, `X-Forwarded-*` and other target-rewriting headers,
+    /// keyed, instead of dropping them (only behind a front that sets them) [default: false].
+    #[arg(long, value_name = "BOOL")]
+    pub forward_target_headers: Option<bool>,
+    /// PEM file of the CA certificates an https upstream's certificate must chain to, instead of
+    /// the platform's trust store.
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// A request header never sent upstream (repeatable).
+    #[arg(long = "drop-header", value_name = "NAME")]
+    pub drop_headers: Vec<String>,
+    /// Certificate chain (PEM) of the proxy listener: with `--tls-key`, it speaks HTTPS
+    /// (ALPN h2 and http/1.1) instead of plain HTTP and h2c.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of the proxy listener's certificate.
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Access log: `stdout`, a file to append to, or `off` [default: off].
+    #[arg(long, value_name = "stdout|FILE|off")]
+    pub access_log: Option<String>,
+    /// Access log format: `combined` or `json` (JSON Lines) [default: combined].
+    #[arg(long, value_name = "FORMAT")]
+    pub access_log_format: Option<String>,
+    /// Validate the configuration (FILE, or the one `--config` and the flags give), print it,
+    /// and exit: 0 when valid, 2 otherwise. Nothing is started.
+    #[arg(long, value_name = "FILE", num_args = 0..=1)]
+    pub check: Option<Option<PathBuf>>,
 }
 
 /// The TOML file, as written.
@@ -101,6 +138,10 @@ struct FileConfig {
     close_timeout: Option<String>,
     workers: Option<usize>,
     request_ids: Option<bool>,
+    access_log: Option<String>,
+    access_log_format: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
     #[serde(default)]
     defaults: SiteOpts,
     #[serde(default)]
@@ -131,6 +172,12 @@ struct SiteOpts {
     follower_retain: Option<String>,
     preserve_host: Option<bool>,
     strip_prefix: Option<bool>,
+    public_host: Option<String>,
+    forward_target_headers: Option<bool>,
+    drop_headers: Option<Vec<String>>,
+    ca_file: Option<PathBuf>,
+    request_headers: Option<Vec<RuleFile>>,
+    response_headers: Option<Vec<RuleFile>>,
 }
 
 /// One `[[site]]` table. The option fields repeat [`SiteOpts`] because `deny_unknown_fields`
@@ -161,6 +208,12 @@ struct SiteFile {
     follower_retain: Option<String>,
     preserve_host: Option<bool>,
     strip_prefix: Option<bool>,
+    public_host: Option<String>,
+    forward_target_headers: Option<bool>,
+    drop_headers: Option<Vec<String>>,
+    ca_file: Option<PathBuf>,
+    request_headers: Option<Vec<RuleFile>>,
+    response_headers: Option<Vec<RuleFile>>,
 }
 
 impl SiteFile {
@@ -189,6 +242,12 @@ impl SiteFile {
             follower_retain: or(&self.follower_retain, &d.follower_retain),
             preserve_host: or(&self.preserve_host, &d.preserve_host),
             strip_prefix: or(&self.strip_prefix, &d.strip_prefix),
+            public_host: or(&self.public_host, &d.public_host),
+            forward_target_headers: or(&self.forward_target_headers, &d.forward_target_headers),
+            drop_headers: or(&self.drop_headers, &d.drop_headers),
+            ca_file: or(&self.ca_file, &d.ca_file),
+            request_headers: or(&self.request_headers, &d.request_headers),
+            response_headers: or(&self.response_headers, &d.response_headers),
         }
     }
 }
@@ -202,6 +261,8 @@ impl std::fmt::Display for ConfigError {
         f.write_str(&self.0)
     }
 }
+
+impl std::error::Error for ConfigError {}
 
 fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
     Err(ConfigError(msg.into()))
@@ -222,6 +283,10 @@ pub struct Settings {
     pub workers: usize,
     /// Whether requests get an `x-request-id`.
     pub request_ids: bool,
+    /// The access log, if on.
+    pub access_log: Option<AccessLogSettings>,
+    /// The listener's certificate chain and key files, when it speaks TLS.
+    pub tls: Option<(PathBuf, PathBuf)>,
     /// Sites, in the order written.
     pub sites: Vec<SiteSettings>,
 }
@@ -241,6 +306,18 @@ pub struct SiteSettings {
     pub upstream: UpstreamUrl,
     /// Whether the client's `Host` is sent upstream (otherwise the upstream's authority is).
     pub preserve_host: bool,
+    /// The public host name sent upstream instead of the client's, if pinned (lower-case).
+    pub public_host: Option<HeaderValue>,
+    /// Whether the client's target-rewriting fields are forwarded (and keyed).
+    pub forward_target_headers: bool,
+    /// Request fields never sent upstream.
+    pub drop_headers: Vec<HeaderName>,
+    /// CA certificates (PEM) an https upstream must chain to; the platform's when unset.
+    pub ca_file: Option<PathBuf>,
+    /// Rules for the request sent upstream (after the key is computed).
+    pub request_rules: HeaderRules,
+    /// Rules for every response sent to clients (not what is stored).
+    pub response_rules: HeaderRules,
     /// The first tier.
     pub hot: TierSpec,
     /// The second tier, if any.
@@ -269,10 +346,10 @@ pub struct SiteSettings {
     pub follower_retain: Option<u64>,
 }
 
-/// An upstream origin: `http://authority[/base-path]`.
+/// An upstream origin: `http[s]://authority[/base-path]`.
 #[derive(Debug, Clone)]
 pub struct UpstreamUrl {
-    /// Always `http` in this build.
+    /// `http` or `https`.
     pub scheme: Scheme,
     /// Host and port.
     pub authority: Authority,
@@ -361,6 +438,20 @@ impl Settings {
             cli.close_timeout.as_ref().or(file.close_timeout.as_ref()),
             Duration::from_secs(5),
         )?;
+        let access_log = parse_access_log(
+            cli.access_log.as_deref().or(file.access_log.as_deref()),
+            cli.access_log_format
+                .as_deref()
+                .or(file.access_log_format.as_deref()),
+        )?;
+        let tls = match (
+            cli.tls_cert.clone().or(file.tls_cert),
+            cli.tls_key.clone().or(file.tls_key),
+        ) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => return err("tls_cert and tls_key go together: set both, or neither"),
+        };
         let data_dir = cli
             .data_dir
             .clone()
@@ -380,6 +471,11 @@ impl Settings {
             connect_timeout: cli.connect_timeout.clone(),
             upstream_timeout: cli.upstream_timeout.clone(),
             idle_timeout: cli.idle_timeout.clone(),
+            preserve_host: cli.preserve_host,
+            public_host: cli.public_host.clone(),
+            forward_target_headers: cli.forward_target_headers,
+            drop_headers: (!cli.drop_headers.is_empty()).then(|| cli.drop_headers.clone()),
+            ca_file: cli.ca_file.clone(),
             ..Default::default()
         };
         if file.defaults.workers.is_some() {
@@ -417,9 +513,42 @@ impl Settings {
             close_timeout,
             workers,
             request_ids: cli.request_ids.or(file.request_ids).unwrap_or(true),
+            access_log,
+            tls,
             sites,
         })
     }
+}
+
+/// `access_log` (`stdout`, a path, or `off`) and its format; a format without a log is refused,
+/// since it would silently do nothing.
+fn parse_access_log(
+    dest: Option<&str>,
+    format: Option<&str>,
+) -> Result<Option<AccessLogSettings>, ConfigError> {
+    let format = match format {
+        None | Some("combined") => Format::Combined,
+        Some("json") => Format::Json,
+        Some(other) => {
+            return err(format!(
+                "access_log_format: `{other}` is not one of combined, json"
+            ))
+        }
+    };
+    let destination = match dest {
+        None | Some("off" | "none" | "") => {
+            if format != Format::Combined {
+                return err("access_log_format is set but access_log is off");
+            }
+            return Ok(None);
+        }
+        Some("stdout" | "-") => Destination::Stdout,
+        Some(path) => Destination::File(PathBuf::from(path)),
+    };
+    Ok(Some(AccessLogSettings {
+        destination,
+        format,
+    }))
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -434,6 +563,79 @@ fn validate_site(
     o: &SiteOpts,
     data_dir: &Path,
 ) -> Result<SiteSettings, ConfigError> {
+    check_name(name)?;
+    let upstream = match &o.upstream {
+        Some(u) => parse_upstream(u)?,
+        None => {
+            return err(
+                "no upstream: pass --upstream URL, or set `upstream` in [defaults] or the site",
+            )
+        }
+    };
+    let (host, prefix) = parse_route(sf)?;
+    let (hot, cold) = parse_tiers(name, o, data_dir)?;
+    if o.workers.is_some() {
+        return err(PER_SITE_WORKERS);
+    }
+    let weight = o.weight.unwrap_or(1);
+    let weight = match u32::try_from(weight) {
+        Ok(w @ 1..=MAX_WEIGHT) => w,
+        _ => return err(format!("weight: {weight} is not in 1..={MAX_WEIGHT}")),
+    };
+    if o.ca_file.is_some() && upstream.scheme != Scheme::HTTPS {
+        return err("ca_file applies only to an https:// upstream");
+    }
+    let rules = |what: &str, r: &Option<Vec<RuleFile>>| {
+        HeaderRules::parse(r.as_deref().unwrap_or_default())
+            .map_err(|e| ConfigError(format!("{what}: {e}")))
+    };
+    Ok(SiteSettings {
+        name: name.to_string(),
+        host,
+        prefix,
+        strip_prefix: o.strip_prefix.unwrap_or(false),
+        upstream,
+        preserve_host: o.preserve_host.unwrap_or(false),
+        public_host: o
+            .public_host
+            .as_deref()
+            .map(parse_public_host)
+            .transpose()?,
+        forward_target_headers: o.forward_target_headers.unwrap_or(false),
+        drop_headers: parse_header_names("drop_headers", o.drop_headers.as_deref())?,
+        ca_file: o.ca_file.clone(),
+        request_rules: rules("request_headers", &o.request_headers)?,
+        response_rules: rules("response_headers", &o.response_headers)?,
+        hot,
+        cold,
+        eviction: parse_eviction(o.eviction.as_deref())?,
+        mode: parse_policy(o)?,
+        weight,
+        queue: o.queue.unwrap_or(1024),
+        connect_timeout: dur_or(
+            "connect_timeout",
+            o.connect_timeout.as_ref(),
+            Duration::from_secs(5),
+        )?,
+        upstream_timeout: dur_or(
+            "upstream_timeout",
+            o.upstream_timeout.as_ref(),
+            Duration::from_secs(30),
+        )?,
+        idle_timeout: dur_or(
+            "idle_timeout",
+            o.idle_timeout.as_ref(),
+            Duration::from_secs(30),
+        )?,
+        lock_age: opt_dur("lock_age", o.lock_age.as_deref())?,
+        lock_wait: opt_dur("lock_wait", o.lock_wait.as_deref())?,
+        stream_window: opt_size("stream_window", o.stream_window.as_deref())?,
+        follower_retain: opt_size("follower_retain", o.follower_retain.as_deref())?,
+    })
+}
+
+/// Site names name directories and metric labels.
+fn check_name(name: &str) -> Result<(), ConfigError> {
     if name.is_empty()
         || !name
             .bytes()
@@ -443,14 +645,11 @@ fn validate_site(
             "`name` must be letters, digits, `-` or `_` (it names directories and metric labels)",
         );
     }
-    let upstream = match &o.upstream {
-        Some(u) => parse_upstream(u)?,
-        None => {
-            return err(
-                "no upstream: pass --upstream URL, or set `upstream` in [defaults] or the site",
-            )
-        }
-    };
+    Ok(())
+}
+
+/// The site's `host` (lower-cased) and `prefix` (without a trailing `/`).
+fn parse_route(sf: &SiteFile) -> Result<(Option<String>, String), ConfigError> {
     let prefix = sf.prefix.clone().unwrap_or_else(|| "/".into());
     if !prefix.starts_with('/') {
         return err(format!("prefix `{prefix}` must start with `/`"));
@@ -467,6 +666,15 @@ fn validate_site(
         Some(h) => Some(h.to_ascii_lowercase()),
         None => None,
     };
+    Ok((host, prefix))
+}
+
+/// The hot tier (never an object store) and the cold one (persistent, or none).
+fn parse_tiers(
+    name: &str,
+    o: &SiteOpts,
+    data_dir: &Path,
+) -> Result<(TierSpec, Option<TierSpec>), ConfigError> {
     let hot_spec = o.hot.as_deref().unwrap_or(DEFAULT_HOT);
     let hot = match parse_tier("hot", hot_spec)? {
         TierSpec::Object(_) => {
@@ -491,7 +699,11 @@ fn validate_site(
             t => Some(t),
         },
     };
-    let eviction = match o.eviction.as_deref().unwrap_or("s3fifo") {
+    Ok((hot, cold))
+}
+
+fn parse_eviction(v: Option<&str>) -> Result<PolicyKind, ConfigError> {
+    Ok(match v.unwrap_or("s3fifo") {
         "lru" => PolicyKind::Lru,
         "s3fifo" | "s3-fifo" => PolicyKind::S3Fifo,
         "sieve" => PolicyKind::Sieve,
@@ -501,76 +713,53 @@ fn validate_site(
                 "eviction: `{other}` is not one of lru, s3fifo, sieve, tinylfu"
             ))
         }
-    };
-    let ttl = o
-        .ttl
-        .as_deref()
-        .map(|s| parse_duration(s).map_err(|e| ConfigError(format!("ttl: {e}"))))
-        .transpose()?;
-    let negative_ttl = o
-        .negative_ttl
-        .as_deref()
-        .map(|s| parse_duration(s).map_err(|e| ConfigError(format!("negative_ttl: {e}"))))
-        .transpose()?;
-    let mode = match o.policy.as_deref().unwrap_or("shared") {
+    })
+}
+
+/// `policy`, with `ttl` and `negative_ttl` only under `origin-trusting`.
+fn parse_policy(o: &SiteOpts) -> Result<PolicyMode, ConfigError> {
+    let ttl = opt_dur("ttl", o.ttl.as_deref())?;
+    let negative_ttl = opt_dur("negative_ttl", o.negative_ttl.as_deref())?;
+    match o.policy.as_deref().unwrap_or("shared") {
         "shared" => {
             if ttl.is_some() || negative_ttl.is_some() {
                 return err("ttl and negative_ttl apply only to policy `origin-trusting`; under `shared` the origin's Cache-Control decides");
             }
-            PolicyMode::Shared
+            Ok(PolicyMode::Shared)
         }
-        "origin-trusting" => PolicyMode::OriginTrusting {
+        "origin-trusting" => Ok(PolicyMode::OriginTrusting {
             ttl: ttl.unwrap_or(Duration::from_secs(60)),
             negative_ttl: negative_ttl.unwrap_or(Duration::from_secs(5)),
-        },
-        other => {
-            return err(format!(
-                "policy: `{other}` is not one of shared, origin-trusting"
-            ))
-        }
-    };
-    if o.workers.is_some() {
-        return err(PER_SITE_WORKERS);
+        }),
+        other => err(format!(
+            "policy: `{other}` is not one of shared, origin-trusting"
+        )),
     }
-    let weight = o.weight.unwrap_or(1);
-    let weight = match u32::try_from(weight) {
-        Ok(w @ 1..=MAX_WEIGHT) => w,
-        _ => return err(format!("weight: {weight} is not in 1..={MAX_WEIGHT}")),
+}
+
+/// `host[:port]`, lower-cased: what the upstream is told the public host is.
+fn parse_public_host(s: &str) -> Result<HeaderValue, ConfigError> {
+    let bad = || {
+        ConfigError(format!(
+            "public_host `{s}`: expected a host name, e.g. www.example.com"
+        ))
     };
-    let queue = o.queue.unwrap_or(1024);
-    Ok(SiteSettings {
-        name: name.to_string(),
-        host,
-        prefix,
-        strip_prefix: o.strip_prefix.unwrap_or(false),
-        upstream,
-        preserve_host: o.preserve_host.unwrap_or(false),
-        hot,
-        cold,
-        eviction,
-        mode,
-        weight,
-        queue,
-        connect_timeout: dur_or(
-            "connect_timeout",
-            o.connect_timeout.as_ref(),
-            Duration::from_secs(5),
-        )?,
-        upstream_timeout: dur_or(
-            "upstream_timeout",
-            o.upstream_timeout.as_ref(),
-            Duration::from_secs(30),
-        )?,
-        idle_timeout: dur_or(
-            "idle_timeout",
-            o.idle_timeout.as_ref(),
-            Duration::from_secs(30),
-        )?,
-        lock_age: opt_dur("lock_age", o.lock_age.as_deref())?,
-        lock_wait: opt_dur("lock_wait", o.lock_wait.as_deref())?,
-        stream_window: opt_size("stream_window", o.stream_window.as_deref())?,
-        follower_retain: opt_size("follower_retain", o.follower_retain.as_deref())?,
-    })
+    let authority: Authority = s.parse().map_err(|_| bad())?;
+    if s.is_empty() || s.contains('@') || authority.as_str() != s {
+        return Err(bad());
+    }
+    HeaderValue::from_str(&s.to_ascii_lowercase()).map_err(|_| bad())
+}
+
+/// A list of request header names, lower-cased by `HeaderName`.
+fn parse_header_names(what: &str, v: Option<&[String]>) -> Result<Vec<HeaderName>, ConfigError> {
+    v.unwrap_or_default()
+        .iter()
+        .map(|n| {
+            HeaderName::from_bytes(n.as_bytes())
+                .map_err(|_| ConfigError(format!("{what}: `{n}` is not a header name")))
+        })
+        .collect()
 }
 
 fn opt_dur(what: &str, v: Option<&str>) -> Result<Option<Duration>, ConfigError> {
@@ -641,15 +830,15 @@ fn parse_upstream(s: &str) -> Result<UpstreamUrl, ConfigError> {
     let uri: Uri = s
         .parse()
         .map_err(|e| ConfigError(format!("upstream `{s}`: {e}")))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
+    let scheme = match uri.scheme_str() {
+        Some("http") => Scheme::HTTP,
+        Some("https") => Scheme::HTTPS,
+        _ => {
             return err(format!(
-                "upstream `{s}`: https upstreams are not supported by this build (no TLS client); use http://"
+                "upstream `{s}`: expected http[s]://host[:port][/path]"
             ))
         }
-        _ => return err(format!("upstream `{s}`: expected http://host[:port][/path]")),
-    }
+    };
     let Some(authority) = uri.authority().cloned() else {
         return err(format!("upstream `{s}`: no host"));
     };
@@ -658,7 +847,7 @@ fn parse_upstream(s: &str) -> Result<UpstreamUrl, ConfigError> {
     }
     let base_path = uri.path().trim_end_matches('/').to_string();
     Ok(UpstreamUrl {
-        scheme: Scheme::HTTP,
+        scheme,
         authority,
         base_path,
     })
@@ -864,8 +1053,12 @@ mod tests {
         let e =
             Settings::load(&cli(&["--upstream", "http://h", "--eviction", "fifo"])).unwrap_err();
         assert!(e.0.contains("eviction: `fifo`"), "{e}");
-        let e = Settings::load(&cli(&["--upstream", "https://h"])).unwrap_err();
-        assert!(e.0.contains("https upstreams are not supported"), "{e}");
+        let e =
+            Settings::load(&cli(&["--upstream", "http://h", "--ca-file", "/ca.pem"])).unwrap_err();
+        assert!(e.0.contains("ca_file applies only to an https"), "{e}");
+        let s =
+            Settings::load(&cli(&["--upstream", "https://h/b", "--ca-file", "/ca.pem"])).unwrap();
+        assert_eq!(s.sites[0].upstream.to_string(), "https://h/b");
         let e = Settings::load(&cli(&["--upstream", "http://h", "--ttl", "5s"])).unwrap_err();
         assert!(e.0.contains("origin-trusting"), "{e}");
     }
@@ -920,6 +1113,81 @@ mod tests {
         )
         .unwrap();
         assert!(s.request_ids, "the flag overrides the file");
+    }
+
+    #[test]
+    fn forwarding_options_are_validated() {
+        let s = Settings::load(&cli(&[
+            "--upstream",
+            "http://h",
+            "--public-host",
+            "WWW.Example.com:8443",
+            "--drop-header",
+            "X-Debug",
+        ]))
+        .unwrap();
+        assert_eq!(
+            s.sites[0].public_host.as_ref().unwrap(),
+            "www.example.com:8443"
+        );
+        assert_eq!(s.sites[0].drop_headers, ["x-debug"]);
+        assert!(!s.sites[0].forward_target_headers);
+        for bad in ["evil.example/x", "user@h", "", "a b"] {
+            let e = Settings::load(&cli(&["--upstream", "http://h", "--public-host", bad]))
+                .unwrap_err();
+            assert!(e.0.contains("public_host"), "{bad}: {e}");
+        }
+        let e =
+            Settings::load(&cli(&["--upstream", "http://h", "--drop-header", "a b"])).unwrap_err();
+        assert!(e.0.contains("drop_headers: `a b`"), "{e}");
+        let file: FileConfig = toml::from_str(
+            "[defaults]\nupstream = \"http://h\"\nforward_target_headers = true\n\
+             [[site]]\nname = \"a\"\ndrop_headers = [\"x-a\"]\n",
+        )
+        .unwrap();
+        let s = Settings::merge(&cli(&[]), file).unwrap();
+        assert!(s.sites[0].forward_target_headers);
+        assert_eq!(s.sites[0].drop_headers, ["x-a"]);
+    }
+
+    #[test]
+    fn access_log_is_off_unless_named_and_its_format_is_checked() {
+        let s = Settings::load(&cli(&["--upstream", "http://h"])).unwrap();
+        assert_eq!(s.access_log, None);
+        let s =
+            Settings::load(&cli(&["--upstream", "http://h", "--access-log", "stdout"])).unwrap();
+        assert_eq!(
+            s.access_log,
+            Some(AccessLogSettings {
+                destination: Destination::Stdout,
+                format: Format::Combined
+            })
+        );
+        let file: FileConfig =
+            toml::from_str("access_log = \"/var/log/d.jsonl\"\naccess_log_format = \"json\"\n")
+                .unwrap();
+        let s = Settings::merge(&cli(&["--upstream", "http://h"]), file).unwrap();
+        let a = s.access_log.unwrap();
+        assert_eq!(a.destination, Destination::File("/var/log/d.jsonl".into()));
+        assert_eq!(a.format, Format::Json);
+        let e = Settings::load(&cli(&[
+            "--upstream",
+            "http://h",
+            "--access-log-format",
+            "json",
+        ]))
+        .unwrap_err();
+        assert!(e.0.contains("access_log is off"), "{e}");
+        let e = Settings::load(&cli(&[
+            "--upstream",
+            "http://h",
+            "--access-log",
+            "stdout",
+            "--access-log-format",
+            "clf",
+        ]))
+        .unwrap_err();
+        assert!(e.0.contains("`clf` is not one of combined, json"), "{e}");
     }
 
     #[test]

@@ -9,10 +9,15 @@
 //!
 //! [`CacheLayer`]: daramjwee::http::CacheLayer
 
+mod access_log;
 mod admin;
 mod config;
+mod forwarding;
+mod header_rules;
 mod proxy;
+mod reload;
 mod server;
+mod tls;
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,19 +27,31 @@ use clap::Parser;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
+use crate::access_log::AccessLogSwitch;
 use crate::config::{Cli, Settings};
+use crate::reload::Reloader;
 use crate::server::{Router, Site};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let settings = match Settings::load(&cli) {
+    let mut cli = Cli::parse();
+    if let Some(Some(file)) = cli.check.clone() {
+        if cli.config.as_ref().is_some_and(|c| *c != file) {
+            eprintln!(
+                "daramjwee: configuration error: --check FILE and --config name different files"
+            );
+            return ExitCode::from(2);
+        }
+        cli.config = Some(file);
+        cli.check = Some(None);
+    }
+    let settings = match Settings::load(&cli).and_then(|s| check_tls(&s).map(|()| s)) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("daramjwee: configuration error: {e}");
             return ExitCode::from(2);
         }
     };
-    if cli.check {
+    if cli.check.is_some() {
         print_settings(&settings);
         return ExitCode::SUCCESS;
     }
@@ -55,7 +72,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(settings)) {
+    match runtime.block_on(run(cli, settings)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("daramjwee: {e}");
@@ -64,7 +81,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(settings: Settings) -> Result<(), String> {
+async fn run(cli: Cli, settings: Settings) -> Result<(), String> {
     // Before any cache is built: the engine registers its metric handles at build time.
     let prometheus = match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()
     {
@@ -76,23 +93,7 @@ async fn run(settings: Settings) -> Result<(), String> {
     };
     // One background runtime for every site: each site's cache is a weighted group of it.
     let workers = daramjwee::WorkerRuntime::new(settings.workers);
-    let mut sites = Vec::with_capacity(settings.sites.len());
-    for s in &settings.sites {
-        let name = s.name.clone();
-        let site = Site::open(s.clone(), &workers)
-            .await
-            .map_err(|e| format!("site `{name}`: {e}"))?;
-        tracing::info!(
-            site = %name,
-            upstream = %s.upstream,
-            weight = s.weight,
-            hot = %s.hot,
-            cold = %s.cold.as_ref().map_or("none".into(), |c| c.to_string()),
-            "site ready"
-        );
-        sites.push(Arc::new(site));
-    }
-    let router = Router::new(sites);
+    let router = Router::new(open_sites(&settings, &workers).await?);
     let listener = TcpListener::bind(settings.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
@@ -113,23 +114,54 @@ async fn run(settings: Settings) -> Result<(), String> {
         }
         None => None,
     };
+    let tls = match &settings.tls {
+        Some((cert, key)) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(
+            tls::server_config(cert, key).map_err(|e| e.to_string())?,
+        ))),
+        None => None,
+    };
     let local = listener.local_addr().map_err(|e| e.to_string())?;
-    println!("daramjwee listening on http://{local}");
-    tracing::info!(%local, "proxy listening (HTTP/1.1 and h2c)");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("daramjwee listening on {scheme}://{local}");
+    tracing::info!(%local, tls = tls.is_some(), "proxy listening (HTTP/1.1 and HTTP/2)");
 
     let drain_flag = draining.clone();
     let shutdown = async move {
         wait_for_signal().await;
         drain_flag.store(true, Ordering::Release);
     };
+    let access_log = AccessLogSwitch::new(match &settings.access_log {
+        Some(a) => Some(access_log::start(a).map_err(|e| e.to_string())?),
+        None => None,
+    });
+    let reloader = Reloader::new(
+        cli,
+        settings.clone(),
+        router.clone(),
+        workers.clone(),
+        access_log.clone(),
+    );
+    let reload_task = tokio::spawn(reload_on_sighup(reloader));
     let still_open = server::serve(
         listener,
         router.clone(),
         shutdown,
-        settings.drain_timeout,
-        settings.request_ids,
+        server::ServeOptions {
+            drain: settings.drain_timeout,
+            request_ids: settings.request_ids,
+            access_log: access_log.clone(),
+            tls,
+        },
     )
     .await;
+    reload_task.abort();
+    let dropped = access_log.dropped();
+    if dropped > 0 {
+        tracing::warn!(
+            dropped,
+            "access log lines dropped because the writer was behind"
+        );
+    }
     if still_open > 0 {
         tracing::warn!(
             drain_timeout = ?settings.drain_timeout,
@@ -138,16 +170,74 @@ async fn run(settings: Settings) -> Result<(), String> {
     } else {
         tracing::info!("all connections drained");
     }
-    for site in router.sites() {
-        if let Err(e) = site.cache.close(settings.close_timeout).await {
-            tracing::warn!(site = %site.settings.name, error = %e, "background work did not finish");
-        }
-    }
+    close_sites(&router, settings.close_timeout).await;
     if let Some(t) = admin_task {
         t.abort();
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Opens every site's tiers and service.
+async fn open_sites(
+    settings: &Settings,
+    workers: &daramjwee::WorkerRuntime,
+) -> Result<Vec<Arc<Site>>, String> {
+    let mut sites = Vec::with_capacity(settings.sites.len());
+    for s in &settings.sites {
+        let site = Site::open(s.clone(), workers)
+            .await
+            .map_err(|e| format!("site `{}`: {e}", s.name))?;
+        tracing::info!(
+            site = %s.name,
+            upstream = %s.upstream,
+            weight = s.weight,
+            hot = %s.hot,
+            cold = %s.cold.as_ref().map_or("none".into(), |c| c.to_string()),
+            "site ready"
+        );
+        sites.push(Arc::new(site));
+    }
+    Ok(sites)
+}
+
+/// Closes the current sites' caches, each waiting at most `timeout` for its background work.
+async fn close_sites(router: &Router, timeout: std::time::Duration) {
+    for site in router.sites().iter() {
+        if let Err(e) = site.cache.close(timeout).await {
+            tracing::warn!(site = %site.settings.name, error = %e, "background work did not finish");
+        }
+    }
+}
+
+/// Reloads the configuration on every SIGHUP, until aborted. A refused reload is logged and
+/// changes nothing.
+async fn reload_on_sighup(mut reloader: Reloader) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP; reloading is off");
+                return;
+            }
+        };
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP received; reloading the configuration");
+            match reloader.reload().await {
+                Ok(kept) => tracing::info!(kept_caches = kept, "configuration reloaded"),
+                Err(e) => tracing::error!(
+                    error = %e,
+                    "configuration reload refused; the running configuration keeps serving"
+                ),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = reloader;
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -180,6 +270,21 @@ async fn wait_for_signal() {
     }
 }
 
+/// Builds the TLS client of every https site now, so an unreadable `ca_file` (or no usable
+/// platform store) is a configuration error that `--check` reports, not a startup failure.
+fn check_tls(s: &Settings) -> Result<(), config::ConfigError> {
+    if let Some((cert, key)) = &s.tls {
+        tls::server_config(cert, key).map_err(|e| config::ConfigError(e.to_string()))?;
+    }
+    for site in &s.sites {
+        if site.upstream.scheme == http::uri::Scheme::HTTPS {
+            tls::client_config(site.ca_file.as_deref())
+                .map_err(|e| config::ConfigError(format!("site `{}`: {e}", site.name)))?;
+        }
+    }
+    Ok(())
+}
+
 fn print_settings(s: &Settings) {
     println!("listen = {}", s.listen);
     println!(
@@ -189,6 +294,14 @@ fn print_settings(s: &Settings) {
     println!("drain_timeout = {:?}", s.drain_timeout);
     println!("workers = {} (shared by all sites)", s.workers);
     println!("request_ids = {}", s.request_ids);
+    match &s.tls {
+        Some((cert, key)) => println!("tls = {} {}", cert.display(), key.display()),
+        None => println!("tls = off"),
+    }
+    match &s.access_log {
+        Some(a) => println!("access_log = {:?} ({:?})", a.destination, a.format),
+        None => println!("access_log = off"),
+    }
     for site in &s.sites {
         println!(
             "site {}: host={} prefix={} upstream={} hot={} cold={} eviction={} policy={:?} weight={} queue={}",
@@ -202,6 +315,21 @@ fn print_settings(s: &Settings) {
             site.mode,
             site.weight,
             site.queue,
+        );
+        println!(
+            "site {}: preserve_host={} public_host={} forward_target_headers={} drop_headers=[{}]",
+            site.name,
+            site.preserve_host,
+            site.public_host
+                .as_ref()
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("-"),
+            site.forward_target_headers,
+            site.drop_headers
+                .iter()
+                .map(|h| h.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
         );
     }
 }

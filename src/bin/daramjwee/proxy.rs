@@ -13,24 +13,31 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use daramjwee::BoxError;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
+use http::uri::Scheme;
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use pin_project_lite::pin_project;
 use tower::Service;
 
+use crate::access_log::UpstreamTimer;
 use crate::config::SiteSettings;
+use crate::forwarding::{client_host_value, Forwarding};
+use crate::header_rules::{HeaderRules, RuleContext};
+use crate::tls::{self, TlsError};
+use daramjwee::http::strip_hop_by_hop;
 
 /// The body the upstream client sends: any request body, boxed once.
 pub type UpstreamReqBody = UnsyncBoxBody<Bytes, BoxError>;
@@ -160,6 +167,11 @@ impl<B: Body<Data = Bytes>> Body for Coalesce<B> {
 #[derive(Clone, Copy, Debug)]
 pub struct ClientAddr(pub SocketAddr);
 
+/// Put into request extensions by a TLS listener: the upstream is told `X-Forwarded-Proto:
+/// https`.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientTls;
+
 /// Where a site's requests go and how they are rewritten.
 #[derive(Debug)]
 pub struct Route {
@@ -171,7 +183,6 @@ pub struct Route {
     base_path: String,
     /// Prefix removed from the request path first, if the site strips it.
     strip: Option<String>,
-    preserve_host: bool,
 }
 
 impl Route {
@@ -184,7 +195,6 @@ impl Route {
                 .unwrap_or_else(|_| HeaderValue::from_static("localhost")),
             base_path: up.base_path.clone(),
             strip: (site.strip_prefix && site.prefix != "/").then(|| site.prefix.clone()),
-            preserve_host: site.preserve_host,
         }
     }
 
@@ -208,11 +218,6 @@ impl Route {
         out.push_str(rest);
         out
     }
-
-    /// Whether the client's `Host` is forwarded (and so must be part of the key).
-    pub fn preserve_host(&self) -> bool {
-        self.preserve_host
-    }
 }
 
 /// The origin service of one site: forwards requests to its upstream through a pooled client.
@@ -223,8 +228,11 @@ pub struct Upstream {
 }
 
 struct UpstreamInner {
-    client: Client<HttpConnector, UpstreamReqBody>,
+    client: Client<HttpsConnector<HttpConnector>, UpstreamReqBody>,
     route: Arc<Route>,
+    forwarding: Arc<Forwarding>,
+    rules: HeaderRules,
+    site: Arc<str>,
     timeout: Duration,
 }
 
@@ -238,23 +246,45 @@ impl std::fmt::Debug for Upstream {
 }
 
 impl Upstream {
-    /// A client for `site`'s upstream, with its connect and response-head timeouts.
-    pub fn new(site: &SiteSettings, route: Arc<Route>) -> Upstream {
+    /// A client for `site`'s upstream, with its connect and response-head timeouts; over TLS
+    /// (SNI from the upstream's host, HTTP/2 when the upstream offers ALPN `h2`) when the
+    /// upstream is `https`.
+    pub fn new(
+        site: &SiteSettings,
+        route: Arc<Route>,
+        forwarding: Arc<Forwarding>,
+    ) -> Result<Upstream, TlsError> {
         let mut conn = HttpConnector::new();
         conn.set_connect_timeout(Some(site.connect_timeout));
         conn.set_nodelay(true);
-        conn.enforce_http(true);
+        // The TLS connector below takes `https` URIs to this connector first.
+        conn.enforce_http(false);
+        let builder = HttpsConnectorBuilder::new();
+        let builder = if site.upstream.scheme == Scheme::HTTPS {
+            builder
+                .with_tls_config(tls::client_config(site.ca_file.as_deref())?)
+                .https_only()
+        } else {
+            // Never used for a handshake: an `http` site's requests all name `http` URIs.
+            builder
+                .with_tls_config(tls::empty_config()?)
+                .https_or_http()
+        };
+        let https = builder.enable_all_versions().wrap_connector(conn);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(256)
-            .build(conn);
-        Upstream {
+            .build(https);
+        Ok(Upstream {
             inner: Arc::new(UpstreamInner {
                 client,
                 route,
+                forwarding,
+                rules: site.request_rules.clone(),
+                site: site.name.as_str().into(),
                 timeout: site.upstream_timeout,
             }),
-        }
+        })
     }
 }
 
@@ -274,7 +304,12 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let up = &self.inner;
-        let req = rewrite(&up.route, req);
+        let timer = req.extensions().get::<UpstreamTimer>().cloned();
+        let mut req = rewrite(&up.route, &up.forwarding, req);
+        if !up.rules.is_empty() {
+            apply_rules(&up.rules, &up.site, &mut req);
+        }
+        let started = Instant::now();
         let fut = up.client.request(req);
         let timeout = up.timeout;
         let authority = up.route.authority.clone();
@@ -282,7 +317,9 @@ where
             let res = match tokio::time::timeout(timeout, fut).await {
                 Ok(Ok(res)) => res,
                 Ok(Err(e)) => {
-                    let what = if e.is_connect() {
+                    let what = if tls::tls_cause(&e).is_some() {
+                        "TLS failed with"
+                    } else if e.is_connect() {
                         "cannot connect to"
                     } else {
                         "failed talking to"
@@ -308,6 +345,9 @@ where
                     ));
                 }
             };
+            if let Some(t) = timer {
+                t.set(started.elapsed());
+            }
             let (mut parts, body) = res.into_parts();
             strip_hop_by_hop(&mut parts.headers);
             Ok(Response::from_parts(
@@ -318,19 +358,15 @@ where
     }
 }
 
-/// Rewrites a client request into the upstream request.
-fn rewrite<B>(route: &Route, req: Request<B>) -> Request<UpstreamReqBody>
+/// Rewrites a client request, already sanitized by [`Forwarding::sanitize`], into the
+/// upstream request.
+fn rewrite<B>(route: &Route, forwarding: &Forwarding, req: Request<B>) -> Request<UpstreamReqBody>
 where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
     let (mut parts, body) = req.into_parts();
-    let client_host = parts.headers.get(header::HOST).cloned().or_else(|| {
-        parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    });
+    let client_host = client_host_value(&parts);
     let uri = route.upstream_url(parts.uri.path_and_query());
     parts.uri = Uri::try_from(uri).unwrap_or_else(|_| {
         // Only reachable with a path hyper already accepted; fall back to the upstream root.
@@ -338,79 +374,30 @@ where
     });
     // The upstream leg is always HTTP/1.1, whatever the client spoke.
     parts.version = Version::HTTP_11;
+    // Requests the layer makes itself (fills, revalidations) carry a copy of a sanitized
+    // head; stripping again is cheap and keeps this function safe on its own.
     strip_hop_by_hop(&mut parts.headers);
-
-    let host = match (&client_host, route.preserve_host) {
-        (Some(h), true) => h.clone(),
-        _ => route.authority.clone(),
-    };
-    parts.headers.insert(header::HOST, host);
-    if let Some(ClientAddr(addr)) = parts.extensions.get::<ClientAddr>().copied() {
-        append_forwarded_for(&mut parts.headers, addr);
-    }
-    // This listener speaks plain HTTP; a client's own claim is not trusted.
-    parts
-        .headers
-        .insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    match client_host {
-        Some(h) => {
-            parts.headers.insert(X_FORWARDED_HOST, h);
-        }
-        None => {
-            parts.headers.remove(X_FORWARDED_HOST);
-        }
-    }
+    let client = parts.extensions.get::<ClientAddr>().map(|c| c.0);
+    let tls = parts.extensions.get::<ClientTls>().is_some();
+    forwarding.set_upstream_headers(
+        &mut parts.headers,
+        client_host,
+        &route.authority,
+        (client, tls),
+    );
     let body = body.map_err(Into::into).boxed_unsync();
     Request::from_parts(parts, body)
 }
 
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-
-fn append_forwarded_for(headers: &mut HeaderMap, addr: SocketAddr) {
-    let ip = addr.ip().to_string();
-    let joined: Vec<&str> = headers
-        .get_all(X_FORWARDED_FOR)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    let value = if joined.is_empty() {
-        ip
-    } else {
-        format!("{}, {ip}", joined.join(", "))
+/// The site's request rules, on the request about to be sent upstream.
+fn apply_rules<B>(rules: &HeaderRules, site: &str, req: &mut Request<B>) {
+    let request_id = req.headers().get("x-request-id").cloned();
+    let cx = RuleContext {
+        client: req.extensions().get::<ClientAddr>().map(|c| c.0),
+        request_id: request_id.as_ref(),
+        site,
     };
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        headers.insert(X_FORWARDED_FOR, v);
-    }
-}
-
-/// Removes the headers that describe one connection (RFC 9110 §7.6.1), including those the
-/// `Connection` header names.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in [
-        header::CONNECTION,
-        header::PROXY_AUTHENTICATE,
-        header::PROXY_AUTHORIZATION,
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-    ] {
-        headers.remove(name);
-    }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
+    rules.apply(req.headers_mut(), &cx);
 }
 
 /// A short plain-text error that no cache stores.
@@ -450,46 +437,32 @@ mod tests {
     use clap::Parser;
 
     fn route(args: &[&str]) -> Route {
+        site(args).0
+    }
+
+    fn site(args: &[&str]) -> (Route, Forwarding) {
         let mut v = vec!["daramjwee"];
         v.extend_from_slice(args);
         let s = Settings::load(&Cli::parse_from(v)).unwrap();
-        Route::new(&s.sites[0])
-    }
-
-    #[test]
-    fn hop_by_hop_headers_and_connection_tokens_are_removed() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::CONNECTION,
-            HeaderValue::from_static("close, x-secret"),
-        );
-        h.insert("x-secret", HeaderValue::from_static("1"));
-        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert(header::TE, HeaderValue::from_static("trailers"));
-        h.insert(header::ETAG, HeaderValue::from_static("\"a\""));
-        strip_hop_by_hop(&mut h);
-        assert_eq!(h.len(), 1);
-        assert!(h.contains_key(header::ETAG));
+        (Route::new(&s.sites[0]), Forwarding::new(&s.sites[0]))
     }
 
     #[test]
     fn request_is_rewritten_for_the_upstream() {
-        let r = route(&["--upstream", "http://10.0.0.1:3000/base/"]);
+        let (r, f) = site(&["--upstream", "http://10.0.0.1:3000/base/"]);
         let mut req = Request::get("/a/b?c=1")
             .header(header::HOST, "front.example")
-            .header("x-forwarded-for", "192.0.2.1")
-            .header("x-forwarded-proto", "https")
             .header(header::CONNECTION, "keep-alive")
             .body(Full::new(Bytes::new()))
             .unwrap();
         req.extensions_mut()
             .insert(ClientAddr("127.0.0.2:5000".parse().unwrap()));
-        let out = rewrite(&r, req);
+        let out = rewrite(&r, &f, req);
         assert_eq!(out.uri(), "http://10.0.0.1:3000/base/a/b?c=1");
         assert_eq!(out.headers()[header::HOST], "10.0.0.1:3000");
-        assert_eq!(out.headers()["x-forwarded-for"], "192.0.2.1, 127.0.0.2");
+        assert_eq!(out.headers()["x-forwarded-for"], "127.0.0.2");
         assert_eq!(out.headers()["x-forwarded-proto"], "http");
-        assert_eq!(out.headers()["x-forwarded-host"], "front.example");
+        assert!(!out.headers().contains_key("x-forwarded-host"));
         assert!(!out.headers().contains_key(header::CONNECTION));
         assert_eq!(out.version(), Version::HTTP_11);
     }

@@ -15,10 +15,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use parking_lot::RwLock;
+
 use bytes::Bytes;
 use daramjwee::eviction::PolicyKind;
-use daramjwee::http::{default_key, CacheBody, CacheLayer, CacheService};
+use daramjwee::http::{CacheBody, CacheLayer, CacheService, TargetHeaders};
 use daramjwee::store::{FileStore, MemStore, Store};
+use daramjwee::StoreError;
 use daramjwee::{Cache, WorkerRuntime};
 use http::request::Parts;
 use http::{header, HeaderValue, Request, Response, StatusCode};
@@ -36,8 +39,13 @@ use tower_http::request_id::{
 };
 use tower_http::trace::TraceLayer;
 
+use crate::access_log::{AccessLogLayer, AccessLogSwitch};
 use crate::config::{SiteSettings, TierSpec};
-use crate::proxy::{ClientAddr, ProxyBody, Route, Upstream};
+use crate::forwarding::{client_authority, Forwarding};
+use crate::header_rules::RuleContext;
+use crate::proxy::{ClientAddr, ClientTls, ProxyBody, Route, Upstream};
+use crate::tls::TlsError;
+use tokio_rustls::TlsAcceptor;
 
 pin_project_lite::pin_project! {
     /// The request body every service in the proxy sees: the client's body, or none. It must
@@ -93,6 +101,7 @@ pub struct Site {
     /// The site's cache (also reached by the admin endpoints).
     pub cache: Cache,
     route: Arc<Route>,
+    forwarding: Arc<Forwarding>,
     svc: CacheService<Upstream>,
 }
 
@@ -108,61 +117,91 @@ impl std::fmt::Debug for Site {
 impl Site {
     /// Opens the site's tiers and builds its service; its background work is a group of
     /// `workers` with the site's weight and queue.
-    pub async fn open(settings: SiteSettings, workers: &WorkerRuntime) -> Result<Site, String> {
-        let mut builder = Cache::builder()
-            .name(settings.name.clone())
-            .worker_pool(workers.group(settings.weight, settings.queue))
-            .idle_timeout(settings.idle_timeout);
-        if let Some(age) = settings.lock_age {
-            builder = builder.lock_age(age);
-        }
-        if let Some(wait) = settings.lock_wait {
-            builder = builder.lock_wait(wait);
-        }
-        if let Some(window) = settings.stream_window {
-            builder = builder.stream_window(window);
-        }
-        if let Some(retain) = settings.follower_retain {
-            builder = builder.follower_retain(retain);
-        }
-        builder = builder.tier(open_tier(&settings.hot, &settings.eviction).await?, None);
-        if let Some(cold) = &settings.cold {
-            builder = builder.tier(open_tier(cold, &settings.eviction).await?, None);
-        }
-        let cache = builder.build();
+    pub async fn open(settings: SiteSettings, workers: &WorkerRuntime) -> Result<Site, SiteError> {
+        let cache = open_cache(&settings, workers).await?;
+        Site::with_cache(settings, cache)
+    }
+
+    /// The site's service around an existing cache (a reload that kept the site's tiers).
+    pub fn with_cache(settings: SiteSettings, cache: Cache) -> Result<Site, SiteError> {
         let route = Arc::new(Route::new(&settings));
-        let key_route = route.clone();
+        let forwarding = Arc::new(Forwarding::new(&settings));
+        let (key_route, key_fwd) = (route.clone(), forwarding.clone());
         let layer = CacheLayer::builder(cache.clone())
             .policy(settings.mode.clone())
-            .key_fn(move |parts| site_key(&key_route, parts))
+            .key_fn(move |parts| key_fwd.key(&key_route, parts))
+            // The router sanitizes every request before the layer sees it
+            // (`Forwarding::sanitize`) and `Forwarding::key` keys what it lets through, so the
+            // layer must neither key these fields a second time nor strip what the site opted
+            // to forward.
+            .target_headers(TargetHeaders::Forward)
             .build();
-        let svc = layer.layer(Upstream::new(&settings, route.clone()));
+        let upstream =
+            Upstream::new(&settings, route.clone(), forwarding.clone()).map_err(|source| {
+                SiteError::Tls {
+                    upstream: settings.upstream.to_string(),
+                    source,
+                }
+            })?;
+        let svc = layer.layer(upstream);
         Ok(Site {
             settings,
             cache,
             route,
+            forwarding,
             svc,
         })
     }
 
-    /// The cache key of a request to this site (what `/purge?path=` deletes).
-    pub fn key_for(&self, parts: &Parts) -> String {
-        site_key(&self.route, parts)
+    /// The cache key of a request to this site (what `/purge?path=` deletes), after the
+    /// fields the site does not forward are removed, as for a proxied request.
+    pub fn key_for(&self, parts: &mut Parts) -> String {
+        self.forwarding.sanitize(&mut parts.headers);
+        self.forwarding.key(&self.route, parts)
     }
 }
 
-/// The key is the upstream URL the request is sent to, so it names exactly what was fetched;
-/// when the client's `Host` is forwarded the upstream may answer per host, so the key is the
-/// client-facing URL with its host instead.
-fn site_key(route: &Route, parts: &Parts) -> String {
-    if route.preserve_host() {
-        default_key(parts)
-    } else {
-        route.upstream_url(parts.uri.path_and_query())
-    }
+/// Why a site could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum SiteError {
+    /// A file tier's directory could not be opened.
+    #[error("cannot open file tier {}: {source}", dir.display())]
+    FileTier {
+        /// The directory.
+        dir: std::path::PathBuf,
+        /// The store's error.
+        #[source]
+        source: StoreError,
+    },
+    /// An object store tier could not be built.
+    #[cfg(feature = "object-store")]
+    #[error("cannot open object store tier {url}: {source}")]
+    ObjectTier {
+        /// The store's URL.
+        url: String,
+        /// The store's error.
+        #[source]
+        source: StoreError,
+    },
+    /// The build has no object store support (the configuration check refuses this first).
+    #[cfg(not(feature = "object-store"))]
+    #[error("object store tier {url}: not compiled into this build")]
+    NoObjectStore {
+        /// The store's URL.
+        url: String,
+    },
+    /// The upstream's TLS client could not be built.
+    #[error("upstream {upstream}: {source}")]
+    Tls {
+        /// The upstream.
+        upstream: String,
+        /// What failed.
+        #[source]
+        source: TlsError,
+    },
 }
 
-async fn open_tier(spec: &TierSpec, policy: &PolicyKind) -> Result<Arc<dyn Store>, String> {
+async fn open_tier(spec: &TierSpec, policy: &PolicyKind) -> Result<Arc<dyn Store>, SiteError> {
     Ok(match spec {
         TierSpec::Memory(bytes) => Arc::new(
             MemStore::builder()
@@ -176,48 +215,96 @@ async fn open_tier(spec: &TierSpec, policy: &PolicyKind) -> Result<Arc<dyn Store
                 .policy(policy.clone())
                 .open()
                 .await
-                .map_err(|e| format!("cannot open file tier {}: {e}", dir.display()))?,
+                .map_err(|source| SiteError::FileTier {
+                    dir: dir.clone(),
+                    source,
+                })?,
         ),
         #[cfg(feature = "object-store")]
         TierSpec::Object(url) => Arc::new(
             daramjwee::store::BucketStore::from_url(url)
                 .and_then(|b| b.build())
-                .map_err(|e| format!("cannot open object store tier {url}: {e}"))?,
+                .map_err(|source| SiteError::ObjectTier {
+                    url: url.clone(),
+                    source,
+                })?,
         ),
         #[cfg(not(feature = "object-store"))]
-        TierSpec::Object(url) => {
-            return Err(format!(
-                "object store tier {url}: not compiled into this build"
-            ))
-        }
+        TierSpec::Object(url) => return Err(SiteError::NoObjectStore { url: url.clone() }),
     })
 }
 
-/// Picks a site per request and calls it.
+/// Whether two settings of a site build the same cache (tiers, eviction, coalescing, its
+/// share of the background runtime): then a reload keeps the cache and its contents.
+pub fn same_cache(a: &SiteSettings, b: &SiteSettings) -> bool {
+    (a.hot == b.hot && a.cold == b.cold && a.eviction.name() == b.eviction.name())
+        && (a.weight, a.queue, a.idle_timeout) == (b.weight, b.queue, b.idle_timeout)
+        && (a.lock_age, a.lock_wait) == (b.lock_age, b.lock_wait)
+        && (a.stream_window, a.follower_retain) == (b.stream_window, b.follower_retain)
+}
+
+/// Opens a site's tiers and builds its cache, a weighted group of `workers`.
+async fn open_cache(settings: &SiteSettings, workers: &WorkerRuntime) -> Result<Cache, SiteError> {
+    let mut builder = Cache::builder()
+        .name(settings.name.clone())
+        .worker_pool(workers.group(settings.weight, settings.queue))
+        .idle_timeout(settings.idle_timeout);
+    if let Some(age) = settings.lock_age {
+        builder = builder.lock_age(age);
+    }
+    if let Some(wait) = settings.lock_wait {
+        builder = builder.lock_wait(wait);
+    }
+    if let Some(window) = settings.stream_window {
+        builder = builder.stream_window(window);
+    }
+    if let Some(retain) = settings.follower_retain {
+        builder = builder.follower_retain(retain);
+    }
+    builder = builder.tier(open_tier(&settings.hot, &settings.eviction).await?, None);
+    if let Some(cold) = &settings.cold {
+        builder = builder.tier(open_tier(cold, &settings.eviction).await?, None);
+    }
+    Ok(builder.build())
+}
+
+/// The sites of one configuration, in the order written.
+pub type Sites = Arc<[Arc<Site>]>;
+
+/// Picks a site per request and calls it. Its sites can be replaced while it serves (a
+/// reload): each request routes on the set current when it arrives and keeps its site until
+/// it is done.
 #[derive(Clone, Debug)]
 pub struct Router {
-    sites: Arc<[Arc<Site>]>,
+    // A read lock held only to clone an `Arc`: uncontended reads cost two atomic operations,
+    // and a reload's write is rare, so no lock-free cell (and no dependency) is needed.
+    sites: Arc<RwLock<Sites>>,
 }
 
 impl Router {
     /// A router over `sites` (at least one).
     pub fn new(sites: Vec<Arc<Site>>) -> Router {
         Router {
-            sites: sites.into(),
+            sites: Arc::new(RwLock::new(sites.into())),
         }
     }
 
-    /// All sites, in configuration order.
-    pub fn sites(&self) -> &[Arc<Site>] {
-        &self.sites
+    /// The current sites, in configuration order.
+    pub fn sites(&self) -> Sites {
+        self.sites.read().clone()
+    }
+
+    /// Routes new requests to `sites` from now on; returns the sites it replaced.
+    pub fn replace(&self, sites: Vec<Arc<Site>>) -> Sites {
+        std::mem::replace(&mut *self.sites.write(), sites.into())
     }
 
     /// The site a request goes to: among the sites whose host (if any) and prefix match, one
     /// with a host beats one without, then the longest prefix wins.
-    pub fn pick(&self, parts: &Parts) -> Option<&Arc<Site>> {
+    pub fn pick(&self, parts: &Parts) -> Option<Arc<Site>> {
         let host = request_host(parts);
         let path = parts.uri.path();
-        self.sites
+        self.sites()
             .iter()
             .filter(|s| match &s.settings.host {
                 // Configured hosts are lower-case (see `config`).
@@ -226,17 +313,15 @@ impl Router {
             })
             .filter(|s| prefix_matches(&s.settings.prefix, path))
             .max_by_key(|s| (s.settings.host.is_some(), s.settings.prefix.len()))
+            .cloned()
     }
 }
 
-/// The request's host without a port, as sent (compare it ignoring ASCII case): HTTP/1.1's
-/// `Host`, or HTTP/2's `:authority`. Borrowed, so routing allocates nothing.
+/// The request's host without a port, as sent (compare it ignoring ASCII case): the one
+/// [`client_authority`] reads for keying and forwarding too. Borrowed, so routing allocates
+/// nothing.
 fn request_host(parts: &Parts) -> Option<&str> {
-    let raw = parts
-        .headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| parts.uri.authority().map(|a| a.as_str()))?;
+    let raw = client_authority(parts)?;
     Some(match raw.strip_prefix('[') {
         Some(v6) => v6.split(']').next().unwrap_or(v6),
         None => raw.split(':').next().unwrap_or(raw),
@@ -260,11 +345,22 @@ impl Service<Request<ReqBody>> for Router {
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
         match self.pick(&parts) {
-            Some(site) => RouterFuture::Site {
-                call: site.svc.clone().oneshot(Request::from_parts(parts, body)),
-            },
+            Some(site) => {
+                // Before the cache layer: what the site does not forward must not reach the
+                // key, the stored request head, or the upstream.
+                site.forwarding.sanitize(&mut parts.headers);
+                let respond = (!site.settings.response_rules.is_empty()).then(|| Respond {
+                    site: site.clone(),
+                    client: parts.extensions.get::<ClientAddr>().map(|c| c.0),
+                    request_id: parts.headers.get("x-request-id").cloned(),
+                });
+                RouterFuture::Site {
+                    call: site.svc.clone().oneshot(Request::from_parts(parts, body)),
+                    respond,
+                }
+            }
             None => RouterFuture::NotFound,
         }
     }
@@ -275,8 +371,11 @@ pin_project_lite::pin_project! {
     /// so routing a request allocates nothing.
     #[project = RouterFutureProj]
     pub enum RouterFuture {
-        /// A site's cache service, called once.
-        Site { #[pin] call: Oneshot<CacheService<Upstream>, Request<ReqBody>> },
+        /// A site's cache service, called once; its response rules, if it has any.
+        Site {
+            #[pin] call: Oneshot<CacheService<Upstream>, Request<ReqBody>>,
+            respond: Option<Respond>,
+        },
         /// No site matches the request.
         NotFound,
     }
@@ -287,7 +386,13 @@ impl Future for RouterFuture {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
-            RouterFutureProj::Site { call } => call.poll(cx).map_ok(|res| res.map(Either::Left)),
+            RouterFutureProj::Site { call, respond } => {
+                let mut res = std::task::ready!(call.poll(cx))?;
+                if let Some(r) = respond.take() {
+                    r.apply(res.headers_mut());
+                }
+                Poll::Ready(Ok(res.map(Either::Left)))
+            }
             RouterFutureProj::NotFound => {
                 let mut res = Response::new(Either::Right(Full::new(Bytes::from_static(
                     b"daramjwee: no site is configured for this host and path\n",
@@ -300,6 +405,26 @@ impl Future for RouterFuture {
                 Poll::Ready(Ok(res))
             }
         }
+    }
+}
+
+/// What a site's response rules may name, captured from the request (only for a site that
+/// has such rules).
+#[derive(Debug)]
+pub struct Respond {
+    site: Arc<Site>,
+    client: Option<std::net::SocketAddr>,
+    request_id: Option<HeaderValue>,
+}
+
+impl Respond {
+    fn apply(self, headers: &mut http::HeaderMap) {
+        let cx = RuleContext {
+            client: self.client,
+            request_id: self.request_id.as_ref(),
+            site: &self.site.settings.name,
+        };
+        self.site.settings.response_rules.apply(headers, &cx);
     }
 }
 
@@ -340,19 +465,40 @@ impl MakeRequestId for RequestIds {
     }
 }
 
-/// Serves the proxy on `listener` until `shutdown` resolves, then waits up to `drain` for
-/// in-flight exchanges. Returns how many connections were still open when it gave up. With
-/// `request_ids`, each request gets an `x-request-id` (the client's, or a new one), forwarded
-/// upstream and returned on the response.
+/// How [`serve`] runs the listener.
+pub struct ServeOptions {
+    /// How long in-flight exchanges may take to finish after shutdown begins.
+    pub drain: Duration,
+    /// Whether each request gets an `x-request-id` (the client's, or a new one), forwarded
+    /// upstream and returned on the response.
+    pub request_ids: bool,
+    /// Where each exchange is logged, if anywhere (swappable by a reload).
+    pub access_log: AccessLogSwitch,
+    /// TLS on the listener (HTTPS with ALPN `h2` and `http/1.1`), or plain HTTP and h2c.
+    pub tls: Option<TlsAcceptor>,
+}
+
+/// How long a client may take to finish the TLS handshake before its connection is closed.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves the proxy on `listener` until `shutdown` resolves, then waits up to `opts.drain`
+/// for in-flight exchanges. Returns how many connections were still open when it gave up.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()>,
-    drain: Duration,
-    request_ids: bool,
+    opts: ServeOptions,
 ) -> usize {
+    let ServeOptions {
+        drain,
+        request_ids,
+        access_log,
+        tls,
+    } = opts;
     let stack = ServiceBuilder::new()
         .option_layer(request_ids.then(|| SetRequestIdLayer::x_request_id(RequestIds::new())))
+        // After the id is set (it is logged), before the rest (the time includes them).
+        .layer(AccessLogLayer::new(access_log))
         .layer(TraceLayer::new_for_http())
         .option_layer(request_ids.then(PropagateRequestIdLayer::x_request_id))
         .service(router);
@@ -375,17 +521,36 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let stack = stack.clone();
+        let secure = tls.is_some();
         let hsvc = hyper::service::service_fn(move |req: Request<Incoming>| {
             let mut req = req.map(|body| ReqBody::Client { body });
             req.extensions_mut().insert(ClientAddr(peer));
+            if secure {
+                req.extensions_mut().insert(ClientTls);
+            }
             stack.clone().oneshot(req)
         });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), hsvc)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let (builder, watcher) = (builder.clone(), graceful.watcher());
+        let Some(acceptor) = tls.clone() else {
+            tokio::spawn(async move {
+                let conn = builder.serve_connection(TokioIo::new(stream), hsvc);
+                if let Err(e) = watcher.watch(conn.into_owned()).await {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+            });
+            continue;
+        };
+        // The handshake runs in the connection's task, bounded, so a slow client never
+        // holds up the accept loop.
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let stream =
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+                };
+            let conn = builder.serve_connection(TokioIo::new(stream), hsvc);
+            if let Err(e) = watcher.watch(conn.into_owned()).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });

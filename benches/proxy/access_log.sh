@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Access-log cost (issue 16): req/s of 1 KiB hot hits through daramjwee with the access log off
+# and on (combined format, to a file), the same wrk load against each, ROUNDS interleaved
+# rounds (off, on, off, on, ...) so a burst of load from elsewhere hits one sample, not a whole
+# case. Prints each round and the medians; the goal is "on" within 5% of "off".
+#
+#   bash benches/proxy/access_log.sh     # about 2 minutes after the build (DURATION=10, ROUNDS=5)
+#
+# Loopback only; every process it starts is stopped by PID on exit.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+trap cleanup EXIT
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+DURATION=${DURATION:-10}
+ROUNDS=${ROUNDS:-5}
+THREADS=${THREADS:-1}
+CONNS=${CONNS:-32}
+
+if ! command -v wrk >/dev/null; then
+    log "installing wrk from Debian packages"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
+fi
+log "building daramjwee and the origin (release)"
+(cd "$ROOT" && cargo build --release --quiet --features proxy --bin daramjwee --example origin)
+
+ORIGIN=18380 OFF=18381 ON=18382
+start_origin "$ORIGIN" 3600
+for case in off on; do
+    port=$OFF extra=()
+    if [ "$case" = on ]; then port=$ON extra=(--access-log "$WORK/access.log"); fi
+    start "dj-$case" "$REL/daramjwee" --listen "127.0.0.1:$port" --admin off \
+        --upstream "http://127.0.0.1:$ORIGIN" --hot memory:64MiB --cold none \
+        --data-dir "$WORK/dj-$case" "${extra[@]}"
+    wait_port "$port"
+    curl -s -o /dev/null "http://127.0.0.1:$port/obj/1k"
+done
+
+rps() { # PORT
+    wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" "http://127.0.0.1:$1/obj/1k" |
+        awk '/^Requests\/sec/ { printf "%.0f\n", $2 }'
+}
+median() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+
+echo "machine: $(nproc) cores; before: $(uptime | sed 's/.*load/load/')"
+offs=() ons=()
+for r in $(seq "$ROUNDS"); do
+    offs+=("$(rps $OFF)")
+    ons+=("$(rps $ON)")
+    echo "round $r: off ${offs[-1]} req/s, on ${ons[-1]} req/s"
+done
+m_off=$(median "${offs[@]}") m_on=$(median "${ons[@]}")
+echo "median: off $m_off req/s, on $m_on req/s, on/off $(awk -v a="$m_on" -v b="$m_off" 'BEGIN { printf "%.3f", a / b }')"
+echo "access log lines written: $(wc -l <"$WORK/access.log")"
+echo "after: $(uptime | sed 's/.*load/load/')"

@@ -1,0 +1,127 @@
+//! The access log (issue 16), through the binary's real listener: one line per request, with
+//! what the request was, how it ended, and where it was answered from.
+#![cfg(feature = "proxy")]
+
+mod proxy_common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use axum::routing;
+use bytes::Bytes;
+use proxy_common::{client, request, upstream, Proxy};
+
+async fn serve_origin() -> std::net::SocketAddr {
+    let app = axum::Router::new().route(
+        "/{*rest}",
+        routing::get(|| async { ([("cache-control", "max-age=60")], vec![b'x'; 1000]) }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+/// The log's lines once it holds `n` of them (bounded wait: the writer is another thread).
+fn wait_lines(path: &Path, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<String> = text.lines().map(str::to_string).collect();
+        if lines.len() >= n {
+            return lines;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "log has {} lines: {text}",
+            lines.len()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+async fn miss_then_hit(proxy: &Proxy) {
+    let c = client();
+    for id in ["req-1", "req-2"] {
+        let url = format!("http://{}/a?x=1", proxy.addr);
+        let r = request(&c, "GET", url, &[("x-request-id", id)], Bytes::new()).await;
+        assert_eq!(r.body.len(), 1000);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_lines_record_each_request_with_its_cache_outcome() {
+    let origin = serve_origin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.jsonl");
+    let proxy = Proxy::start(&[
+        "--upstream",
+        &upstream(origin),
+        "--cold",
+        "none",
+        "--access-log",
+        log.to_str().unwrap(),
+        "--access-log-format",
+        "json",
+    ]);
+    miss_then_hit(&proxy).await;
+    let lines = wait_lines(&log, 2);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let miss: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    let hit: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
+    for (v, id) in [(&miss, "req-1"), (&hit, "req-2")] {
+        assert_eq!(v["method"], "GET");
+        assert_eq!(v["target"], "/a?x=1");
+        assert_eq!(v["status"], 200);
+        assert_eq!(v["bytes"], 1000);
+        assert_eq!(v["client"], "127.0.0.1");
+        assert_eq!(v["request_id"], id);
+        assert!(v["duration_ms"].as_f64().unwrap() > 0.0, "{v}");
+    }
+    assert!(
+        miss["cache_status"]
+            .as_str()
+            .unwrap()
+            .contains("fwd=uri-miss"),
+        "{miss}"
+    );
+    assert!(miss["upstream_ms"].as_f64().unwrap() > 0.0, "{miss}");
+    assert!(
+        hit["cache_status"].as_str().unwrap().contains("; hit"),
+        "{hit}"
+    );
+    assert!(
+        hit["upstream_ms"].is_null(),
+        "a hit never went upstream: {hit}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn combined_lines_name_the_request_outcome_and_id() {
+    let origin = serve_origin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let proxy = Proxy::start(&[
+        "--upstream",
+        &upstream(origin),
+        "--cold",
+        "none",
+        "--access-log",
+        log.to_str().unwrap(),
+    ]);
+    miss_then_hit(&proxy).await;
+    let lines = wait_lines(&log, 2);
+    let hit = &lines[1];
+    assert!(hit.starts_with("127.0.0.1 - - ["), "{hit}");
+    assert!(
+        hit.contains("] \"GET /a?x=1 HTTP/1.1\" 200 1000 \"-\" \"-\" rt="),
+        "{hit}"
+    );
+    assert!(hit.contains(" urt=- cs=\"daramjwee; hit"), "{hit}");
+    assert!(hit.ends_with(" rid=req-2"), "{hit}");
+    assert!(
+        lines[0].contains(" cs=\"daramjwee; fwd=uri-miss"),
+        "{}",
+        lines[0]
+    );
+}
