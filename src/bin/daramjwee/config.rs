@@ -13,7 +13,7 @@ use std::time::Duration;
 use clap::Parser;
 use daramjwee::eviction::PolicyKind;
 use daramjwee::http::PolicyMode;
-use http::header::{HeaderName, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::uri::{Authority, Scheme};
 use http::Uri;
 use serde::Deserialize;
@@ -101,6 +101,16 @@ pub struct Cli {
     /// keyed, instead of dropping them (only behind a front that sets them) [default: false].
     #[arg(long, value_name = "BOOL")]
     pub forward_target_headers: Option<bool>,
+    /// Honour `CDN-Cache-Control` (RFC 9213) over `Cache-Control` [default: true].
+    #[arg(long, value_name = "BOOL")]
+    pub cdn_cache_control: Option<bool>,
+    /// A site-specific targeted field (e.g. `Daramjwee-Cache-Control`), honoured before
+    /// `CDN-Cache-Control` and `Cache-Control`.
+    #[arg(long, value_name = "NAME")]
+    pub targeted_field: Option<String>,
+    /// Remove the targeted fields from responses sent to clients [default: false].
+    #[arg(long, value_name = "BOOL")]
+    pub strip_targeted: Option<bool>,
     /// PEM file of the CA certificates an https upstream's certificate must chain to, instead of
     /// the platform's trust store.
     #[arg(long, value_name = "FILE")]
@@ -174,6 +184,9 @@ struct SiteOpts {
     strip_prefix: Option<bool>,
     public_host: Option<String>,
     forward_target_headers: Option<bool>,
+    cdn_cache_control: Option<bool>,
+    targeted_field: Option<String>,
+    strip_targeted: Option<bool>,
     drop_headers: Option<Vec<String>>,
     ca_file: Option<PathBuf>,
     request_headers: Option<Vec<RuleFile>>,
@@ -210,6 +223,9 @@ struct SiteFile {
     strip_prefix: Option<bool>,
     public_host: Option<String>,
     forward_target_headers: Option<bool>,
+    cdn_cache_control: Option<bool>,
+    targeted_field: Option<String>,
+    strip_targeted: Option<bool>,
     drop_headers: Option<Vec<String>>,
     ca_file: Option<PathBuf>,
     request_headers: Option<Vec<RuleFile>>,
@@ -244,6 +260,9 @@ impl SiteFile {
             strip_prefix: or(&self.strip_prefix, &d.strip_prefix),
             public_host: or(&self.public_host, &d.public_host),
             forward_target_headers: or(&self.forward_target_headers, &d.forward_target_headers),
+            cdn_cache_control: or(&self.cdn_cache_control, &d.cdn_cache_control),
+            targeted_field: or(&self.targeted_field, &d.targeted_field),
+            strip_targeted: or(&self.strip_targeted, &d.strip_targeted),
             drop_headers: or(&self.drop_headers, &d.drop_headers),
             ca_file: or(&self.ca_file, &d.ca_file),
             request_headers: or(&self.request_headers, &d.request_headers),
@@ -310,6 +329,10 @@ pub struct SiteSettings {
     pub public_host: Option<HeaderValue>,
     /// Whether the client's target-rewriting fields are forwarded (and keyed).
     pub forward_target_headers: bool,
+    /// Targeted cache-control fields (RFC 9213), most specific first.
+    pub targeted: Vec<HeaderName>,
+    /// Whether the targeted fields are removed from what clients receive.
+    pub strip_targeted: bool,
     /// Request fields never sent upstream.
     pub drop_headers: Vec<HeaderName>,
     /// CA certificates (PEM) an https upstream must chain to; the platform's when unset.
@@ -474,6 +497,9 @@ impl Settings {
             preserve_host: cli.preserve_host,
             public_host: cli.public_host.clone(),
             forward_target_headers: cli.forward_target_headers,
+            cdn_cache_control: cli.cdn_cache_control,
+            targeted_field: cli.targeted_field.clone(),
+            strip_targeted: cli.strip_targeted,
             drop_headers: (!cli.drop_headers.is_empty()).then(|| cli.drop_headers.clone()),
             ca_file: cli.ca_file.clone(),
             ..Default::default()
@@ -602,6 +628,8 @@ fn validate_site(
             .map(parse_public_host)
             .transpose()?,
         forward_target_headers: o.forward_target_headers.unwrap_or(false),
+        targeted: targeted_fields(o)?,
+        strip_targeted: o.strip_targeted.unwrap_or(false),
         drop_headers: parse_header_names("drop_headers", o.drop_headers.as_deref())?,
         ca_file: o.ca_file.clone(),
         request_rules: rules("request_headers", &o.request_headers)?,
@@ -749,6 +777,24 @@ fn parse_public_host(s: &str) -> Result<HeaderValue, ConfigError> {
         return Err(bad());
     }
     HeaderValue::from_str(&s.to_ascii_lowercase()).map_err(|_| bad())
+}
+
+/// The site's targeted cache-control fields (RFC 9213), most specific first: its own field,
+/// then `CDN-Cache-Control` unless turned off.
+fn targeted_fields(o: &SiteOpts) -> Result<Vec<HeaderName>, ConfigError> {
+    let mut names = Vec::new();
+    if let Some(own) = &o.targeted_field {
+        let name = HeaderName::from_bytes(own.trim().as_bytes())
+            .map_err(|_| ConfigError(format!("targeted_field: `{own}` is not a header name")))?;
+        if name == header::CACHE_CONTROL {
+            return err("targeted_field: `cache-control` is not a targeted field");
+        }
+        names.push(name);
+    }
+    if o.cdn_cache_control.unwrap_or(true) {
+        names.push(HeaderName::from_static("cdn-cache-control"));
+    }
+    Ok(names)
 }
 
 /// A list of request header names, lower-cased by `HeaderName`.

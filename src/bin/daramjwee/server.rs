@@ -135,6 +135,8 @@ impl Site {
             // layer must neither key these fields a second time nor strip what the site opted
             // to forward.
             .target_headers(TargetHeaders::Forward)
+            .targeted_cache_control(settings.targeted.iter().map(|n| n.as_str()))
+            .strip_targeted_fields(settings.strip_targeted)
             .build();
         let upstream =
             Upstream::new(&settings, route.clone(), forwarding.clone()).map_err(|source| {
