@@ -102,7 +102,9 @@ async fn handle<B>(state: &AdminState, req: Request<B>) -> Response<Full<Bytes>>
 }
 
 /// `POST /purge?key=K[&site=S]` deletes key `K` from site `S` (or from every site);
-/// `POST /purge?prefix=P[&site=S]` deletes every key starting with `P`;
+/// `POST /purge?prefix=P[&site=S]` deletes every key starting with `P`: a prefix that starts
+/// with `/` is a path prefix, as operators write it, turned into each site's key prefix (with
+/// `&host=H` for sites routed by host); any other prefix is matched against whole keys;
 /// `POST /purge?path=P[&host=H]` deletes the key of a GET for `P` (with `Host: H`) from the
 /// site that request would be routed to.
 async fn purge(state: &AdminState, query: &str) -> Response<Full<Bytes>> {
@@ -116,81 +118,16 @@ async fn purge(state: &AdminState, query: &str) -> Response<Full<Bytes>> {
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     };
-    let pick_sites = |name: Option<&str>| -> Result<Vec<Arc<crate::server::Site>>, String> {
-        match name {
-            Some(name) => state
-                .router
-                .sites()
-                .iter()
-                .find(|s| s.settings.name == name)
-                .map(|s| vec![s.clone()])
-                .ok_or_else(|| format!("no site named `{name}`\n")),
-            None => Ok(state.router.sites().to_vec()),
-        }
-    };
     if let Some(prefix) = get("prefix") {
-        let sites = match pick_sites(get("site")) {
+        let sites = match pick_sites(state, get("site")) {
             Ok(s) => s,
-            Err(e) => return text(StatusCode::NOT_FOUND, e),
+            Err(res) => return res,
         };
-        let mut purged = Vec::new();
-        for site in sites {
-            match site.cache.purge_prefix(prefix).await {
-                Ok(n) => {
-                    tracing::info!(site = %site.settings.name, %prefix, removed = n, "purged by prefix");
-                    purged.push(
-                        json!({ "site": site.settings.name, "prefix": prefix, "removed": n }),
-                    );
-                }
-                Err(e) => {
-                    tracing::warn!(site = %site.settings.name, error = %e, "purge by prefix failed");
-                    return json_response(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        &json!({ "error": e.to_string(), "site": site.settings.name, "prefix": prefix }),
-                    );
-                }
-            }
-        }
-        return json_response(StatusCode::OK, &json!({ "purged": purged }));
+        return purge_prefix(sites, prefix, get("host")).await;
     }
-    let targets: Vec<(Arc<crate::server::Site>, String)> = if let Some(key) = get("key") {
-        let sites: Vec<_> = match get("site") {
-            Some(name) => match state
-                .router
-                .sites()
-                .iter()
-                .find(|s| s.settings.name == name)
-            {
-                Some(s) => vec![s.clone()],
-                None => return text(StatusCode::NOT_FOUND, format!("no site named `{name}`\n")),
-            },
-            None => state.router.sites().to_vec(),
-        };
-        sites.into_iter().map(|s| (s, key.to_string())).collect()
-    } else if let Some(path) = get("path") {
-        let mut b = Request::get(path);
-        if let Some(h) = get("host") {
-            b = b.header(header::HOST, h);
-        }
-        let Ok(req) = b.body(()) else {
-            return text(
-                StatusCode::BAD_REQUEST,
-                format!("`{path}` is not a request path\n"),
-            );
-        };
-        let (mut parts, ()) = req.into_parts();
-        match state.router.pick(&parts) {
-            Some(site) => {
-                let key = site.key_for(&mut parts);
-                vec![(site.clone(), key)]
-            }
-            None => return text(StatusCode::NOT_FOUND, "no site takes this host and path\n"),
-        }
-    } else {
-        return text(
-            StatusCode::BAD_REQUEST,
-            "purge needs ?key=KEY[&site=NAME], ?prefix=KEY_PREFIX[&site=NAME] or ?path=/PATH[&host=HOST] (percent-encoded)\n",
-        );
+    let targets = match purge_targets(state, get("key"), get("path"), get("site"), get("host")) {
+        Ok(t) => t,
+        Err(res) => return res,
     };
     let mut purged = Vec::new();
     for (site, key) in targets {
@@ -203,6 +140,111 @@ async fn purge(state: &AdminState, query: &str) -> Response<Full<Bytes>> {
         }
         tracing::info!(site = %site.settings.name, %key, "purged");
         purged.push(json!({ "site": site.settings.name, "key": key }));
+    }
+    json_response(StatusCode::OK, &json!({ "purged": purged }))
+}
+
+type SiteRef = Arc<crate::server::Site>;
+
+/// The site named `name`, or every site.
+fn pick_sites(
+    state: &AdminState,
+    name: Option<&str>,
+) -> Result<Vec<SiteRef>, Response<Full<Bytes>>> {
+    let sites = state.router.sites();
+    match name {
+        Some(name) => sites
+            .iter()
+            .find(|s| s.settings.name == name)
+            .map(|s| vec![s.clone()])
+            .ok_or_else(|| text(StatusCode::NOT_FOUND, format!("no site named `{name}`\n"))),
+        None => Ok(sites.to_vec()),
+    }
+}
+
+/// The (site, key) pairs a `key=` or `path=` purge names.
+fn purge_targets(
+    state: &AdminState,
+    key: Option<&str>,
+    path: Option<&str>,
+    site: Option<&str>,
+    host: Option<&str>,
+) -> Result<Vec<(SiteRef, String)>, Response<Full<Bytes>>> {
+    if let Some(key) = key {
+        let sites = pick_sites(state, site)?;
+        return Ok(sites.into_iter().map(|s| (s, key.to_string())).collect());
+    }
+    let Some(path) = path else {
+        return Err(text(
+            StatusCode::BAD_REQUEST,
+            "purge needs ?key=KEY[&site=NAME], ?prefix=KEY_OR_PATH_PREFIX[&site=NAME][&host=HOST] or ?path=/PATH[&host=HOST] (percent-encoded)\n",
+        ));
+    };
+    let mut parts = request_parts(path, host)?;
+    match state.router.pick(&parts) {
+        Some(site) => {
+            let key = site.key_for(&mut parts);
+            Ok(vec![(site.clone(), key)])
+        }
+        None => Err(text(
+            StatusCode::NOT_FOUND,
+            "no site takes this host and path\n",
+        )),
+    }
+}
+
+/// The head of a GET for `path` (with `Host: host`).
+fn request_parts(
+    path: &str,
+    host: Option<&str>,
+) -> Result<http::request::Parts, Response<Full<Bytes>>> {
+    let mut b = Request::get(path);
+    if let Some(h) = host {
+        b = b.header(header::HOST, h);
+    }
+    match b.body(()) {
+        Ok(req) => Ok(req.into_parts().0),
+        Err(_) => Err(text(
+            StatusCode::BAD_REQUEST,
+            format!("`{path}` is not a request path\n"),
+        )),
+    }
+}
+
+/// Purges by prefix from each of `sites`; a path prefix becomes the site's key prefix.
+async fn purge_prefix(
+    sites: Vec<SiteRef>,
+    prefix: &str,
+    host: Option<&str>,
+) -> Response<Full<Bytes>> {
+    let mut purged = Vec::new();
+    for site in sites {
+        let key_prefix = if prefix.starts_with('/') {
+            let Ok(mut parts) = request_parts(prefix, host) else {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    format!("`{prefix}` is not a path\n"),
+                );
+            };
+            site.key_for(&mut parts)
+        } else {
+            prefix.to_owned()
+        };
+        match site.cache.purge_prefix(&key_prefix).await {
+            Ok(n) => {
+                tracing::info!(site = %site.settings.name, prefix = %key_prefix, removed = n, "purged by prefix");
+                purged.push(
+                    json!({ "site": site.settings.name, "prefix": key_prefix, "removed": n }),
+                );
+            }
+            Err(e) => {
+                tracing::warn!(site = %site.settings.name, error = %e, "purge by prefix failed");
+                return json_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &json!({ "error": e.to_string(), "site": site.settings.name, "prefix": key_prefix }),
+                );
+            }
+        }
     }
     json_response(StatusCode::OK, &json!({ "purged": purged }))
 }

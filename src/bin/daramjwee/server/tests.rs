@@ -1,0 +1,89 @@
+//! Unit tests of the parent module.
+
+use super::*;
+use crate::config::Settings;
+
+fn parts(host: Option<&str>, path: &str) -> Parts {
+    let mut b = Request::get(path);
+    if let Some(h) = host {
+        b = b.header(header::HOST, h);
+    }
+    b.body(()).unwrap().into_parts().0
+}
+
+#[test]
+fn prefix_matches_only_at_segment_boundaries() {
+    assert!(prefix_matches("/", "/anything"));
+    assert!(prefix_matches("/api", "/api"));
+    assert!(prefix_matches("/api", "/api/x"));
+    assert!(!prefix_matches("/api", "/apix"));
+}
+
+#[tokio::test]
+async fn sites_are_picked_by_host_ignoring_case_and_port_then_by_longest_prefix() {
+    use clap::Parser;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sites.toml");
+    std::fs::write(
+        &path,
+        r#"
+        [defaults]
+        upstream = "http://127.0.0.1:1"
+        hot = "memory:1MiB"
+        cold = "none"
+        [[site]]
+        name = "any"
+        [[site]]
+        name = "api"
+        prefix = "/api"
+        [[site]]
+        name = "b"
+        host = "B.example"
+        "#,
+    )
+    .unwrap();
+    let cli = crate::config::Cli::parse_from(["daramjwee", "--config", path.to_str().unwrap()]);
+    let settings = Settings::load(&cli).unwrap();
+    let workers = WorkerRuntime::new(1);
+    let mut sites = Vec::new();
+    for s in settings.sites {
+        sites.push(Arc::new(Site::open(s, &workers).await.unwrap()));
+    }
+    let router = Router::new(sites);
+    let name = |host: Option<&str>, path: &str| {
+        router
+            .pick(&parts(host, path))
+            .map(|s| s.settings.name.clone())
+    };
+    assert_eq!(name(Some("b.EXAMPLE:8080"), "/api/x").as_deref(), Some("b"));
+    assert_eq!(name(Some("b.example"), "/").as_deref(), Some("b"));
+    assert_eq!(name(Some("c.example"), "/api/x").as_deref(), Some("api"));
+    assert_eq!(name(None, "/apix").as_deref(), Some("any"));
+}
+
+#[test]
+fn request_ids_are_the_prefix_and_a_counter() {
+    let mut ids = RequestIds::new();
+    let req = Request::new(());
+    let a = ids.make_request_id(&req).unwrap();
+    let b = ids.make_request_id(&req).unwrap();
+    let prefix = ids.prefix.to_string();
+    assert_eq!(a.header_value(), format!("{prefix}-1").as_str());
+    assert_eq!(b.header_value(), format!("{prefix}-2").as_str());
+    ids.next.store(u64::MAX, Ordering::Relaxed);
+    let last = ids.make_request_id(&req).unwrap();
+    assert_eq!(
+        last.header_value(),
+        format!("{prefix}-{}", u64::MAX).as_str()
+    );
+}
+
+#[test]
+fn request_host_drops_port() {
+    assert_eq!(
+        request_host(&parts(Some("Example.COM:8080"), "/")),
+        Some("Example.COM")
+    );
+    assert_eq!(request_host(&parts(Some("[::1]:80"), "/")), Some("::1"));
+    assert_eq!(request_host(&parts(None, "/")), None);
+}
