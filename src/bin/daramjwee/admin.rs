@@ -121,13 +121,13 @@ async fn purge(state: &AdminState, query: &str) -> Response<Full<Bytes>> {
     if let Some(prefix) = get("prefix") {
         let sites = match pick_sites(state, get("site")) {
             Ok(s) => s,
-            Err(res) => return res,
+            Err(refused) => return refused.response(),
         };
         return purge_prefix(sites, prefix, get("host")).await;
     }
     let targets = match purge_targets(state, get("key"), get("path"), get("site"), get("host")) {
         Ok(t) => t,
-        Err(res) => return res,
+        Err(refused) => return refused.response(),
     };
     let mut purged = Vec::new();
     for (site, key) in targets {
@@ -146,18 +146,24 @@ async fn purge(state: &AdminState, query: &str) -> Response<Full<Bytes>> {
 
 type SiteRef = Arc<crate::server::Site>;
 
+/// A purge request the admin refuses: its status and a one-line reason.
+struct Refused(StatusCode, String);
+
+impl Refused {
+    fn response(self) -> Response<Full<Bytes>> {
+        text(self.0, self.1)
+    }
+}
+
 /// The site named `name`, or every site.
-fn pick_sites(
-    state: &AdminState,
-    name: Option<&str>,
-) -> Result<Vec<SiteRef>, Response<Full<Bytes>>> {
+fn pick_sites(state: &AdminState, name: Option<&str>) -> Result<Vec<SiteRef>, Refused> {
     let sites = state.router.sites();
     match name {
         Some(name) => sites
             .iter()
             .find(|s| s.settings.name == name)
             .map(|s| vec![s.clone()])
-            .ok_or_else(|| text(StatusCode::NOT_FOUND, format!("no site named `{name}`\n"))),
+            .ok_or_else(|| Refused(StatusCode::NOT_FOUND, format!("no site named `{name}`\n"))),
         None => Ok(sites.to_vec()),
     }
 }
@@ -169,15 +175,15 @@ fn purge_targets(
     path: Option<&str>,
     site: Option<&str>,
     host: Option<&str>,
-) -> Result<Vec<(SiteRef, String)>, Response<Full<Bytes>>> {
+) -> Result<Vec<(SiteRef, String)>, Refused> {
     if let Some(key) = key {
         let sites = pick_sites(state, site)?;
         return Ok(sites.into_iter().map(|s| (s, key.to_string())).collect());
     }
     let Some(path) = path else {
-        return Err(text(
+        return Err(Refused(
             StatusCode::BAD_REQUEST,
-            "purge needs ?key=KEY[&site=NAME], ?prefix=KEY_OR_PATH_PREFIX[&site=NAME][&host=HOST] or ?path=/PATH[&host=HOST] (percent-encoded)\n",
+            "purge needs ?key=KEY[&site=NAME], ?prefix=KEY_OR_PATH_PREFIX[&site=NAME][&host=HOST] or ?path=/PATH[&host=HOST] (percent-encoded)\n".into(),
         ));
     };
     let mut parts = request_parts(path, host)?;
@@ -186,25 +192,22 @@ fn purge_targets(
             let key = site.key_for(&mut parts);
             Ok(vec![(site.clone(), key)])
         }
-        None => Err(text(
+        None => Err(Refused(
             StatusCode::NOT_FOUND,
-            "no site takes this host and path\n",
+            "no site takes this host and path\n".into(),
         )),
     }
 }
 
 /// The head of a GET for `path` (with `Host: host`).
-fn request_parts(
-    path: &str,
-    host: Option<&str>,
-) -> Result<http::request::Parts, Response<Full<Bytes>>> {
+fn request_parts(path: &str, host: Option<&str>) -> Result<http::request::Parts, Refused> {
     let mut b = Request::get(path);
     if let Some(h) = host {
         b = b.header(header::HOST, h);
     }
     match b.body(()) {
         Ok(req) => Ok(req.into_parts().0),
-        Err(_) => Err(text(
+        Err(_) => Err(Refused(
             StatusCode::BAD_REQUEST,
             format!("`{path}` is not a request path\n"),
         )),

@@ -98,22 +98,7 @@ async fn run(cli: Cli, settings: Settings) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
     let draining = Arc::new(AtomicBool::new(false));
-    let admin_task = match settings.admin {
-        Some(addr) => {
-            let l = TcpListener::bind(addr)
-                .await
-                .map_err(|e| format!("cannot listen on {addr} (admin): {e}"))?;
-            let local = l.local_addr().map_err(|e| e.to_string())?;
-            println!("daramjwee admin on http://{local}");
-            let state = admin::AdminState {
-                router: router.clone(),
-                draining: draining.clone(),
-                prometheus,
-            };
-            Some(tokio::spawn(admin::serve(l, state)))
-        }
-        None => None,
-    };
+    let admin_task = start_admin(&settings, &router, &draining, prometheus).await?;
     let tls = match &settings.tls {
         Some((cert, key)) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(
             tls::server_config(cert, key).map_err(|e| e.to_string())?,
@@ -155,7 +140,40 @@ async fn run(cli: Cli, settings: Settings) -> Result<(), String> {
     )
     .await;
     reload_task.abort();
-    let dropped = access_log.dropped();
+    report_shutdown(&settings, access_log.dropped(), still_open);
+    close_sites(&router, settings.close_timeout).await;
+    if let Some(t) = admin_task {
+        t.abort();
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Starts the admin listener on its own address, if there is one.
+async fn start_admin(
+    settings: &Settings,
+    router: &Router,
+    draining: &Arc<AtomicBool>,
+    prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>,
+) -> Result<Option<tokio::task::JoinHandle<()>>, String> {
+    let Some(addr) = settings.admin else {
+        return Ok(None);
+    };
+    let l = TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr} (admin): {e}"))?;
+    let local = l.local_addr().map_err(|e| e.to_string())?;
+    println!("daramjwee admin on http://{local}");
+    let state = admin::AdminState {
+        router: router.clone(),
+        draining: draining.clone(),
+        prometheus,
+    };
+    Ok(Some(tokio::spawn(admin::serve(l, state))))
+}
+
+/// Logs how the drain went: access-log lines dropped, connections cut at the drain timeout.
+fn report_shutdown(settings: &Settings, dropped: u64, still_open: usize) {
     if dropped > 0 {
         tracing::warn!(
             dropped,
@@ -170,12 +188,6 @@ async fn run(cli: Cli, settings: Settings) -> Result<(), String> {
     } else {
         tracing::info!("all connections drained");
     }
-    close_sites(&router, settings.close_timeout).await;
-    if let Some(t) = admin_task {
-        t.abort();
-    }
-    tracing::info!("stopped");
-    Ok(())
 }
 
 /// Opens every site's tiers and service.

@@ -492,19 +492,8 @@ impl Store for FileStore {
                 return Ok(false);
             }
             let path = loc.path(&inner.objects);
-            let src = match format::open_entry(&path, HEAD_TAIL) {
-                Ok(o) if o.key == key => o,
-                Ok(_) | Err(ReadFailure::Corrupt { .. }) => {
-                    tracing::warn!(key, "corrupt cache file removed during metadata update");
-                    inner.unindex(&loc);
-                    remove_if_exists(&path).map_err(|e| StoreError::io(&key, e))?;
-                    return Ok(false);
-                }
-                Err(ReadFailure::Missing) => {
-                    inner.unindex(&loc);
-                    return Ok(false);
-                }
-                Err(ReadFailure::Io(e)) => return Err(StoreError::io(key, e)),
+            let Some(src) = open_for_update(&inner, &loc, &path, &key)? else {
+                return Ok(false);
             };
             // A commit may have replaced the entry with a larger one since the reservation.
             let size = src.footer.body_len + record_len + FOOTER_LEN as u64;
@@ -610,5 +599,29 @@ impl Store for FileStore {
 
     fn evictions(&self) -> Option<u64> {
         Some(FileStore::evictions(self))
+    }
+}
+
+/// The entry at `path` for an in-place metadata update, or `None` (unindexed, and removed
+/// when corrupt) when it is gone or not `key`'s.
+fn open_for_update(
+    inner: &Inner,
+    loc: &Loc,
+    path: &Path,
+    key: &str,
+) -> Result<Option<format::Opened>, StoreError> {
+    match format::open_entry(path, HEAD_TAIL) {
+        Ok(o) if o.key == key => Ok(Some(o)),
+        Ok(_) | Err(ReadFailure::Corrupt { .. }) => {
+            tracing::warn!(key, "corrupt cache file removed during metadata update");
+            inner.unindex(loc);
+            remove_if_exists(path).map_err(|e| StoreError::io(key, e))?;
+            Ok(None)
+        }
+        Err(ReadFailure::Missing) => {
+            inner.unindex(loc);
+            Ok(None)
+        }
+        Err(ReadFailure::Io(e)) => Err(StoreError::io(key, e)),
     }
 }
