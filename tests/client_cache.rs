@@ -391,7 +391,7 @@ async fn vary_accept_keeps_one_variant_per_accept_value() {
 }
 
 /// RFC 9211 §2.2: a URL with stored variants, none selected by this request, is a
-/// `fwd=vary-miss`. Fails today: reported `fwd=uri-miss`.
+/// `fwd=vary-miss`.
 #[tokio::test]
 async fn a_request_no_stored_variant_matches_is_reported_fwd_vary_miss() {
     let origin = Origin::default();
@@ -548,7 +548,7 @@ async fn request_no_cache_and_max_age_zero_revalidate_with_the_origin() {
 
 /// RFC 9211 §2.2: `fwd=request` when a fresh stored response could have been used but the
 /// request's directives (`no-cache`, `max-age=0`) sent it to the origin; `fwd=stale` is for a
-/// stale one. Fails today: every validation is reported `fwd=stale`.
+/// stale one.
 #[tokio::test]
 async fn a_validation_the_request_forced_is_reported_fwd_request() {
     let origin = Origin::default();
@@ -708,7 +708,7 @@ async fn offline_max_stale_does_not_override_must_revalidate() {
 }
 
 /// RFC 9111 §4.2.4 and §5.2.2.2: the request's `stale-if-error` does not lift the response's
-/// `must-revalidate` either. Fails today: the stale entry is served (`detail=stale-if-error`).
+/// `must-revalidate` either.
 #[tokio::test]
 async fn offline_request_stale_if_error_does_not_override_must_revalidate() {
     let (svc, url) = fill_then_go_offline("/aged-mr").await;

@@ -119,15 +119,17 @@ impl Answer<'_> {
         self.respond_as(lookup, parts, status)
     }
 
-    /// [`respond`](Self::respond) for a URL whose stored variants did not include this
-    /// request's (RFC 9211 §2.2.2: `fwd=vary-miss`).
-    pub(crate) fn respond_vary_miss<ResB>(
+    /// [`respond`](Self::respond), reporting why the request went forward as `fwd` (RFC 9211
+    /// §2.2.2): `vary-miss` when the URL's stored variants did not include this request's,
+    /// `request` when the request's own directives sent a usable entry to the origin.
+    pub(crate) fn respond_fwd<ResB>(
         &self,
         lookup: Lookup,
         parts: &Parts,
+        fwd: &'static str,
     ) -> Response<CacheBody<ResB>> {
         let mut status = self.status_for(lookup.outcome);
-        status.fwd = Some("vary-miss");
+        status.fwd = Some(fwd);
         self.respond_as(lookup, parts, status)
     }
 

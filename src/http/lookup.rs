@@ -125,10 +125,10 @@ impl CachedCall {
     {
         let answer = self.answer();
         match result {
-            Ok(Found::Entry(lookup)) if varied == Varied::Miss => {
-                Ok(answer.respond_vary_miss(lookup, &parts))
-            }
-            Ok(Found::Entry(lookup)) => Ok(answer.respond(lookup, &parts)),
+            Ok(Found::Entry(lookup)) => Ok(match self.forward_reason(varied, lookup.outcome) {
+                Some(fwd) => answer.respond_fwd(lookup, &parts, fwd),
+                None => answer.respond(lookup, &parts),
+            }),
             Ok(Found::Passed(passed)) => {
                 let Passed { res, reason } = *passed;
                 Ok(answer.pass(res, reason))
@@ -179,6 +179,18 @@ impl CachedCall {
                 tracing::warn!(error = %e, "cache lookup failed; serving from the origin");
                 self.origin_direct(svc, parts, "bypass").await
             }
+        }
+    }
+
+    /// A `Cache-Status` forward reason other than the outcome's own: the URL's stored variants
+    /// did not include this request's, or the request's `no-cache` / `max-age=0` made the
+    /// cache validate what it holds.
+    fn forward_reason(&self, varied: Varied, outcome: Outcome) -> Option<&'static str> {
+        let forced = self.directives.no_cache || self.directives.max_age == Some(0);
+        match outcome {
+            _ if varied == Varied::Miss => Some("vary-miss"),
+            Outcome::Revalidated { .. } if forced => Some("request"),
+            _ => None,
         }
     }
 

@@ -131,15 +131,17 @@ async fn purge(state: &AdminState, query: &str) -> Response<Full<Bytes>> {
     };
     let mut purged = Vec::new();
     for (site, key) in targets {
-        if let Err(e) = site.cache.delete(&key).await {
+        if let Err(e) = site.purger.key(&key).await {
             tracing::warn!(site = %site.settings.name, error = %e, "purge failed");
             return json_response(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 &json!({ "error": e.to_string(), "site": site.settings.name, "key": key }),
             );
         }
-        tracing::info!(site = %site.settings.name, %key, "purged");
-        purged.push(json!({ "site": site.settings.name, "key": key }));
+        tracing::info!(site = %site.settings.name, %key, shared = site.purger.is_shared(), "purged");
+        purged.push(
+            json!({ "site": site.settings.name, "key": key, "shared": site.purger.is_shared() }),
+        );
     }
     json_response(StatusCode::OK, &json!({ "purged": purged }))
 }
@@ -233,11 +235,13 @@ async fn purge_prefix(
         } else {
             prefix.to_owned()
         };
-        match site.cache.purge_prefix(&key_prefix).await {
+        match site.purger.prefix(&key_prefix).await {
             Ok(n) => {
-                tracing::info!(site = %site.settings.name, prefix = %key_prefix, removed = n, "purged by prefix");
+                let shared = site.purger.is_shared();
+                tracing::info!(site = %site.settings.name, prefix = %key_prefix, removed = ?n, shared, "purged by prefix");
+                // A shared purge is applied by every instance on its own: no count (null) here.
                 purged.push(
-                    json!({ "site": site.settings.name, "prefix": key_prefix, "removed": n }),
+                    json!({ "site": site.settings.name, "prefix": key_prefix, "removed": n, "shared": shared }),
                 );
             }
             Err(e) => {

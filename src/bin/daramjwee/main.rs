@@ -216,6 +216,7 @@ async fn open_sites(
 /// Closes the current sites' caches, each waiting at most `timeout` for its background work.
 async fn close_sites(router: &Router, timeout: std::time::Duration) {
     for site in router.sites().iter() {
+        site.purger.shutdown();
         if let Err(e) = site.cache.close(timeout).await {
             tracing::warn!(site = %site.settings.name, error = %e, "background work did not finish");
         }

@@ -116,7 +116,8 @@ impl Reloader {
             let site = match running {
                 Some(o) if same_cache(&o.settings, s) => {
                     kept += 1;
-                    Site::with_cache(s.clone(), o.cache.clone()).map_err(site_err)?
+                    Site::with_cache(s.clone(), o.cache.clone(), o.purger.clone())
+                        .map_err(site_err)?
                 }
                 Some(o) if persists(&o.settings) || persists(s) => {
                     return Err(ReloadError::TiersChanged {

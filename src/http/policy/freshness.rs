@@ -101,7 +101,17 @@ pub(crate) fn stale_if_error<'a>(
     meta: &Metadata,
     now: SystemTime,
 ) -> bool {
-    let cc = rules.into().response_directives(&meta.headers).cc;
+    let rules = rules.into();
+    let cc = rules.response_directives(&meta.headers).cc;
+    // RFC 9111 §4.2.4, §5.2.2.2, §5.2.2.4, §5.2.2.8, §5.2.2.10: a response that must be
+    // validated before reuse is never served stale, not even on error or at the client's asking.
+    let shared = is_shared(rules.mode);
+    if cc.must_revalidate
+        || cc.no_cache
+        || (shared && (cc.proxy_revalidate || cc.s_maxage.is_some()))
+    {
+        return false;
+    }
     let Some(window) = req.stale_if_error.or(cc.stale_if_error) else {
         return false;
     };

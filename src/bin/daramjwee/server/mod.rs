@@ -42,9 +42,12 @@ use tower_http::trace::TraceLayer;
 use crate::access_log::{AccessLogLayer, AccessLogSwitch};
 use crate::config::{SiteSettings, TierSpec};
 use crate::forwarding::{client_authority, Forwarding};
+
+mod purger;
 use crate::header_rules::RuleContext;
 use crate::proxy::{ClientAddr, ClientTls, ProxyBody, Route, Upstream};
 use crate::tls::TlsError;
+pub use purger::Purger;
 use tokio_rustls::TlsAcceptor;
 
 pin_project_lite::pin_project! {
@@ -100,6 +103,8 @@ pub struct Site {
     pub settings: SiteSettings,
     /// The site's cache (also reached by the admin endpoints).
     pub cache: Cache,
+    /// How the admin endpoints purge it: locally, or through the shared bucket.
+    pub purger: Purger,
     route: Arc<Route>,
     forwarding: Arc<Forwarding>,
     svc: CacheService<Upstream>,
@@ -118,12 +123,16 @@ impl Site {
     /// Opens the site's tiers and builds its service; its background work is a group of
     /// `workers` with the site's weight and queue.
     pub async fn open(settings: SiteSettings, workers: &WorkerRuntime) -> Result<Site, SiteError> {
-        let cache = open_cache(&settings, workers).await?;
-        Site::with_cache(settings, cache)
+        let (cache, purger) = open_cache(&settings, workers).await?;
+        Site::with_cache(settings, cache, purger)
     }
 
     /// The site's service around an existing cache (a reload that kept the site's tiers).
-    pub fn with_cache(settings: SiteSettings, cache: Cache) -> Result<Site, SiteError> {
+    pub fn with_cache(
+        settings: SiteSettings,
+        cache: Cache,
+        purger: Purger,
+    ) -> Result<Site, SiteError> {
         let route = Arc::new(Route::new(&settings));
         let forwarding = Arc::new(Forwarding::new(&settings));
         let (key_route, key_fwd) = (route.clone(), forwarding.clone());
@@ -149,6 +158,7 @@ impl Site {
         Ok(Site {
             settings,
             cache,
+            purger,
             route,
             forwarding,
             svc,
@@ -184,6 +194,16 @@ pub enum SiteError {
         /// The store's error.
         #[source]
         source: StoreError,
+    },
+    /// The shared purge log of an object store tier could not be started.
+    #[cfg(feature = "object-store")]
+    #[error("cannot start the purge log of {url}: {source}")]
+    PurgeLog {
+        /// The store's URL.
+        url: String,
+        /// The log's error.
+        #[source]
+        source: daramjwee::store::PurgeError,
     },
     /// The build has no object store support (the configuration check refuses this first).
     #[cfg(not(feature = "object-store"))]
@@ -223,14 +243,7 @@ async fn open_tier(spec: &TierSpec, policy: &PolicyKind) -> Result<Arc<dyn Store
                 })?,
         ),
         #[cfg(feature = "object-store")]
-        TierSpec::Object(url) => Arc::new(
-            daramjwee::store::BucketStore::from_url(url)
-                .and_then(|b| b.build())
-                .map_err(|source| SiteError::ObjectTier {
-                    url: url.clone(),
-                    source,
-                })?,
-        ),
+        TierSpec::Object(url) => Arc::new(open_bucket(url)?),
         #[cfg(not(feature = "object-store"))]
         TierSpec::Object(url) => return Err(SiteError::NoObjectStore { url: url.clone() }),
     })
@@ -246,7 +259,10 @@ pub fn same_cache(a: &SiteSettings, b: &SiteSettings) -> bool {
 }
 
 /// Opens a site's tiers and builds its cache, a weighted group of `workers`.
-async fn open_cache(settings: &SiteSettings, workers: &WorkerRuntime) -> Result<Cache, SiteError> {
+async fn open_cache(
+    settings: &SiteSettings,
+    workers: &WorkerRuntime,
+) -> Result<(Cache, Purger), SiteError> {
     let mut builder = Cache::builder()
         .name(settings.name.clone())
         .worker_pool(workers.group(settings.weight, settings.queue))
@@ -264,10 +280,34 @@ async fn open_cache(settings: &SiteSettings, workers: &WorkerRuntime) -> Result<
         builder = builder.follower_retain(retain);
     }
     builder = builder.tier(open_tier(&settings.hot, &settings.eviction).await?, None);
+    #[cfg(feature = "object-store")]
+    if let Some(TierSpec::Object(url)) = &settings.cold {
+        // A shared bucket: purges go through its log, so they reach every instance.
+        let bucket = open_bucket(url)?;
+        let cache = builder.tier(Arc::new(bucket.clone()), None).build();
+        let purger = Purger::shared(cache.clone(), bucket)
+            .await
+            .map_err(|source| SiteError::PurgeLog {
+                url: url.clone(),
+                source,
+            })?;
+        return Ok((cache, purger));
+    }
     if let Some(cold) = &settings.cold {
         builder = builder.tier(open_tier(cold, &settings.eviction).await?, None);
     }
-    Ok(builder.build())
+    let cache = builder.build();
+    Ok((cache.clone(), Purger::local(cache)))
+}
+
+#[cfg(feature = "object-store")]
+fn open_bucket(url: &str) -> Result<daramjwee::store::BucketStore, SiteError> {
+    daramjwee::store::BucketStore::from_url(url)
+        .and_then(|b| b.build())
+        .map_err(|source| SiteError::ObjectTier {
+            url: url.to_owned(),
+            source,
+        })
 }
 
 /// The sites of one configuration, in the order written.
