@@ -201,9 +201,9 @@ pub enum SiteError {
     PurgeLog {
         /// The store's URL.
         url: String,
-        /// The log's error.
+        /// The log's error (boxed: it is large, and start-up errors are rare).
         #[source]
-        source: daramjwee::store::PurgeError,
+        source: Box<daramjwee::store::PurgeError>,
     },
     /// The build has no object store support (the configuration check refuses this first).
     #[cfg(not(feature = "object-store"))]
@@ -289,7 +289,7 @@ async fn open_cache(
             .await
             .map_err(|source| SiteError::PurgeLog {
                 url: url.clone(),
-                source,
+                source: Box::new(source),
             })?;
         return Ok((cache, purger));
     }
