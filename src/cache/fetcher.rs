@@ -79,7 +79,7 @@ pub struct Passthrough {
 /// use daramjwee::{Fetched, Metadata, EntryBody};
 ///
 /// let fetcher = |_previous: Option<std::sync::Arc<Metadata>>| async {
-///     Ok::<_, daramjwee::BoxError>(Fetched::Entry {
+///     Ok::<Fetched, daramjwee::BoxError>(Fetched::Entry {
 ///         meta: Metadata::new(http::StatusCode::OK),
 ///         body: EntryBody::from_bytes("hello"),
 ///     })
