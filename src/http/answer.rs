@@ -113,6 +113,15 @@ impl Answer<'_> {
         res
     }
 
+    /// The `504` for an origin call that gave no response head within the origin timeout.
+    pub(crate) fn origin_timed_out<ResB>(
+        &self,
+        after: std::time::Duration,
+    ) -> Response<CacheBody<ResB>> {
+        tracing::warn!(?after, "the origin did not answer in time");
+        self.origin_failed(StatusCode::GATEWAY_TIMEOUT, "origin-timeout")
+    }
+
     /// The response for an entry the engine found, stored or streaming.
     pub(crate) fn respond<ResB>(&self, lookup: Lookup, parts: &Parts) -> Response<CacheBody<ResB>> {
         let status = self.status_for(lookup.outcome);

@@ -98,29 +98,10 @@ pub enum TargetHeaders {
 }
 
 /// Whether `headers` carries any of the [`TARGET_REWRITING`] fields. On the hit path: one
-/// pass over the request's (few) names, each matched as a string, instead of a hashed lookup
-/// per listed field.
+/// pass over the request's (few) names, each compared with the list, rather than a hashed
+/// lookup per listed field.
 pub(crate) fn has_target_rewriting(headers: &HeaderMap) -> bool {
-    headers.keys().any(is_target_rewriting)
-}
-
-fn is_target_rewriting(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "forwarded"
-            | "x-forwarded-host"
-            | "x-forwarded-proto"
-            | "x-forwarded-scheme"
-            | "x-forwarded-port"
-            | "x-forwarded-prefix"
-            | "x-forwarded-server"
-            | "x-original-url"
-            | "x-rewrite-url"
-            | "x-original-host"
-            | "x-http-method-override"
-            | "x-http-method"
-            | "x-method-override"
-    )
+    headers.keys().any(|name| TARGET_REWRITING.contains(name))
 }
 
 /// Appends `name=value` for every value of every field in `names` that `headers` holds, after a
@@ -162,11 +143,6 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert_eq!(h["x-kept"], "yes");
-    }
-
-    #[test]
-    fn the_matcher_knows_every_listed_field() {
-        assert!(TARGET_REWRITING.iter().all(is_target_rewriting));
     }
 
     #[test]

@@ -134,10 +134,7 @@ impl CachedCall {
                 Ok(answer.pass(res, reason))
             }
             Err(Failed::Origin(OriginError::Service(e))) => Err(e),
-            Err(Failed::Origin(OriginError::Timeout(after))) => {
-                tracing::warn!(?after, "the origin did not answer in time");
-                Ok(answer.origin_failed(StatusCode::GATEWAY_TIMEOUT, "origin-timeout"))
-            }
+            Err(Failed::Origin(OriginError::Timeout(after))) => Ok(answer.origin_timed_out(after)),
             Err(Failed::Cache(e)) => self.cache_failed(e, svc, parts).await,
         }
     }
@@ -260,10 +257,7 @@ impl CachedCall {
         let res = match call(&mut svc, req, self.config.origin_timeout).await {
             Ok(res) => res,
             Err(OriginError::Service(e)) => return Err(e),
-            Err(OriginError::Timeout(_)) => {
-                let answer = self.answer();
-                return Ok(answer.origin_failed(StatusCode::GATEWAY_TIMEOUT, "origin-timeout"));
-            }
+            Err(OriginError::Timeout(after)) => return Ok(self.answer().origin_timed_out(after)),
         };
         let mut res = res.map(CacheBody::origin);
         super::strip_hop_by_hop(res.headers_mut());

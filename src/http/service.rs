@@ -185,14 +185,13 @@ impl<S> CacheService<S> {
             let res = match call(&mut svc, req, config.origin_timeout).await {
                 Ok(res) => res,
                 Err(super::origin::OriginError::Service(e)) => return Err(e),
-                Err(super::origin::OriginError::Timeout(_)) => {
+                Err(super::origin::OriginError::Timeout(after)) => {
                     let answer = Answer {
                         cache: &cache,
                         config: &config,
                         head: false,
                     };
-                    let res = answer.origin_failed(http::StatusCode::GATEWAY_TIMEOUT, "timeout");
-                    return Ok(res);
+                    return Ok(answer.origin_timed_out(after));
                 }
             };
             let ok = res.status().is_success() || res.status().is_redirection();
