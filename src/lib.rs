@@ -51,7 +51,7 @@ pub mod __fuzz;
 
 pub use cache::{
     Cache, CacheBuilder, CacheStats, CacheWriter, ColdFill, Fetched, Fetcher, Freshness,
-    GetOptions, Judge, Lookup, Origin, Outcome, Passthrough, Promotion, Verdict,
+    GetOptions, Judge, Lookup, Origin, Outcome, Passthrough, Promotion, Storing, Verdict,
 };
 pub use entry::{EntryBody, EntryKind, Metadata, StoredEntry};
 pub use error::{BoxError, CloseError, Error, FillError, SharedError, StoreError};

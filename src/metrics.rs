@@ -13,6 +13,8 @@
 //! | `daramjwee_origin_bytes_total` | counter | `cache` | body bytes received from the origin by fills |
 //! | `daramjwee_fill_duration_seconds` | histogram | `cache` | time from the start of a fill to its end (body stored or failed) |
 //! | `daramjwee_refresh_duration_seconds` | histogram | `cache` | the same, for background refreshes |
+//! | `daramjwee_fills_total` | counter | `cache`, `tier` | entries committed to the tier by fills, promotions, copies and sets |
+//! | `daramjwee_fills_too_large_total` | counter | `cache` | fills stored nowhere because no tier keeps a body of their size |
 //! | `daramjwee_stored_bytes` | gauge | `cache`, `tier` | bytes held by the tier (entries and writes in progress) |
 //! | `daramjwee_stored_entries` | gauge | `cache`, `tier` | entries held by the tier |
 //! | `daramjwee_evictions_total` | counter | `cache`, `tier` | entries the tier evicted |
@@ -51,6 +53,8 @@ mod on {
         origin_bytes: Counter,
         fill: Histogram,
         refresh: Histogram,
+        fills: Vec<Counter>,
+        too_large: Counter,
         stored_bytes: Vec<Gauge>,
         stored_entries: Vec<Gauge>,
         evictions: Vec<Counter>,
@@ -85,6 +89,11 @@ mod on {
                 origin_bytes: counter!("daramjwee_origin_bytes_total", "cache" => n.clone()),
                 fill: histogram!("daramjwee_fill_duration_seconds", "cache" => n.clone()),
                 refresh: histogram!("daramjwee_refresh_duration_seconds", "cache" => n.clone()),
+                fills: tiers
+                    .iter()
+                    .map(|t| counter!("daramjwee_fills_total", "cache" => n.clone(), "tier" => *t))
+                    .collect(),
+                too_large: counter!("daramjwee_fills_too_large_total", "cache" => n.clone()),
                 stored_bytes: tiers
                     .iter()
                     .map(|t| gauge!("daramjwee_stored_bytes", "cache" => n.clone(), "tier" => *t))
@@ -133,6 +142,16 @@ mod on {
             } else {
                 self.fill.record(secs);
             }
+        }
+
+        pub(crate) fn fill_committed(&self, tier: usize) {
+            if let Some(c) = self.fills.get(tier) {
+                c.increment(1);
+            }
+        }
+
+        pub(crate) fn too_large(&self) {
+            self.too_large.increment(1);
         }
 
         pub(crate) fn tier(
@@ -188,6 +207,10 @@ mod off {
         pub(crate) fn origin_bytes(&self, _n: u64) {}
         #[inline(always)]
         pub(crate) fn fill_done(&self, _secs: f64, _refresh: bool) {}
+        #[inline(always)]
+        pub(crate) fn fill_committed(&self, _tier: usize) {}
+        #[inline(always)]
+        pub(crate) fn too_large(&self) {}
         #[inline(always)]
         pub(crate) fn tier(&self, _i: usize, _b: Option<u64>, _e: Option<u64>, _ev: Option<u64>) {}
         #[inline(always)]

@@ -106,14 +106,14 @@ impl Cache {
         note: oneshot::Receiver<LeaderNote<P, E>>,
     ) -> Result<Found<P>, Failed<E>> {
         let head = flight.head().await;
-        let Head::Body(meta) = head else {
+        let Head::Body(meta, storing) = head else {
             drop(reader);
             return self.leader_settled(key, head, note).await;
         };
+        let body = reader.into_body();
         Ok(Found::Entry(Lookup {
-            outcome: Outcome::Miss,
-            meta,
-            body: reader.into_body(),
+            storing,
+            ..Lookup::new(Outcome::Miss, meta, body)
         }))
     }
 
@@ -137,7 +137,7 @@ impl Cache {
                 Ok(LeaderNote::Failed(e)) => Err(Failed::Origin(e)),
                 _ => Err(Failed::Cache(leader_error(why))),
             },
-            Head::Body(_) | Head::Pending | Head::Stored => {
+            Head::Body(..) | Head::Pending | Head::Stored => {
                 Err(Failed::Cache(Error::FillAbandoned(FillError::Cancelled)))
             }
         }
@@ -158,12 +158,12 @@ impl Cache {
             return self.after_stored(key, &flight, fetcher).await;
         };
         let head = match tokio::time::timeout(wait, flight.head()).await {
-            Ok(Head::Body(meta)) => {
+            Ok(Head::Body(meta, storing)) => {
+                let body = reader.into_body();
                 return Ok(Found::Entry(Lookup {
-                    outcome: Outcome::Coalesced,
-                    meta,
-                    body: reader.into_body(),
-                }))
+                    storing,
+                    ..Lookup::new(Outcome::Coalesced, meta, body)
+                }));
             }
             Ok(head) => head,
             // The leader is too slow to answer: fetch on our own, store nothing.
@@ -179,7 +179,7 @@ impl Cache {
             Head::Failed(why) => return Err(Failed::Cache(Error::FillAbandoned(why))),
             Head::Stored => return self.after_stored(key, &flight, fetcher).await,
             // Not shareable, or no answer in time: fetch on our own, store nothing.
-            Head::Pass | Head::Pending | Head::Body(_) => return self.fetch_alone(fetcher).await,
+            Head::Pass | Head::Pending | Head::Body(..) => return self.fetch_alone(fetcher).await,
         };
         Ok(Found::Entry(found))
     }
@@ -194,11 +194,11 @@ impl Cache {
             Ok(Ok(())) => {
                 if let Some((tier, entry)) = self.read_any(key).await {
                     let _ = tier;
-                    return Ok(Found::Entry(Lookup {
-                        outcome: Outcome::Coalesced,
-                        meta: entry.meta,
-                        body: entry.body,
-                    }));
+                    return Ok(Found::Entry(Lookup::new(
+                        Outcome::Coalesced,
+                        entry.meta,
+                        entry.body,
+                    )));
                 }
             }
             Err(_) => {}
@@ -209,13 +209,9 @@ impl Cache {
     /// Fetches without coalescing or storing (the fallback of followers).
     async fn fetch_alone<F: Origin>(&self, fetcher: F) -> Got<F> {
         match fetcher.fetch(None).await.map_err(Failed::Origin)? {
-            Fetched::Entry { meta, body } | Fetched::Variant { meta, body, .. } => {
-                Ok(Found::Entry(Lookup {
-                    outcome: Outcome::Pass,
-                    meta: Arc::new(meta),
-                    body,
-                }))
-            }
+            Fetched::Entry { meta, body } | Fetched::Variant { meta, body, .. } => Ok(
+                Found::Entry(Lookup::new(Outcome::Pass, Arc::new(meta), body)),
+            ),
             Fetched::Pass(p) => Ok(Found::Passed(Box::new(p))),
             Fetched::NotModified { .. } | Fetched::Stale { .. } => Err(Failed::Cache(
                 Error::FillAbandoned(FillError::NothingStored),
@@ -229,11 +225,11 @@ impl Cache {
             .read_any(key)
             .await
             .ok_or(Error::FillAbandoned(FillError::NothingStored))?;
-        Ok(Lookup {
-            outcome: Outcome::Revalidated { tier },
-            meta: entry.meta,
-            body: entry.body,
-        })
+        Ok(Lookup::new(
+            Outcome::Revalidated { tier },
+            entry.meta,
+            entry.body,
+        ))
     }
 
     /// Reads the entry the fill chose to serve as it is because the origin failed.
@@ -246,14 +242,11 @@ impl Cache {
             .read_any(key)
             .await
             .ok_or(Error::FillAbandoned(FillError::NothingStored))?;
-        Ok(Lookup {
-            outcome: Outcome::StaleOnError {
-                tier,
-                status: status.map(|s| s.as_u16()),
-            },
-            meta: entry.meta,
-            body: entry.body,
-        })
+        let outcome = Outcome::StaleOnError {
+            tier,
+            status: status.map(|s| s.as_u16()),
+        };
+        Ok(Lookup::new(outcome, entry.meta, entry.body))
     }
 }
 

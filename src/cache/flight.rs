@@ -33,8 +33,8 @@ use crate::error::{Error, FillError};
 pub(crate) enum Head {
     /// Not known yet.
     Pending,
-    /// A body follows; readers stream it.
-    Body(Arc<Metadata>),
+    /// A body follows; readers stream it, and the fill stores it as the second field says.
+    Body(Arc<Metadata>, crate::cache::Storing),
     /// The origin confirmed the stored entry; readers read it from the store.
     NotModified,
     /// A fresh entry was found stored after all (another fill committed it just before this

@@ -280,24 +280,20 @@ impl Cache {
         }
         if let (Some(theirs), Some(ours)) = (&opts.if_none_match, &entry.meta.etag) {
             if theirs == ours {
-                return Lookup {
-                    outcome: Outcome::NotModified,
-                    meta: entry.meta,
-                    body: EntryBody::empty(),
-                };
+                return Lookup::new(Outcome::NotModified, entry.meta, EntryBody::empty());
             }
         }
         let outcome = Outcome::Hit { tier, stale };
-        let (meta, body) = if tier == 0 || !self.should_promote(key) {
+        // An entry no tier above keeps (by its size) is served from where it is: no copy is
+        // attempted on every hit.
+        let len = entry.meta.content_length;
+        let promotable = (0..tier).any(|i| self.fits(i, len));
+        let (meta, body) = if !promotable || !self.should_promote(key) {
             (entry.meta, entry.body)
         } else {
             self.promote(tier, key, entry)
         };
-        Lookup {
-            outcome,
-            meta,
-            body,
-        }
+        Lookup::new(outcome, meta, body)
     }
 
     /// Streams a lower tier's entry to the caller while it is written into the tiers above.
@@ -351,11 +347,7 @@ fn public_result(got: Result<Found<Passthrough>, Failed<BoxError>>) -> Result<Lo
         Ok(Found::Entry(lookup)) => Ok(lookup),
         Ok(Found::Passed(passed)) => {
             let Passthrough { meta, body } = *passed;
-            Ok(Lookup {
-                outcome: Outcome::Pass,
-                meta: Arc::new(meta),
-                body,
-            })
+            Ok(Lookup::new(Outcome::Pass, Arc::new(meta), body))
         }
         Err(Failed::Origin(e)) => Err(Error::Fetch(e)),
         Err(Failed::Cache(e)) => Err(e),

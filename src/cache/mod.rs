@@ -35,6 +35,7 @@ pub(crate) mod flight;
 pub(crate) mod keys;
 mod lookup;
 mod ops;
+mod place;
 mod refresh;
 mod run;
 mod stats;
@@ -49,7 +50,7 @@ pub use builder::{CacheBuilder, ColdFill, Freshness, Promotion};
 pub use fetcher::{Fetched, Fetcher, Origin, Passthrough};
 pub use stats::CacheStats;
 pub(crate) use types::{Failed, Found};
-pub use types::{GetOptions, Judge, Lookup, Outcome, Verdict};
+pub use types::{GetOptions, Judge, Lookup, Outcome, Storing, Verdict};
 pub use write::CacheWriter;
 
 use self::builder::Config;

@@ -2,50 +2,50 @@
 //! copy, and `close`.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 
 use super::keys::Usage;
-use super::stats::bump;
 use super::{Cache, CacheWriter, ColdFill};
 use crate::entry::{Metadata, StoredEntry};
 use crate::error::{CloseError, Error, StoreError};
-use crate::store::Store;
 
 impl Cache {
-    /// Copies the committed hot entry into the lower tiers on the worker pool.
-    pub(super) fn spawn_cold_copy(&self, key: &str, ticket: u64) {
-        if self.inner.tiers.iter().skip(1).all(|t| t.store.is_null()) {
+    /// Copies the entry committed in tier `from` into the tiers below it that keep its size
+    /// and do not hold it yet (`done`), on the worker pool.
+    pub(super) fn spawn_cold_copy(&self, key: &str, ticket: u64, from: usize, done: Vec<usize>) {
+        if self.copy_targets(from, None, &done).is_empty() {
             return;
         }
         let this = self.clone();
         let key = key.to_owned();
         self.spawn_background(async move {
             let usage = this.inner.keys.writer_with_ticket(&key, ticket);
-            for i in 1..this.inner.tiers.len() {
-                let Some(entry) = this.read_tier(0, &key).await else {
+            for i in this.copy_targets(from, None, &done) {
+                let Some(entry) = this.read_tier(from, &key).await else {
                     return;
                 };
-                let store = &this.inner.tiers[i].store;
-                if store.is_null() {
+                if !this.fits(i, entry.meta.content_length) {
                     continue;
                 }
-                if let Err(e) = this.copy_into(&key, &usage, store, entry).await {
-                    this.store_fault(store.name(), "cold_copy", &e);
+                if let Err(e) = this.copy_into(&key, &usage, i, entry).await {
+                    let name = this.inner.tiers[i].store.name();
+                    this.store_fault(name, "cold_copy", &e);
                 }
             }
         });
     }
 
+    /// Writes `entry` into tier `tier` and commits it, unless a newer write of the key started.
     pub(super) async fn copy_into(
         &self,
         key: &str,
         usage: &Usage,
-        store: &Arc<dyn Store>,
+        tier: usize,
         entry: StoredEntry,
     ) -> Result<(), StoreError> {
+        let store = &self.inner.tiers[tier].store;
         let name = store.name();
         let put = store.put(key, (*entry.meta).clone());
         let mut w = self.store_call(name, "put", key, put).await?;
@@ -59,7 +59,7 @@ impl Cache {
         }
         if let Some(_lock) = usage.lock_if_current().await {
             self.store_call(name, "commit", key, w.commit()).await?;
-            bump(&self.inner.stats.fills_committed);
+            self.committed(tier);
         }
         Ok(())
     }
@@ -208,10 +208,14 @@ impl Cache {
         self.inner.cfg.op_timeout
     }
 
-    pub(crate) fn after_set_commit(&self, key: &str, ticket: u64) {
-        bump(&self.inner.stats.fills_committed);
+    /// Counts a `set`'s commits (`committed`: the tiers that took it, hot first) and copies
+    /// it down in the background when lower tiers are filled that way.
+    pub(crate) fn after_set_commit(&self, key: &str, ticket: u64, committed: Vec<usize>) {
+        for &tier in &committed {
+            self.committed(tier);
+        }
         if self.inner.cfg.cold_fill == ColdFill::Background {
-            self.spawn_cold_copy(key, ticket);
+            self.spawn_cold_copy(key, ticket, 0, committed);
         }
     }
 }

@@ -3,6 +3,7 @@
 //! that goes away does not abandon a body other readers still want.
 
 use std::convert::Infallible;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -13,8 +14,9 @@ use tracing::{debug, debug_span, Instrument};
 
 use super::flight::{Flight, Head};
 use super::keys::{Claim, Usage};
+use super::place::Placement;
 use super::stats::bump;
-use super::{key_hash, Cache, ColdFill, Fetched, Origin};
+use super::{key_hash, Cache, ColdFill, Fetched, Origin, Storing};
 use crate::entry::{add_saturating, EntryBody, Metadata};
 use crate::error::{FillError, StoreError};
 use crate::metrics::OriginResult;
@@ -37,6 +39,9 @@ pub(super) enum LeaderNote<P, E> {
     Failed(E),
 }
 
+/// A write in progress into one tier: the tier's index and its writer.
+pub(crate) type Writer = (usize, Box<dyn StoreWriter>);
+
 /// The leader's end of the note channel, if the fill has a leader (refreshes have none).
 type NoteTx<F> = oneshot::Sender<LeaderNote<<F as Origin>::Pass, <F as Origin>::Error>>;
 
@@ -48,7 +53,7 @@ impl Cache {
         flight: Arc<Flight>,
         usage: Usage,
         source: Source<F>,
-        targets: std::ops::Range<usize>,
+        targets: Range<usize>,
         note: Option<NoteTx<F>>,
     ) {
         let guard = FinishGuard {
@@ -57,9 +62,8 @@ impl Cache {
         };
         let from_origin = !matches!(source, Source::Tier(..));
         let is_refresh = note.is_none();
-        let (meta, body, tiers) = match source {
-            Source::Tier(meta, body) => (meta, body, targets),
-            Source::Fetched(meta, body) => (meta, body, self.fill_targets(targets)),
+        let (meta, body) = match source {
+            Source::Tier(meta, body) | Source::Fetched(meta, body) => (meta, body),
             Source::Fetch(fetcher, previous) => {
                 let fetched = match self.fetch(&flight, fetcher, previous.clone(), note).await {
                     Ok(Some(f)) => f,
@@ -69,13 +73,19 @@ impl Cache {
                 let Some(entry) = self.settle(key, &flight, &usage, previous, fetched).await else {
                     return;
                 };
-                (Arc::new(entry.0), entry.1, self.fill_targets(targets))
+                (Arc::new(entry.0), entry.1)
             }
         };
-        flight.set_head(Head::Body(meta.clone()));
+        let writers = match self
+            .open_fill(&flight, key, &meta, targets, from_origin)
+            .await
+        {
+            Ok(writers) => writers,
+            Err(why) => return self.fail(&flight, why),
+        };
         let started = std::time::Instant::now();
         let committed = self
-            .stream_fill(&flight, &usage, &meta, body, tiers, from_origin)
+            .stream_fill(&flight, &usage, &meta, body, writers, from_origin)
             .await;
         if from_origin {
             let secs = started.elapsed().as_secs_f64();
@@ -83,14 +93,14 @@ impl Cache {
         }
         self.sample_tiers();
         match committed {
-            Ok(hot_committed) => {
+            Ok(tiers) => {
                 flight.finish(Ok(()));
                 drop(guard);
                 // Only origin bytes go down: a promotion came from a lower tier, which holds
                 // the entry already.
-                if from_origin && hot_committed && self.inner.cfg.cold_fill == ColdFill::Background
-                {
-                    self.spawn_cold_copy(key, usage.ticket);
+                let background = self.inner.cfg.cold_fill == ColdFill::Background;
+                if let (true, true, Some(&from)) = (from_origin, background, tiers.first()) {
+                    self.spawn_cold_copy(key, usage.ticket, from, tiers);
                 }
             }
             Err(e) => {
@@ -100,13 +110,41 @@ impl Cache {
         }
     }
 
-    /// The tiers an origin body is written to as it streams: all of them when written
-    /// through, else the hot tier (the others get a copy of the committed entry).
-    fn fill_targets(&self, targets: std::ops::Range<usize>) -> std::ops::Range<usize> {
-        match self.inner.cfg.cold_fill {
-            ColdFill::WriteThrough => targets,
-            ColdFill::Background => targets.start..targets.end.min(1),
+    /// Places the body by its size, opens the writers and publishes the head, saying which
+    /// tier takes the body. An origin body goes where [`place`](Cache::place) puts it; a
+    /// promotion into every tier of `targets` that keeps its size.
+    async fn open_fill(
+        &self,
+        flight: &Flight,
+        key: &str,
+        meta: &Arc<Metadata>,
+        targets: Range<usize>,
+        from_origin: bool,
+    ) -> Result<Vec<Writer>, FillError> {
+        if flight.orphaned() {
+            return Err(FillError::Orphaned);
         }
+        let len = meta.content_length;
+        let placement = if from_origin {
+            self.place(targets, len)
+        } else {
+            let tiers = targets.filter(|&i| self.fits(i, len)).collect();
+            Placement {
+                tiers,
+                too_large: false,
+            }
+        };
+        if placement.too_large {
+            self.too_large(len);
+        }
+        let writers = self.open_writers(key, meta, placement.tiers).await;
+        let storing = match writers.first() {
+            Some((tier, _)) => Storing::Tier(*tier),
+            None if placement.too_large => Storing::TooLarge,
+            None => Storing::Failed,
+        };
+        flight.set_head(Head::Body(meta.clone(), storing));
+        Ok(writers)
     }
 
     /// Stores `meta` and `body` under `key` in a fill of its own, which runs whether or not
@@ -230,21 +268,17 @@ impl Cache {
         None
     }
 
-    /// Streams `body` into the flight and the writers of `tiers`, then commits them. Returns
-    /// whether tier 0 committed, or why the fill failed.
+    /// Streams `body` into the flight and `writers`, then commits them. Returns the tiers
+    /// that committed (highest first), or why the fill failed.
     async fn stream_fill(
         &self,
         flight: &Flight,
         usage: &Usage,
         meta: &Arc<Metadata>,
         body: EntryBody,
-        tiers: std::ops::Range<usize>,
+        mut writers: Vec<Writer>,
         from_origin: bool,
-    ) -> Result<bool, FillError> {
-        if flight.orphaned() {
-            return Err(FillError::Orphaned);
-        }
-        let mut writers = self.open_writers(usage.key(), meta, tiers).await;
+    ) -> Result<Vec<usize>, FillError> {
         let declared = meta.content_length;
         let received = self
             .pump(
@@ -262,29 +296,21 @@ impl Cache {
         // The body is whole: readers finish now rather than after the commit below.
         flight.complete_body();
         if writers.is_empty() {
-            return Ok(false);
+            return Ok(Vec::new());
         }
         let Some(_lock) = usage.lock_if_current().await else {
             debug!("fill superseded by a newer set or delete; discarded");
-            return Ok(false);
+            return Ok(Vec::new());
         };
         Ok(self.commit_writers(usage.key(), writers).await)
     }
 
     /// A writer for `key` in each of `tiers` that can take one (failures are logged, counted
     /// and skipped).
-    async fn open_writers(
-        &self,
-        key: &str,
-        meta: &Metadata,
-        tiers: std::ops::Range<usize>,
-    ) -> Vec<(usize, Box<dyn StoreWriter>)> {
-        let mut writers = Vec::new();
+    async fn open_writers(&self, key: &str, meta: &Metadata, tiers: Vec<usize>) -> Vec<Writer> {
+        let mut writers = Vec::with_capacity(tiers.len());
         for i in tiers {
             let store = &self.inner.tiers[i].store;
-            if store.is_null() {
-                continue;
-            }
             let put = store.put(key, meta.clone());
             if let Some(w) = self.store_op(store.name(), "put", key, put).await {
                 writers.push((i, w));
@@ -300,7 +326,7 @@ impl Cache {
         flight: &Flight,
         key: &str,
         mut body: EntryBody,
-        writers: &mut Vec<(usize, Box<dyn StoreWriter>)>,
+        writers: &mut Vec<Writer>,
         declared: Option<u64>,
         from_origin: bool,
     ) -> Result<u64, FillError> {
@@ -347,9 +373,9 @@ impl Cache {
         Ok(received)
     }
 
-    /// Commits every writer; returns whether the hot tier's commit succeeded.
-    async fn commit_writers(&self, key: &str, writers: Vec<(usize, Box<dyn StoreWriter>)>) -> bool {
-        let mut hot = false;
+    /// Commits every writer; returns the tiers whose commit succeeded, in writer order.
+    async fn commit_writers(&self, key: &str, writers: Vec<Writer>) -> Vec<usize> {
+        let mut committed = Vec::with_capacity(writers.len());
         for (i, w) in writers {
             let store = &self.inner.tiers[i].store;
             let commit = w.commit();
@@ -358,11 +384,11 @@ impl Cache {
                 .await
                 .is_some()
             {
-                bump(&self.inner.stats.fills_committed);
-                hot |= i == 0;
+                self.committed(i);
+                committed.push(i);
             }
         }
-        hot
+        committed
     }
 
     /// Writes a chunk to every writer. A failing writer is dropped (its entry discarded) and
@@ -371,7 +397,7 @@ impl Cache {
     pub(crate) async fn write_all(
         &self,
         key: &str,
-        writers: &mut Vec<(usize, Box<dyn StoreWriter>)>,
+        writers: &mut Vec<Writer>,
         chunk: &Bytes,
         hot_required: bool,
     ) -> Result<(), StoreError> {
@@ -392,12 +418,17 @@ impl Cache {
                 Err(e) if hot_required && *tier == 0 => return Err(e),
                 Err(e) => {
                     let name = self.inner.tiers[*tier].store.name();
-                    if matches!(e, StoreError::TooLarge { .. }) {
+                    let too_large = matches!(e, StoreError::TooLarge { .. });
+                    if too_large {
                         debug!(tier = name, "entry too large for tier; not stored there");
                     } else {
                         self.store_fault(name, "write", &e);
                     }
-                    writers.swap_remove(i);
+                    // Removed in place, so the writers stay highest tier first.
+                    writers.remove(i);
+                    if too_large && writers.is_empty() {
+                        self.too_large(None);
+                    }
                 }
             }
         }

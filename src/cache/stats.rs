@@ -23,8 +23,13 @@ pub struct CacheStats {
     pub revalidated: u64,
     /// Stored entries served as they were because the origin failed (`stale-if-error`).
     pub stale_on_error: u64,
-    /// Entries committed by fills, promotions and cold copies.
+    /// Entries committed by fills, promotions and cold copies, all tiers.
     pub fills_committed: u64,
+    /// Entries committed per tier (index 0 is hot).
+    pub fills_by_tier: Vec<u64>,
+    /// Fills stored nowhere because no tier keeps a body of their size (streamed unstored; a
+    /// decision, not a store error).
+    pub too_large: u64,
     /// Fills that failed or were abandoned (nothing stored).
     pub fills_failed: u64,
     /// Promotions started from lower tiers.
@@ -45,6 +50,8 @@ pub(super) struct Stats {
     pub(super) revalidated: AtomicU64,
     pub(super) stale_on_error: AtomicU64,
     pub(super) fills_committed: AtomicU64,
+    pub(super) fills_by_tier: Box<[AtomicU64]>,
+    pub(super) too_large: AtomicU64,
     pub(super) fills_failed: AtomicU64,
     pub(super) promotions: AtomicU64,
     pub(super) refreshes: AtomicU64,
@@ -61,6 +68,8 @@ impl Stats {
             revalidated: AtomicU64::new(0),
             stale_on_error: AtomicU64::new(0),
             fills_committed: AtomicU64::new(0),
+            fills_by_tier: (0..tiers).map(|_| AtomicU64::new(0)).collect(),
+            too_large: AtomicU64::new(0),
             fills_failed: AtomicU64::new(0),
             promotions: AtomicU64::new(0),
             refreshes: AtomicU64::new(0),
@@ -87,6 +96,8 @@ impl Cache {
             revalidated: ld(&s.revalidated),
             stale_on_error: ld(&s.stale_on_error),
             fills_committed: ld(&s.fills_committed),
+            fills_by_tier: s.fills_by_tier.iter().map(ld).collect(),
+            too_large: ld(&s.too_large),
             fills_failed: ld(&s.fills_failed),
             promotions: ld(&s.promotions),
             refreshes: ld(&s.refreshes),

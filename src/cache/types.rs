@@ -70,6 +70,39 @@ pub struct Lookup {
     pub meta: Arc<Metadata>,
     /// The body (empty for [`Outcome::NotModified`]).
     pub body: EntryBody,
+    /// Where the fill that streams this body stores it ([`Outcome::Miss`] and
+    /// [`Outcome::Coalesced`]); [`Storing::NotFilling`] for every other outcome.
+    pub storing: Storing,
+}
+
+impl Lookup {
+    pub(crate) fn new(outcome: Outcome, meta: Arc<Metadata>, body: EntryBody) -> Self {
+        Lookup {
+            outcome,
+            meta,
+            body,
+            storing: Storing::NotFilling,
+        }
+    }
+}
+
+/// What a fill does with the body it streams, decided when it publishes the response head:
+/// what `Cache-Status` reports as `stored` (RFC 9211 §2.2.6), or why not.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Storing {
+    /// Not a body a fill streams (a hit, a pass-through, a revalidation).
+    #[default]
+    NotFilling,
+    /// Tier `tier` is taking the body: the highest that keeps a body of its size (0 is hot).
+    /// Lower tiers may take it as well, or get a copy once it is committed.
+    Tier(usize),
+    /// No tier keeps a body of its size: it streams to its readers unstored (counted in
+    /// [`CacheStats::too_large`](crate::CacheStats::too_large)).
+    TooLarge,
+    /// No tier could start the write (store faults, counted in
+    /// [`CacheStats::store_errors`](crate::CacheStats::store_errors)).
+    Failed,
 }
 
 /// Per-call options of [`Cache::get_with`](crate::Cache::get_with).

@@ -98,6 +98,7 @@ impl CacheWriter {
         };
         let op = self.cache.op_timeout();
         let mut hot = Ok(());
+        let mut committed = Vec::with_capacity(self.writers.len());
         for (tier, w) in self.writers {
             let res = tokio::time::timeout(op, w.commit())
                 .await
@@ -107,17 +108,16 @@ impl CacheWriter {
                         after: op,
                     })
                 });
-            if let Err(e) = res {
-                if tier == 0 {
-                    hot = Err(Error::Store(e));
-                } else {
-                    tracing::warn!(error = %e, "lower tier failed to commit a set");
-                }
+            match res {
+                Ok(()) => committed.push(tier),
+                Err(e) if tier == 0 => hot = Err(Error::Store(e)),
+                Err(e) => tracing::warn!(error = %e, "lower tier failed to commit a set"),
             }
         }
         drop(lock);
         hot?;
-        self.cache.after_set_commit(&self.key, self.usage.ticket);
+        self.cache
+            .after_set_commit(&self.key, self.usage.ticket, committed);
         Ok(())
     }
 

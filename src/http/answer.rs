@@ -16,7 +16,7 @@ use super::request::origin_head;
 use super::status::{self, CacheStatus};
 use super::vary;
 use super::CACHE_STATUS;
-use crate::cache::{Cache, Lookup, Outcome, Verdict};
+use crate::cache::{Cache, Lookup, Outcome, Storing, Verdict};
 use crate::entry::{EntryBody, Metadata, StoredEntry};
 
 /// What turns a lookup into a response: the parts of a request's context the answer needs,
@@ -124,7 +124,7 @@ impl Answer<'_> {
 
     /// The response for an entry the engine found, stored or streaming.
     pub(crate) fn respond<ResB>(&self, lookup: Lookup, parts: &Parts) -> Response<CacheBody<ResB>> {
-        let status = self.status_for(lookup.outcome);
+        let status = self.status_for(&lookup);
         self.respond_as(lookup, parts, status)
     }
 
@@ -137,7 +137,7 @@ impl Answer<'_> {
         parts: &Parts,
         fwd: &'static str,
     ) -> Response<CacheBody<ResB>> {
-        let mut status = self.status_for(lookup.outcome);
+        let mut status = self.status_for(&lookup);
         status.fwd = Some(fwd);
         self.respond_as(lookup, parts, status)
     }
@@ -153,6 +153,7 @@ impl Answer<'_> {
             outcome,
             meta,
             body,
+            ..
         } = lookup;
         status.ttl = policy::ttl_seconds(&meta, now);
         // A body that is also a fill in progress must be read to its end even when this
@@ -192,10 +193,11 @@ impl Answer<'_> {
         res
     }
 
-    /// What `Cache-Status` says of an outcome.
-    fn status_for(&self, outcome: Outcome) -> CacheStatus {
+    /// What `Cache-Status` says of a lookup's outcome (and, for a miss, of where its fill
+    /// stores the body).
+    fn status_for(&self, lookup: &Lookup) -> CacheStatus {
         let mut status = CacheStatus::default();
-        match outcome {
+        match lookup.outcome {
             Outcome::Hit { tier, .. } => {
                 status.hit = true;
                 status.detail = Some(self.cache.tier_name(tier));
@@ -203,7 +205,11 @@ impl Answer<'_> {
             Outcome::NotModified => status.hit = true,
             Outcome::Miss => {
                 status.fwd = Some("uri-miss");
-                status.stored = true;
+                match lookup.storing {
+                    Storing::TooLarge => status.detail = Some("too-large"),
+                    Storing::Failed => status.detail = Some("store-error"),
+                    _ => status.stored = true,
+                }
             }
             Outcome::Coalesced => {
                 status.fwd = Some("uri-miss");

@@ -83,6 +83,16 @@ pub trait Store: Debug + Send + Sync + 'static {
         false
     }
 
+    /// The largest body this store keeps, in bytes, when it has a limit (the default: none).
+    ///
+    /// The engine places each fill by it: a body declared larger goes to the first lower tier
+    /// that keeps it, and a lower tier's entry too large for a tier above is served from where
+    /// it is rather than promoted. A store that reports no limit may still refuse a write with
+    /// [`StoreError::TooLarge`]; the engine then carries on without it.
+    fn object_size_limit(&self) -> Option<u64> {
+        None
+    }
+
     /// Bytes currently held (committed entries plus writes in progress), when the store tracks it.
     fn used_bytes(&self) -> Option<u64> {
         None

@@ -264,7 +264,10 @@ fn stats_json(router: &Router) -> Value {
             .hits
             .iter()
             .enumerate()
-            .map(|(i, hits)| json!({ "store": site.cache.tier_name(i), "hits": hits }))
+            .map(|(i, hits)| {
+                let fills = s.fills_by_tier.get(i).copied().unwrap_or(0);
+                json!({ "store": site.cache.tier_name(i), "hits": hits, "fills": fills })
+            })
             .collect();
         sites.insert(
             site.settings.name.clone(),
@@ -277,6 +280,7 @@ fn stats_json(router: &Router) -> Value {
                 "coalesced": s.coalesced,
                 "revalidated": s.revalidated,
                 "fills_committed": s.fills_committed,
+                "too_large": s.too_large,
                 "fills_failed": s.fills_failed,
                 "promotions": s.promotions,
                 "refreshes": s.refreshes,
@@ -292,22 +296,31 @@ fn metrics_text(router: &Router) -> String {
     let mut out = String::new();
     let sites = router.sites();
     let stats: Vec<_> = sites.iter().map(|s| (s, s.cache.stats())).collect();
-    let _ = writeln!(
-        out,
-        "# HELP daramjwee_stats_hits_total Lookups answered from a tier.\n# TYPE daramjwee_stats_hits_total counter"
-    );
-    for (site, s) in &stats {
-        for (i, h) in s.hits.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "daramjwee_stats_hits_total{{site=\"{}\",tier=\"{i}\",store=\"{}\"}} {h}",
-                site.settings.name,
-                site.cache.tier_name(i)
-            );
+    type PerTier = fn(&daramjwee::CacheStats) -> &[u64];
+    let per_tier: [(&str, &str, PerTier); 2] = [
+        ("hits", "Lookups answered from a tier.", |s| &s.hits),
+        ("fills", "Entries committed to a tier.", |s| {
+            &s.fills_by_tier
+        }),
+    ];
+    for (name, help, get) in per_tier {
+        let _ = writeln!(
+            out,
+            "# HELP daramjwee_stats_{name}_total {help}\n# TYPE daramjwee_stats_{name}_total counter"
+        );
+        for (site, s) in &stats {
+            for (i, n) in get(s).iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "daramjwee_stats_{name}_total{{site=\"{}\",tier=\"{i}\",store=\"{}\"}} {n}",
+                    site.settings.name,
+                    site.cache.tier_name(i)
+                );
+            }
         }
     }
     type Getter = fn(&daramjwee::CacheStats) -> u64;
-    let counters: [(&str, &str, Getter); 10] = [
+    let counters: [(&str, &str, Getter); 11] = [
         (
             "stale_hits",
             "Stale entries served while refreshing.",
@@ -337,6 +350,11 @@ fn metrics_text(router: &Router) -> String {
         ("store_errors", "Store operations that failed.", |s| {
             s.store_errors
         }),
+        (
+            "too_large",
+            "Fills stored nowhere: no tier keeps an object of their size.",
+            |s| s.too_large,
+        ),
         (
             "dropped_tasks",
             "Background tasks dropped on a full queue.",

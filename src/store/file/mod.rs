@@ -373,6 +373,10 @@ impl Store for FileStore {
         "file"
     }
 
+    fn object_size_limit(&self) -> Option<u64> {
+        Some(self.inner.max_object_size)
+    }
+
     async fn get(&self, key: &str) -> Result<Option<StoredEntry>, StoreError> {
         let Some((loc, o)) = self.open_checked(key, GET_TAIL, true).await? else {
             return Ok(None);

@@ -411,6 +411,10 @@ impl Store for MemStore {
         Some(Ok(self.lookup(key)))
     }
 
+    fn object_size_limit(&self) -> Option<u64> {
+        Some(self.inner.max_object_size.min(self.inner.shard_capacity))
+    }
+
     async fn head(&self, key: &str) -> Result<Option<Metadata>, StoreError> {
         let (id, shard) = self.inner.locate(key);
         let meta = {

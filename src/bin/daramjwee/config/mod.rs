@@ -13,6 +13,7 @@ use std::time::Duration;
 use clap::Parser;
 use daramjwee::eviction::PolicyKind;
 use daramjwee::http::PolicyMode;
+use daramjwee::ColdFill;
 use http::header::{self, HeaderName, HeaderValue};
 use http::uri::{Authority, Scheme};
 use http::Uri;
@@ -47,9 +48,21 @@ pub struct Cli {
     /// Hot tier: `memory:SIZE` or `file:DIR:SIZE` [default: memory:256MiB].
     #[arg(long, value_name = "SPEC")]
     pub hot: Option<String>,
-    /// Cold tier: `file:DIR:SIZE` or `none` [default: file:DATA_DIR/SITE/cold:1GiB].
+    /// Cold tier: `file:DIR:SIZE` or `none` [default: file:DATA_DIR/SITE/cold:10GiB].
     #[arg(long, value_name = "SPEC")]
     pub cold: Option<String>,
+    /// How the cold tier is filled: `background` (a copy of each committed hot entry) or
+    /// `write-through` (every fill writes both tiers as it streams) [default: background].
+    #[arg(long, value_name = "MODE")]
+    pub cold_fill: Option<String>,
+    /// Largest object the hot tier keeps; larger ones go to the cold tier
+    /// [default: memory SIZE/16, file SIZE/4].
+    #[arg(long, value_name = "SIZE")]
+    pub hot_max_object_size: Option<String>,
+    /// Largest object the cold tier keeps; larger ones are streamed unstored
+    /// [default: SIZE/4 for a file tier; an object store has no limit].
+    #[arg(long, value_name = "SIZE")]
+    pub cold_max_object_size: Option<String>,
     /// Eviction policy of the local tiers: `lru`, `s3fifo`, `sieve` or `tinylfu`
     /// [default: s3fifo].
     #[arg(long, value_name = "POLICY")]
@@ -165,6 +178,9 @@ struct SiteOpts {
     upstream: Option<String>,
     hot: Option<String>,
     cold: Option<String>,
+    cold_fill: Option<String>,
+    hot_max_object_size: Option<String>,
+    cold_max_object_size: Option<String>,
     eviction: Option<String>,
     policy: Option<String>,
     ttl: Option<String>,
@@ -204,6 +220,9 @@ struct SiteFile {
     upstream: Option<String>,
     hot: Option<String>,
     cold: Option<String>,
+    cold_fill: Option<String>,
+    hot_max_object_size: Option<String>,
+    cold_max_object_size: Option<String>,
     eviction: Option<String>,
     policy: Option<String>,
     ttl: Option<String>,
@@ -242,6 +261,9 @@ impl SiteFile {
             upstream: or(&self.upstream, &d.upstream),
             hot: or(&self.hot, &d.hot),
             cold: or(&self.cold, &d.cold),
+            cold_fill: or(&self.cold_fill, &d.cold_fill),
+            hot_max_object_size: or(&self.hot_max_object_size, &d.hot_max_object_size),
+            cold_max_object_size: or(&self.cold_max_object_size, &d.cold_max_object_size),
             eviction: or(&self.eviction, &d.eviction),
             policy: or(&self.policy, &d.policy),
             ttl: or(&self.ttl, &d.ttl),
@@ -345,6 +367,8 @@ pub struct SiteSettings {
     pub hot: TierSpec,
     /// The second tier, if any.
     pub cold: Option<TierSpec>,
+    /// How fills are placed in the tiers.
+    pub placement: Placement,
     /// Eviction policy of both tiers.
     pub eviction: PolicyKind,
     /// Caching rules.
@@ -386,6 +410,17 @@ impl std::fmt::Display for UpstreamUrl {
     }
 }
 
+/// How a site's fills are placed in its tiers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placement {
+    /// How the cold tier is filled.
+    pub cold_fill: ColdFill,
+    /// The largest object the hot tier keeps (its store's default when unset).
+    pub hot_max_object: Option<u64>,
+    /// The largest object the cold tier keeps (its store's default when unset).
+    pub cold_max_object: Option<u64>,
+}
+
 /// A local tier.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TierSpec {
@@ -413,7 +448,9 @@ const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 const DEFAULT_ADMIN: &str = "127.0.0.1:9090";
 const DEFAULT_DATA_DIR: &str = "./daramjwee-data";
 const DEFAULT_HOT: &str = "memory:256MiB";
-const DEFAULT_COLD_BYTES: u64 = 1 << 30;
+/// Room for objects up to 2.5 GiB (a quarter of it, the default per-object limit of a file
+/// tier), like a small nginx `max_size`; nginx's default is no bound at all.
+const DEFAULT_COLD_BYTES: u64 = 10 << 30;
 /// Largest `weight`: beyond a thousand to one a share is indistinguishable from none.
 const MAX_WEIGHT: u32 = 1000;
 const PER_SITE_WORKERS: &str = "workers: background slots are shared by all sites now; set \
@@ -517,6 +554,9 @@ fn sites(cli: &Cli, file: FileConfig) -> Result<Vec<SiteSettings>, ConfigError> 
         upstream: cli.upstream.clone(),
         hot: cli.hot.clone(),
         cold: cli.cold.clone(),
+        cold_fill: cli.cold_fill.clone(),
+        hot_max_object_size: cli.hot_max_object_size.clone(),
+        cold_max_object_size: cli.cold_max_object_size.clone(),
         eviction: cli.eviction.clone(),
         policy: cli.policy.clone(),
         ttl: cli.ttl.clone(),
@@ -616,6 +656,7 @@ fn validate_site(
     };
     let (host, prefix) = parse_route(sf)?;
     let (hot, cold) = parse_tiers(name, o, data_dir)?;
+    let placement = parse_placement(o, &hot, cold.as_ref())?;
     if o.workers.is_some() {
         return err(PER_SITE_WORKERS);
     }
@@ -652,6 +693,7 @@ fn validate_site(
         response_rules: rules("response_headers", &o.response_headers)?,
         hot,
         cold,
+        placement,
         eviction: parse_eviction(o.eviction.as_deref())?,
         mode: parse_policy(o)?,
         weight,

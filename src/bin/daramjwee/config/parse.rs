@@ -72,6 +72,49 @@ pub(super) fn parse_tiers(
     Ok((hot, cold))
 }
 
+/// `cold_fill` and the per-tier object size limits. A limit above its tier's size, or one for
+/// a tier that has none (an object store, or no cold tier), is refused: it could never apply.
+pub(super) fn parse_placement(
+    o: &SiteOpts,
+    hot: &TierSpec,
+    cold: Option<&TierSpec>,
+) -> Result<Placement, ConfigError> {
+    let cold_fill = match o.cold_fill.as_deref().unwrap_or("background") {
+        "background" => ColdFill::Background,
+        "write-through" | "write_through" => ColdFill::WriteThrough,
+        other => {
+            return err(format!(
+                "cold_fill: `{other}` is not one of background, write-through"
+            ))
+        }
+    };
+    let hot_max_object = opt_size("hot_max_object_size", o.hot_max_object_size.as_deref())?;
+    let cold_max_object = opt_size("cold_max_object_size", o.cold_max_object_size.as_deref())?;
+    check_limit("hot_max_object_size", hot_max_object, Some(hot))?;
+    check_limit("cold_max_object_size", cold_max_object, cold)?;
+    Ok(Placement {
+        cold_fill,
+        hot_max_object,
+        cold_max_object,
+    })
+}
+
+fn check_limit(what: &str, limit: Option<u64>, tier: Option<&TierSpec>) -> Result<(), ConfigError> {
+    let Some(limit) = limit else { return Ok(()) };
+    match tier {
+        None => err(format!("{what}: the site has no such tier")),
+        Some(TierSpec::Object(_)) => err(format!(
+            "{what}: an object store keeps objects of any size; remove the setting"
+        )),
+        Some(TierSpec::Memory(n) | TierSpec::File(_, n)) if limit > *n => err(format!(
+            "{what}: {} is larger than the tier ({})",
+            fmt_size(limit),
+            fmt_size(*n)
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
 pub(super) fn parse_eviction(v: Option<&str>) -> Result<PolicyKind, ConfigError> {
     Ok(match v.unwrap_or("s3fifo") {
         "lru" => PolicyKind::Lru,

@@ -31,9 +31,16 @@ fn defaults_give_memory_hot_and_disk_cold_under_data_dir() {
         site.cold,
         Some(TierSpec::File(
             PathBuf::from("./daramjwee-data/default/cold"),
-            1 << 30
+            10 << 30
         ))
     );
+    // Each tier's store decides its per-object limit; the cold tier is filled in the background.
+    let placement = Placement {
+        cold_fill: ColdFill::Background,
+        hot_max_object: None,
+        cold_max_object: None,
+    };
+    assert_eq!(site.placement, placement);
     assert_eq!(s.listen, "127.0.0.1:8080".parse().unwrap());
     assert_eq!(s.admin, Some("127.0.0.1:9090".parse().unwrap()));
 }
@@ -293,4 +300,41 @@ fn per_site_workers_and_out_of_range_weights_are_refused() {
     assert_eq!(e, "workers: 0 is not in 1..=1024");
     let e = Settings::load(&cli(&["--upstream", "http://h", "--workers", "2000"])).unwrap_err();
     assert_eq!(e.0, "workers: 2000 is not in 1..=1024");
+}
+
+#[test]
+fn cold_fill_and_object_size_limits_are_read_and_checked() {
+    let up = ["--upstream", "http://127.0.0.1:3000"];
+    let load = |extra: &[&str]| Settings::load(&cli(&[&up[..], extra].concat()));
+    let s = load(&[
+        "--cold-fill",
+        "write-through",
+        "--hot-max-object-size",
+        "1MiB",
+        "--cold-max-object-size",
+        "3GiB",
+    ])
+    .unwrap();
+    let p = s.sites[0].placement;
+    assert_eq!(p.cold_fill, ColdFill::WriteThrough);
+    assert_eq!(
+        (p.hot_max_object, p.cold_max_object),
+        (Some(1 << 20), Some(3 << 30))
+    );
+    let refused = [
+        (&["--cold-fill", "lazy"][..], "cold_fill: `lazy`"),
+        (
+            &["--hot-max-object-size", "1GiB"][..],
+            "larger than the tier",
+        ),
+        (
+            &["--cold", "none", "--cold-max-object-size", "1MiB"][..],
+            "no such tier",
+        ),
+        (&["--cold-max-object-size", "0"][..], "cold_max_object_size"),
+    ];
+    for (args, said) in refused {
+        let e = load(args).unwrap_err();
+        assert!(e.0.contains(said), "{args:?}: {e}");
+    }
 }

@@ -223,17 +223,26 @@ pub enum SiteError {
     },
 }
 
-async fn open_tier(spec: &TierSpec, policy: &PolicyKind) -> Result<Arc<dyn Store>, SiteError> {
+/// Opens one tier. `max_object`: the largest object it keeps; unset, a memory tier keeps a
+/// sixteenth of its size (the store's default) and a file tier a quarter, so one object cannot
+/// flush most of it.
+async fn open_tier(
+    spec: &TierSpec,
+    policy: &PolicyKind,
+    max_object: Option<u64>,
+) -> Result<Arc<dyn Store>, SiteError> {
     Ok(match spec {
         TierSpec::Memory(bytes) => Arc::new(
             MemStore::builder()
                 .capacity(*bytes)
+                .max_object_size(max_object.unwrap_or(*bytes / 16))
                 .policy(policy.clone())
                 .build(),
         ),
         TierSpec::File(dir, bytes) => Arc::new(
             FileStore::builder(dir.clone())
                 .capacity(*bytes)
+                .max_object_size(max_object.unwrap_or(*bytes / 4))
                 .policy(policy.clone())
                 .open()
                 .await
@@ -253,6 +262,7 @@ async fn open_tier(spec: &TierSpec, policy: &PolicyKind) -> Result<Arc<dyn Store
 /// share of the background runtime): then a reload keeps the cache and its contents.
 pub fn same_cache(a: &SiteSettings, b: &SiteSettings) -> bool {
     (a.hot == b.hot && a.cold == b.cold && a.eviction.name() == b.eviction.name())
+        && a.placement == b.placement
         && (a.weight, a.queue, a.idle_timeout) == (b.weight, b.queue, b.idle_timeout)
         && (a.lock_age, a.lock_wait) == (b.lock_age, b.lock_wait)
         && (a.stream_window, a.follower_retain) == (b.stream_window, b.follower_retain)
@@ -266,7 +276,8 @@ async fn open_cache(
     let mut builder = Cache::builder()
         .name(settings.name.clone())
         .worker_pool(workers.group(settings.weight, settings.queue))
-        .idle_timeout(settings.idle_timeout);
+        .idle_timeout(settings.idle_timeout)
+        .cold_fill(settings.placement.cold_fill);
     if let Some(age) = settings.lock_age {
         builder = builder.lock_age(age);
     }
@@ -279,7 +290,9 @@ async fn open_cache(
     if let Some(retain) = settings.follower_retain {
         builder = builder.follower_retain(retain);
     }
-    builder = builder.tier(open_tier(&settings.hot, &settings.eviction).await?, None);
+    let placement = &settings.placement;
+    let hot = open_tier(&settings.hot, &settings.eviction, placement.hot_max_object).await?;
+    builder = builder.tier(hot, None);
     #[cfg(feature = "object-store")]
     if let Some(TierSpec::Object(url)) = &settings.cold {
         // A shared bucket: purges go through its log, so they reach every instance.
@@ -294,7 +307,8 @@ async fn open_cache(
         return Ok((cache, purger));
     }
     if let Some(cold) = &settings.cold {
-        builder = builder.tier(open_tier(cold, &settings.eviction).await?, None);
+        let max_object = placement.cold_max_object;
+        builder = builder.tier(open_tier(cold, &settings.eviction, max_object).await?, None);
     }
     let cache = builder.build();
     Ok((cache.clone(), Purger::local(cache)))
