@@ -99,17 +99,7 @@ async fn run(cli: Cli, settings: Settings) -> Result<(), String> {
         .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
     let draining = Arc::new(AtomicBool::new(false));
     let admin_task = start_admin(&settings, &router, &draining, prometheus).await?;
-    let tls = match &settings.tls {
-        Some((cert, key)) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(
-            tls::server_config(cert, key).map_err(|e| e.to_string())?,
-        ))),
-        None => None,
-    };
-    let local = listener.local_addr().map_err(|e| e.to_string())?;
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    println!("daramjwee listening on {scheme}://{local}");
-    tracing::info!(%local, tls = tls.is_some(), "proxy listening (HTTP/1.1 and HTTP/2)");
-
+    let (tls, certs) = listener_tls(&settings)?.unzip();
     let drain_flag = draining.clone();
     let shutdown = async move {
         wait_for_signal().await;
@@ -125,8 +115,14 @@ async fn run(cli: Cli, settings: Settings) -> Result<(), String> {
         router.clone(),
         workers.clone(),
         access_log.clone(),
+        certs,
     );
-    let reload_task = tokio::spawn(reload_on_sighup(reloader));
+    // Before the listener is announced: a SIGHUP sent as soon as it is must reload, not kill.
+    let reload_task = reload_on_sighup(reloader);
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("daramjwee listening on {scheme}://{local}");
+    tracing::info!(%local, tls = tls.is_some(), "proxy listening (HTTP/1.1 and HTTP/2)");
     let still_open = server::serve(
         listener,
         router.clone(),
@@ -147,6 +143,21 @@ async fn run(cli: Cli, settings: Settings) -> Result<(), String> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The listener's TLS acceptor, built once, and the resolver whose certificate a reload swaps;
+/// none when the listener speaks plain HTTP.
+fn listener_tls(
+    settings: &Settings,
+) -> Result<Option<(tokio_rustls::TlsAcceptor, Arc<tls::CertResolver>)>, String> {
+    let Some((cert, key)) = &settings.tls else {
+        return Ok(None);
+    };
+    let key = tls::certified_key(cert, key).map_err(|e| e.to_string())?;
+    let resolver = Arc::new(tls::CertResolver::new(key));
+    let config = tls::server_config(resolver.clone()).map_err(|e| e.to_string())?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    Ok(Some((acceptor, resolver)))
 }
 
 /// Starts the admin listener on its own address, if there is one.
@@ -223,33 +234,39 @@ async fn close_sites(router: &Router, timeout: std::time::Duration) {
     }
 }
 
-/// Reloads the configuration on every SIGHUP, until aborted. A refused reload is logged and
-/// changes nothing.
-async fn reload_on_sighup(mut reloader: Reloader) {
+/// Listens for SIGHUP from now on (replacing its default action, which ends the process) and
+/// spawns the task that reloads the configuration on each, until aborted.
+fn reload_on_sighup(reloader: Reloader) -> tokio::task::JoinHandle<()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        let mut hup = match signal(SignalKind::hangup()) {
-            Ok(h) => h,
+        match signal(SignalKind::hangup()) {
+            Ok(hup) => tokio::spawn(reload_loop(reloader, hup)),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot listen for SIGHUP; reloading is off");
-                return;
-            }
-        };
-        while hup.recv().await.is_some() {
-            tracing::info!("SIGHUP received; reloading the configuration");
-            match reloader.reload().await {
-                Ok(kept) => tracing::info!(kept_caches = kept, "configuration reloaded"),
-                Err(e) => tracing::error!(
-                    error = %e,
-                    "configuration reload refused; the running configuration keeps serving"
-                ),
+                tokio::spawn(async {})
             }
         }
     }
     #[cfg(not(unix))]
     {
         let _ = reloader;
+        tokio::spawn(async {})
+    }
+}
+
+/// Reloads on every signal `hup` receives. A refused reload is logged and changes nothing.
+#[cfg(unix)]
+async fn reload_loop(mut reloader: Reloader, mut hup: tokio::signal::unix::Signal) {
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP received; reloading the configuration");
+        match reloader.reload().await {
+            Ok(kept) => tracing::info!(kept_caches = kept, "configuration reloaded"),
+            Err(e) => tracing::error!(
+                error = %e,
+                "configuration reload refused; the running configuration keeps serving"
+            ),
+        }
     }
 }
 
@@ -283,11 +300,13 @@ async fn wait_for_signal() {
     }
 }
 
-/// Builds the TLS client of every https site now, so an unreadable `ca_file` (or no usable
-/// platform store) is a configuration error that `--check` reports, not a startup failure.
+/// Loads the listener's certificate and key, and builds the TLS client of every https site
+/// now, so an unreadable `tls_cert`, a key that does not match it, or an unreadable `ca_file`
+/// (or no usable platform store) is a configuration error that `--check` reports, not a
+/// startup failure.
 fn check_tls(s: &Settings) -> Result<(), config::ConfigError> {
     if let Some((cert, key)) = &s.tls {
-        tls::server_config(cert, key).map_err(|e| config::ConfigError(e.to_string()))?;
+        tls::certified_key(cert, key).map_err(|e| config::ConfigError(e.to_string()))?;
     }
     for site in &s.sites {
         if site.upstream.scheme == http::uri::Scheme::HTTPS {

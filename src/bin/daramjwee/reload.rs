@@ -2,19 +2,27 @@
 //! access log change for new requests; in-flight exchanges finish on the sites they started
 //! on; a site whose cache settings did not change keeps its cache and contents.
 //!
-//! A reload is all or nothing: everything the new configuration needs (the file, new tiers,
-//! TLS roots, the access log file) is prepared before any of it is swapped in, so a bad file
-//! or a failing tier leaves the running configuration serving, untouched. Settings bound at
-//! startup (listeners, workers, request ids, shutdown bounds) are kept, with a warning.
+//! The listener's certificate and key are re-read on every reload, from the paths the file
+//! names now (renewed in place, the common case, or moved): new handshakes present the new
+//! certificate, established connections keep theirs.
+//!
+//! A reload is all or nothing: everything the new configuration needs (the file, the
+//! listener's certificate, new tiers, TLS roots, the access log file) is prepared before any of
+//! it is swapped in, so a bad file, a certificate that does not load or match its key, or a
+//! failing tier leaves the running configuration serving, untouched. Settings bound at startup
+//! (listeners and whether they speak TLS, workers, request ids, shutdown bounds) are kept, with
+//! a warning.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use daramjwee::WorkerRuntime;
+use rustls::sign::CertifiedKey;
 
 use crate::access_log::{self, AccessLogError, AccessLogSwitch};
 use crate::config::{Cli, ConfigError, Settings, SiteSettings, TierSpec};
 use crate::server::{same_cache, Router, Site, SiteError, Sites};
+use crate::tls::{self, CertResolver, TlsError};
 
 /// Why a reload was refused (the running configuration keeps serving).
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +59,10 @@ pub enum ReloadError {
     /// The new access log could not be opened.
     #[error(transparent)]
     AccessLog(#[from] AccessLogError),
+    /// The listener's certificate or key could not be read, or they do not belong together
+    /// (the running certificate keeps being presented).
+    #[error(transparent)]
+    ListenerTls(#[from] TlsError),
 }
 
 /// What a reload needs: how the configuration was given, and the running parts it replaces.
@@ -60,16 +72,20 @@ pub struct Reloader {
     router: Router,
     workers: WorkerRuntime,
     access_log: AccessLogSwitch,
+    /// The listener's certificate, when it speaks TLS.
+    certs: Option<Arc<CertResolver>>,
 }
 
 impl Reloader {
-    /// A reloader for a proxy started from `cli` with `applied`.
+    /// A reloader for a proxy started from `cli` with `applied`; `certs` is the listener's
+    /// certificate resolver when it speaks TLS.
     pub fn new(
         cli: Cli,
         applied: Settings,
         router: Router,
         workers: WorkerRuntime,
         access_log: AccessLogSwitch,
+        certs: Option<Arc<CertResolver>>,
     ) -> Reloader {
         Reloader {
             cli,
@@ -77,6 +93,7 @@ impl Reloader {
             router,
             workers,
             access_log,
+            certs,
         }
     }
 
@@ -84,6 +101,7 @@ impl Reloader {
     pub async fn reload(&mut self) -> Result<usize, ReloadError> {
         let next = Settings::load(&self.cli)?;
         self.warn_fixed(&next);
+        let cert = self.read_cert(&next)?;
         let old = self.router.sites();
         let (sites, kept) = self.build_sites(&next, &old).await?;
         let sink = match (&next.access_log, next.access_log != self.applied.access_log) {
@@ -95,6 +113,12 @@ impl Reloader {
         self.router.replace(sites);
         if let Some(sink) = sink {
             self.access_log.replace(sink);
+        }
+        if let (Some(certs), Some(key)) = (&self.certs, cert) {
+            certs.replace(key);
+            if let Some((cert, _)) = &next.tls {
+                tracing::info!(cert = %cert.display(), "listener certificate re-read");
+            }
         }
         self.applied = next;
         Ok(kept)
@@ -136,6 +160,16 @@ impl Reloader {
         Ok((sites, kept))
     }
 
+    /// The listener's certificate and key, read again from the paths `next` names (even
+    /// unchanged: certificates are renewed in place), when the listener speaks TLS and `next`
+    /// keeps it on.
+    fn read_cert(&self, next: &Settings) -> Result<Option<Arc<CertifiedKey>>, TlsError> {
+        match (&self.certs, &next.tls) {
+            (Some(_), Some((cert, key))) => tls::certified_key(cert, key).map(Some),
+            _ => Ok(None),
+        }
+    }
+
     /// Logs the settings a reload cannot change.
     fn warn_fixed(&self, next: &Settings) {
         let a = &self.applied;
@@ -146,7 +180,11 @@ impl Reloader {
             ("request_ids", a.request_ids != next.request_ids),
             ("drain_timeout", a.drain_timeout != next.drain_timeout),
             ("close_timeout", a.close_timeout != next.close_timeout),
-            ("tls_cert/tls_key", a.tls != next.tls),
+            // Whether the listener speaks TLS; its certificate is re-read (`read_cert`).
+            (
+                "tls_cert/tls_key (TLS on or off)",
+                self.certs.is_some() != next.tls.is_some(),
+            ),
         ];
         for (key, changed) in fixed {
             if changed {

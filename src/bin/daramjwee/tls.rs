@@ -1,4 +1,5 @@
-//! TLS to upstreams: the rustls client configuration of a site, and how a TLS failure is told.
+//! TLS to upstreams: the rustls client configuration of a site, and how a TLS failure is told;
+//! and TLS on the listener, whose certificate a reload swaps ([`CertResolver`]).
 //!
 //! Trust comes from the platform's store (`rustls-native-certs`) or, when the site names one,
 //! from its `ca_file` alone (as `curl --cacert` does), so a private CA never widens what the
@@ -9,8 +10,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use parking_lot::RwLock;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 /// Why a site's TLS client could not be built.
@@ -39,6 +43,33 @@ pub enum TlsError {
     NoCaInFile {
         /// The file.
         path: PathBuf,
+    },
+    /// The `tls_cert` file holds no certificate.
+    #[error("tls_cert {}: no certificate in it", path.display())]
+    NoCertInFile {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The listener's key does not match its certificate (a renewal caught between writing
+    /// the two files, or the wrong key).
+    #[error("tls_key {} does not match tls_cert {}", key.display(), cert.display())]
+    KeyMismatch {
+        /// The certificate chain file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+    },
+    /// The listener's key is not one the provider can sign with, or the certificate cannot be
+    /// parsed to compare them.
+    #[error("tls_key {} with tls_cert {}: {source}", key.display(), cert.display())]
+    KeyPair {
+        /// The certificate chain file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+        /// rustls's reason (boxed: it would make every `Result` carrying this error large).
+        #[source]
+        source: Box<rustls::Error>,
     },
     /// rustls refused the configuration (no protocol version in common with the provider).
     #[error("TLS configuration: {0}")]
@@ -113,9 +144,9 @@ fn platform_roots() -> Result<RootCertStore, TlsError> {
     Ok(roots)
 }
 
-/// The listener's server configuration: the certificate chain and key (PEM), ALPN `h2` then
-/// `http/1.1`.
-pub fn server_config(cert: &Path, key: &Path) -> Result<ServerConfig, TlsError> {
+/// Reads the listener's certificate chain and private key (PEM) and checks that they belong
+/// together: what the listener presents, at startup and after each reload.
+pub fn certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
     let read_err = |what: &'static str, path: &Path| {
         let path = path.to_path_buf();
         move |source| TlsError::ReadPem { what, path, source }
@@ -124,12 +155,67 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<ServerConfig, TlsError> 
         .map_err(read_err("tls_cert", cert))?
         .collect::<Result<_, _>>()
         .map_err(read_err("tls_cert", cert))?;
-    let key = PrivateKeyDer::from_pem_file(key).map_err(read_err("tls_key", key))?;
+    if chain.is_empty() {
+        return Err(TlsError::NoCertInFile {
+            path: cert.to_path_buf(),
+        });
+    }
+    let der = PrivateKeyDer::from_pem_file(key).map_err(read_err("tls_key", key))?;
+    let provider = rustls::crypto::ring::default_provider();
+    // `from_der` also compares the key's public half with the certificate's.
+    CertifiedKey::from_der(chain, der, &provider)
+        .map(Arc::new)
+        .map_err(|source| {
+            let (cert, key) = (cert.to_path_buf(), key.to_path_buf());
+            match source {
+                rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => {
+                    TlsError::KeyMismatch { cert, key }
+                }
+                source => TlsError::KeyPair {
+                    cert,
+                    key,
+                    source: Box::new(source),
+                },
+            }
+        })
+}
+
+/// The listener's certificate, the same for every client hello, swappable while the listener
+/// runs: a handshake takes the key current when it starts, so connections established before a
+/// swap keep theirs.
+#[derive(Debug)]
+pub struct CertResolver {
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl CertResolver {
+    /// A resolver presenting `key`.
+    pub fn new(key: Arc<CertifiedKey>) -> CertResolver {
+        CertResolver {
+            current: RwLock::new(key),
+        }
+    }
+
+    /// Presents `key` to every handshake from now on.
+    pub fn replace(&self, key: Arc<CertifiedKey>) {
+        *self.current.write() = key;
+    }
+}
+
+impl ResolvesServerCert for CertResolver {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.read().clone())
+    }
+}
+
+/// The listener's server configuration: certificates from `resolver`, ALPN `h2` then
+/// `http/1.1`. Built once; a reload swaps the resolver's key, not the configuration.
+pub fn server_config(resolver: Arc<CertResolver>) -> Result<ServerConfig, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
-        .with_single_cert(chain, key)?;
+        .with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }
@@ -168,6 +254,70 @@ mod tests {
         assert!(matches!(e, TlsError::NoCaInFile { .. }), "{e}");
         let e = client_config(Some(&dir.path().join("missing.pem"))).unwrap_err();
         assert!(matches!(e, TlsError::ReadPem { .. }), "{e}");
+    }
+
+    /// A self-signed certificate for 127.0.0.1 and its key, written to `NAME.crt`/`NAME.key`.
+    fn write_pair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let paths = (
+            dir.join(format!("{name}.crt")),
+            dir.join(format!("{name}.key")),
+        );
+        std::fs::write(&paths.0, cert.pem()).unwrap();
+        std::fs::write(&paths.1, key.serialize_pem()).unwrap();
+        paths
+    }
+
+    #[test]
+    fn the_listener_key_must_match_its_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a_cert, a_key) = write_pair(dir.path(), "a");
+        let (_, b_key) = write_pair(dir.path(), "b");
+        assert!(certified_key(&a_cert, &a_key).is_ok());
+        let e = certified_key(&a_cert, &b_key).unwrap_err();
+        assert!(matches!(e, TlsError::KeyMismatch { .. }), "{e}");
+        assert!(e.to_string().contains("b.key does not match"), "{e}");
+    }
+
+    #[test]
+    fn a_listener_cert_file_without_a_certificate_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, key) = write_pair(dir.path(), "a");
+        let empty = dir.path().join("empty.crt");
+        std::fs::write(&empty, "renewal in progress\n").unwrap();
+        let e = certified_key(&empty, &key).unwrap_err();
+        assert!(matches!(e, TlsError::NoCertInFile { .. }), "{e}");
+        let e = certified_key(&dir.path().join("missing.crt"), &key).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                TlsError::ReadPem {
+                    what: "tls_cert",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_resolver_presents_the_key_last_put_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a_cert, a_key) = write_pair(dir.path(), "a");
+        let (b_cert, b_key) = write_pair(dir.path(), "b");
+        let (a, b) = (
+            certified_key(&a_cert, &a_key).unwrap(),
+            certified_key(&b_cert, &b_key).unwrap(),
+        );
+        let resolver = CertResolver::new(a.clone());
+        assert!(Arc::ptr_eq(&resolver.current.read(), &a));
+        resolver.replace(b.clone());
+        assert!(Arc::ptr_eq(&resolver.current.read(), &b));
+        assert!(server_config(Arc::new(resolver)).is_ok());
     }
 
     #[test]

@@ -132,7 +132,7 @@ pub struct Cli {
     #[arg(long = "drop-header", value_name = "NAME")]
     pub drop_headers: Vec<String>,
     /// Certificate chain (PEM) of the proxy listener: with `--tls-key`, it speaks HTTPS
-    /// (ALPN h2 and http/1.1) instead of plain HTTP and h2c.
+    /// (ALPN h2 and http/1.1) instead of plain HTTP and h2c. Both files are re-read on SIGHUP.
     #[arg(long, value_name = "FILE")]
     pub tls_cert: Option<PathBuf>,
     /// Private key (PEM) of the proxy listener's certificate.

@@ -530,7 +530,8 @@ pub struct ServeOptions {
     pub request_ids: bool,
     /// Where each exchange is logged, if anywhere (swappable by a reload).
     pub access_log: AccessLogSwitch,
-    /// TLS on the listener (HTTPS with ALPN `h2` and `http/1.1`), or plain HTTP and h2c.
+    /// TLS on the listener (HTTPS with ALPN `h2` and `http/1.1`), or plain HTTP and h2c. Its
+    /// certificate comes from a [`CertResolver`](crate::tls::CertResolver) a reload swaps.
     pub tls: Option<TlsAcceptor>,
 }
 
