@@ -209,3 +209,42 @@ async fn followers_of_a_large_fill_stream_it_with_one_origin_call() {
     wait_for(&*s.cold, s.addr, "/slow/64").await;
     assert_eq!(s.cache.stats().fills_by_tier, vec![0, 1]);
 }
+
+/// Through the engine, writing through: each tier that keeps the body's size takes it as it
+/// streams, and the lookup says which tier is the highest.
+#[tokio::test]
+async fn written_through_a_body_goes_to_every_tier_that_keeps_its_size() {
+    use daramjwee::{ColdFill, Storing};
+    let dir = tempfile::tempdir().unwrap();
+    let hot = MemStore::builder()
+        .capacity(MIB)
+        .max_object_size(64 * 1024)
+        .build();
+    let cache = Cache::builder()
+        .hot(hot)
+        .cold(open_cold(dir.path(), 64 * MIB).await)
+        .cold_fill(ColdFill::WriteThrough)
+        .build();
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for (key, size, storing, by_tier) in [
+        ("small", 10_000, Storing::Tier(0), vec![1, 1]),
+        ("large", 200_000, Storing::Tier(1), vec![1, 2]),
+    ] {
+        let body = vec![7u8; size];
+        let miss = cache
+            .get(key, common::counting_origin(&calls, body.clone()))
+            .await
+            .unwrap();
+        assert_eq!(miss.storing, storing);
+        assert_eq!(miss.body.collect().await.unwrap(), body);
+        for _ in 0..200 {
+            if cache.stats().fills_by_tier == by_tier {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let stats = cache.stats();
+        assert_eq!(stats.fills_by_tier, by_tier, "{key}: {stats:?}");
+        assert_eq!((stats.store_errors, stats.too_large), (0, 0));
+    }
+}

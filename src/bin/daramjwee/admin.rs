@@ -23,7 +23,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
-use crate::server::Router;
+use crate::server::{Router, Site};
 
 /// What the admin endpoints see.
 #[derive(Clone, Debug)]
@@ -292,10 +292,20 @@ fn stats_json(router: &Router) -> Value {
     json!({ "sites": sites })
 }
 
+/// `/metrics`: the engine's counters of every site, in the Prometheus text format.
 fn metrics_text(router: &Router) -> String {
     let mut out = String::new();
     let sites = router.sites();
     let stats: Vec<_> = sites.iter().map(|s| (s, s.cache.stats())).collect();
+    per_tier_counters(&mut out, &stats);
+    site_counters(&mut out, &stats);
+    out
+}
+
+type SiteStats<'a> = [(&'a Arc<Site>, daramjwee::CacheStats)];
+
+/// Counters with a value per tier: hits and committed fills.
+fn per_tier_counters(out: &mut String, stats: &SiteStats<'_>) {
     type PerTier = fn(&daramjwee::CacheStats) -> &[u64];
     let per_tier: [(&str, &str, PerTier); 2] = [
         ("hits", "Lookups answered from a tier.", |s| &s.hits),
@@ -308,7 +318,7 @@ fn metrics_text(router: &Router) -> String {
             out,
             "# HELP daramjwee_stats_{name}_total {help}\n# TYPE daramjwee_stats_{name}_total counter"
         );
-        for (site, s) in &stats {
+        for (site, s) in stats {
             for (i, n) in get(s).iter().enumerate() {
                 let _ = writeln!(
                     out,
@@ -319,6 +329,10 @@ fn metrics_text(router: &Router) -> String {
             }
         }
     }
+}
+
+/// Counters with a value per site.
+fn site_counters(out: &mut String, stats: &SiteStats<'_>) {
     type Getter = fn(&daramjwee::CacheStats) -> u64;
     let counters: [(&str, &str, Getter); 11] = [
         (
@@ -366,7 +380,7 @@ fn metrics_text(router: &Router) -> String {
             out,
             "# HELP daramjwee_stats_{name}_total {help}\n# TYPE daramjwee_stats_{name}_total counter"
         );
-        for (site, s) in &stats {
+        for (site, s) in stats {
             let _ = writeln!(
                 out,
                 "daramjwee_stats_{name}_total{{site=\"{}\"}} {}",
@@ -375,7 +389,6 @@ fn metrics_text(router: &Router) -> String {
             );
         }
     }
-    out
 }
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {

@@ -56,11 +56,11 @@ pub struct Cli {
     #[arg(long, value_name = "MODE")]
     pub cold_fill: Option<String>,
     /// Largest object the hot tier keeps; larger ones go to the cold tier
-    /// [default: memory SIZE/16, file SIZE/4].
+    /// [default: memory SIZE/16, file SIZE/2].
     #[arg(long, value_name = "SIZE")]
     pub hot_max_object_size: Option<String>,
     /// Largest object the cold tier keeps; larger ones are streamed unstored
-    /// [default: SIZE/4 for a file tier; an object store has no limit].
+    /// [default: SIZE/2 for a file tier; an object store has no limit].
     #[arg(long, value_name = "SIZE")]
     pub cold_max_object_size: Option<String>,
     /// Eviction policy of the local tiers: `lru`, `s3fifo`, `sieve` or `tinylfu`
@@ -448,8 +448,8 @@ const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 const DEFAULT_ADMIN: &str = "127.0.0.1:9090";
 const DEFAULT_DATA_DIR: &str = "./daramjwee-data";
 const DEFAULT_HOT: &str = "memory:256MiB";
-/// Room for objects up to 2.5 GiB (a quarter of it, the default per-object limit of a file
-/// tier), like a small nginx `max_size`; nginx's default is no bound at all.
+/// Room for objects up to 5 GiB (half of it, the default per-object limit of a file tier),
+/// like a small nginx `max_size`; nginx's default is no bound at all.
 const DEFAULT_COLD_BYTES: u64 = 10 << 30;
 /// Largest `weight`: beyond a thousand to one a share is indistinguishable from none.
 const MAX_WEIGHT: u32 = 1000;

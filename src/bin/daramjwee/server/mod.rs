@@ -224,8 +224,8 @@ pub enum SiteError {
 }
 
 /// Opens one tier. `max_object`: the largest object it keeps; unset, a memory tier keeps a
-/// sixteenth of its size (the store's default) and a file tier a quarter, so one object cannot
-/// flush most of it.
+/// sixteenth of its size (the store's default) and a file tier half, so it always has room for
+/// two of its largest objects.
 async fn open_tier(
     spec: &TierSpec,
     policy: &PolicyKind,
@@ -242,7 +242,7 @@ async fn open_tier(
         TierSpec::File(dir, bytes) => Arc::new(
             FileStore::builder(dir.clone())
                 .capacity(*bytes)
-                .max_object_size(max_object.unwrap_or(*bytes / 4))
+                .max_object_size(max_object.unwrap_or(*bytes / 2))
                 .policy(policy.clone())
                 .open()
                 .await
