@@ -198,7 +198,15 @@ async fn wait_stored(admin: SocketAddr, dir: &Path, len: u64) -> Result<Option<P
     Ok(None)
 }
 
-async fn one_size(upstream: SocketAddr, mib: u64, base: &Path) -> Result<bool, BoxError> {
+/// Runs both phases for one size; returns whether the object was stored and hit whole and,
+/// when `rss_goal`, the peaks stayed under 64 MiB (a debug build's smoke test skips that goal:
+/// its runtime alone takes 20 MiB more).
+async fn one_size(
+    upstream: SocketAddr,
+    mib: u64,
+    base: &Path,
+    rss_goal: bool,
+) -> Result<bool, BoxError> {
     let data = tempfile::tempdir_in(base)?;
     let proxy = start_proxy(upstream, data.path())?;
     let pid = proxy.child.id();
@@ -252,7 +260,7 @@ async fn one_size(upstream: SocketAddr, mib: u64, base: &Path) -> Result<bool, B
         hit_status.contains("detail=file"),
         if worst < 64.0 { "met" } else { "NOT met" }
     );
-    Ok(ok && worst < 64.0)
+    Ok(ok && (worst < 64.0 || !rss_goal))
 }
 
 fn main() -> Result<(), BoxError> {
@@ -275,7 +283,7 @@ fn main() -> Result<(), BoxError> {
         tokio::spawn(async move { axum::serve(listener, app).await });
         let mut all = true;
         for mib in sizes {
-            all &= one_size(upstream, mib, &base).await?;
+            all &= one_size(upstream, mib, &base, benching).await?;
         }
         if !all {
             return Err("a phase failed its goal (see above)".into());
