@@ -43,7 +43,10 @@ pub fn default_key(parts: &Parts) -> String {
     let mut key = String::with_capacity(scheme.len() + 3 + authority.len() + pq.len());
     key.push_str(scheme);
     key.push_str("://");
-    key.push_str(&authority.to_ascii_lowercase());
+    // Lower-cased in place: no second string for the host.
+    let host = key.len()..key.len() + authority.len();
+    key.push_str(authority);
+    key[host].make_ascii_lowercase();
     key.push_str(pq);
     key
 }

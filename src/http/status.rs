@@ -1,7 +1,10 @@
-//! The `Cache-Status` response header (RFC 9211).
+//! The `Cache-Status` response header (RFC 9211), and the other values rendered per response
+//! (`Age`, `Content-Length`).
 
+use std::cell::RefCell;
 use std::fmt::Write;
 
+use bytes::Bytes;
 use http::HeaderValue;
 
 /// The name this cache uses in `Cache-Status`.
@@ -47,26 +50,33 @@ impl CacheStatus {
         }
         // Only ASCII tokens and digits are written above; a detail too long for the buffer
         // (a custom store's name) leaves the bare name rather than a cut field.
-        let value = if s.overflow {
-            None
-        } else {
-            HeaderValue::from_bytes(s.as_bytes()).ok()
-        };
+        let value = if s.overflow { None } else { s.into_value() };
         value.unwrap_or_else(|| HeaderValue::from_static(CACHE_NAME))
     }
 }
 
-/// An `Age` value: the decimal seconds, rendered on the stack and copied once (`From<u64>`
-/// for `HeaderValue` allocates twice).
-pub(crate) fn age_header(secs: u64) -> HeaderValue {
+/// A decimal header value (`Age`, `Content-Length`), rendered on the stack and shared through
+/// [`StackStr::into_value`] (`From<u64>` for `HeaderValue` allocates twice, every time).
+pub(crate) fn decimal_header(n: u64) -> HeaderValue {
     let mut s = StackStr::default();
     // 20 digits at most: always fits.
-    let _ = write!(s, "{secs}");
-    HeaderValue::from_bytes(s.as_bytes()).unwrap_or_else(|_| HeaderValue::from(secs))
+    let _ = write!(s, "{n}");
+    s.into_value().unwrap_or_else(|| HeaderValue::from(n))
 }
 
-/// A small fixed buffer for [`CacheStatus::to_header`]: the built-in fields fit in 128 bytes; a
-/// write past the end is refused and remembered (`overflow`) instead of growing the buffer.
+/// How many header values each thread keeps for reuse (see [`StackStr::into_value`]).
+const RECENT_VALUES: usize = 32;
+
+thread_local! {
+    /// Header values this thread made lately, by a hash of their bytes: a hot entry's hits
+    /// send the same `Content-Length`, and the same `Age` and `Cache-Status` within a second.
+    static RECENT: RefCell<[Option<HeaderValue>; RECENT_VALUES]> =
+        const { RefCell::new([const { None }; RECENT_VALUES]) };
+}
+
+/// A small fixed buffer for header values ([`CacheStatus::to_header`], [`decimal_header`]): the
+/// built-in `Cache-Status` fields fit in 128 bytes; a write past the end is refused and
+/// remembered (`overflow`) instead of growing the buffer.
 struct StackStr {
     buf: [u8; 128],
     len: usize,
@@ -90,6 +100,34 @@ impl StackStr {
 
     fn as_bytes(&self) -> &[u8] {
         &self.buf[..self.len]
+    }
+
+    /// The rendered bytes as a header value (`None` if they are not a valid one). A value this
+    /// thread made lately with the same bytes is shared (a reference count, no allocation);
+    /// otherwise the buffer itself becomes the value's storage, in one allocation.
+    fn into_value(self) -> Option<HeaderValue> {
+        let bytes = self.as_bytes();
+        // FNV-1a: a few nanoseconds for these short values.
+        let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+        let slot = (hash % RECENT_VALUES as u64) as usize;
+        let recent = RECENT.try_with(|r| {
+            let r = r.borrow();
+            r[slot].as_ref().filter(|v| v.as_bytes() == bytes).cloned()
+        });
+        if let Ok(Some(v)) = recent {
+            return Some(v);
+        }
+        let value = HeaderValue::from_maybe_shared(Bytes::from_owner(self)).ok()?;
+        let _ = RECENT.try_with(|r| r.borrow_mut()[slot] = Some(value.clone()));
+        Some(value)
+    }
+}
+
+impl AsRef<[u8]> for StackStr {
+    fn as_ref(&self) -> &[u8] {
+        self.as_bytes()
     }
 }
 
@@ -129,10 +167,14 @@ mod tests {
     }
 
     #[test]
-    fn age_is_rendered_in_decimal() {
-        assert_eq!(age_header(0), "0");
-        assert_eq!(age_header(3600), "3600");
-        assert_eq!(age_header(u64::MAX), u64::MAX.to_string().as_str());
+    fn decimals_are_rendered_and_shared() {
+        assert_eq!(decimal_header(0), "0");
+        assert_eq!(decimal_header(3600), "3600");
+        assert_eq!(decimal_header(u64::MAX), u64::MAX.to_string().as_str());
+        // The second value with the same bytes shares the first one's storage.
+        let (a, b) = (decimal_header(1024), decimal_header(1024));
+        assert_eq!(a, b);
+        assert_eq!(a.as_bytes().as_ptr(), b.as_bytes().as_ptr());
     }
 
     #[test]
