@@ -31,13 +31,19 @@ impl CacheStatus {
             s.push_str("; hit");
         }
         if let Some(f) = self.fwd {
-            let _ = write!(s, "; fwd={f}");
+            s.push_str("; fwd=");
+            s.push_str(f);
         }
         if let Some(st) = self.fwd_status {
-            let _ = write!(s, "; fwd-status={st}");
+            s.push_str("; fwd-status=");
+            s.push_u64(st.into());
         }
         if let Some(t) = self.ttl {
-            let _ = write!(s, "; ttl={t}");
+            s.push_str("; ttl=");
+            if t < 0 {
+                s.push_str("-");
+            }
+            s.push_u64(t.unsigned_abs());
         }
         if self.stored {
             s.push_str("; stored");
@@ -46,7 +52,8 @@ impl CacheStatus {
             s.push_str("; collapsed");
         }
         if let Some(d) = self.detail {
-            let _ = write!(s, "; detail={d}");
+            s.push_str("; detail=");
+            s.push_str(d);
         }
         // Only ASCII tokens and digits are written above; a detail too long for the buffer
         // (a custom store's name) leaves the bare name rather than a cut field.
@@ -60,7 +67,7 @@ impl CacheStatus {
 pub(crate) fn decimal_header(n: u64) -> HeaderValue {
     let mut s = StackStr::default();
     // 20 digits at most: always fits.
-    let _ = write!(s, "{n}");
+    s.push_u64(n);
     s.into_value().unwrap_or_else(|| HeaderValue::from(n))
 }
 
@@ -96,6 +103,22 @@ impl Default for StackStr {
 impl StackStr {
     fn push_str(&mut self, s: &str) {
         let _ = self.write_str(s);
+    }
+
+    /// `n` in decimal, without the formatting machinery (`write!` costs several times more).
+    fn push_u64(&mut self, mut n: u64) {
+        let mut digits = [0u8; 20];
+        let mut start = digits.len();
+        loop {
+            start -= 1;
+            digits[start] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        // ASCII digits only: valid UTF-8.
+        let _ = self.write_str(std::str::from_utf8(&digits[start..]).unwrap_or("0"));
     }
 
     fn as_bytes(&self) -> &[u8] {
@@ -164,6 +187,21 @@ mod tests {
             "daramjwee; hit; fwd=stale; fwd-status=304; ttl=-12; stored; collapsed; detail=memory"
         );
         assert_eq!(CacheStatus::default().to_header(), "daramjwee");
+        for (ttl, text) in [(0, "0"), (i64::MAX, "9223372036854775807")] {
+            let s = CacheStatus {
+                ttl: Some(ttl),
+                ..Default::default()
+            };
+            assert_eq!(s.to_header(), format!("daramjwee; ttl={text}").as_str());
+        }
+        let s = CacheStatus {
+            ttl: Some(i64::MIN),
+            ..Default::default()
+        };
+        assert_eq!(
+            s.to_header(),
+            format!("daramjwee; ttl={}", i64::MIN).as_str()
+        );
     }
 
     #[test]
