@@ -71,14 +71,37 @@ pub(crate) fn decimal_header(n: u64) -> HeaderValue {
     s.into_value().unwrap_or_else(|| HeaderValue::from(n))
 }
 
-/// How many header values each thread keeps for reuse (see [`StackStr::into_value`]).
-const RECENT_VALUES: usize = 32;
+/// Sets of the per-thread table of recent header values (see [`StackStr::into_value`]).
+const RECENT_SETS: usize = 8;
+/// Values per set: a value is looked for among the few of its set, so several values that
+/// hash alike (a hot entry's `Age`, `Cache-Status` and `Content-Length`) never evict each
+/// other on every request, as they would in a direct-mapped table.
+const RECENT_WAYS: usize = 4;
+
+/// Header values one thread made lately: a hot entry's hits send the same `Content-Length`,
+/// and the same `Age` and `Cache-Status` within a second.
+struct Recent {
+    values: [[Option<HeaderValue>; RECENT_WAYS]; RECENT_SETS],
+    /// Per set, the way the next new value replaces (round robin).
+    next: [u8; RECENT_SETS],
+}
+
+/// The set of the recent values where a value of these bytes is kept.
+fn recent_set(bytes: &[u8]) -> usize {
+    // FNV-1a: a few nanoseconds for these short values.
+    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    (hash % RECENT_SETS as u64) as usize
+}
 
 thread_local! {
-    /// Header values this thread made lately, by a hash of their bytes: a hot entry's hits
-    /// send the same `Content-Length`, and the same `Age` and `Cache-Status` within a second.
-    static RECENT: RefCell<[Option<HeaderValue>; RECENT_VALUES]> =
-        const { RefCell::new([const { None }; RECENT_VALUES]) };
+    static RECENT: RefCell<Recent> = const {
+        RefCell::new(Recent {
+            values: [const { [const { None }; RECENT_WAYS] }; RECENT_SETS],
+            next: [0; RECENT_SETS],
+        })
+    };
 }
 
 /// A small fixed buffer for header values ([`CacheStatus::to_header`], [`decimal_header`]): the
@@ -130,20 +153,22 @@ impl StackStr {
     /// otherwise the buffer itself becomes the value's storage, in one allocation.
     fn into_value(self) -> Option<HeaderValue> {
         let bytes = self.as_bytes();
-        // FNV-1a: a few nanoseconds for these short values.
-        let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-        });
-        let slot = (hash % RECENT_VALUES as u64) as usize;
+        let set = recent_set(bytes);
         let recent = RECENT.try_with(|r| {
             let r = r.borrow();
-            r[slot].as_ref().filter(|v| v.as_bytes() == bytes).cloned()
+            let mut ways = r.values[set].iter().flatten();
+            ways.find(|v| v.as_bytes() == bytes).cloned()
         });
         if let Ok(Some(v)) = recent {
             return Some(v);
         }
         let value = HeaderValue::from_maybe_shared(Bytes::from_owner(self)).ok()?;
-        let _ = RECENT.try_with(|r| r.borrow_mut()[slot] = Some(value.clone()));
+        let _ = RECENT.try_with(|r| {
+            let r = &mut *r.borrow_mut();
+            let way = usize::from(r.next[set]) % RECENT_WAYS;
+            r.next[set] = r.next[set].wrapping_add(1);
+            r.values[set][way] = Some(value.clone());
+        });
         Some(value)
     }
 }
@@ -213,6 +238,25 @@ mod tests {
         let (a, b) = (decimal_header(1024), decimal_header(1024));
         assert_eq!(a, b);
         assert_eq!(a.as_bytes().as_ptr(), b.as_bytes().as_ptr());
+    }
+
+    #[test]
+    fn values_that_share_a_set_are_all_kept() {
+        let set = recent_set(b"0");
+        let same: Vec<u64> = (0..10_000u64)
+            .filter(|n| recent_set(n.to_string().as_bytes()) == set)
+            .take(RECENT_WAYS)
+            .collect();
+        let first: Vec<HeaderValue> = same.iter().map(|&n| decimal_header(n)).collect();
+        for (n, v) in same.iter().zip(&first) {
+            let again = decimal_header(*n);
+            assert_eq!(&again, v);
+            assert_eq!(
+                again.as_bytes().as_ptr(),
+                v.as_bytes().as_ptr(),
+                "{n} was evicted"
+            );
+        }
     }
 
     #[test]
