@@ -4,7 +4,7 @@
 
 use std::time::SystemTime;
 
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
 use http::{Response, StatusCode};
 
@@ -186,7 +186,7 @@ impl Answer<'_> {
             }
         };
         if from_store {
-            let age = status::age_header(meta.age(now).as_secs());
+            let age = status::decimal_header(meta.age(now).as_secs());
             res.headers_mut().insert(header::AGE, age);
         }
         self.stamp(&mut res, status);
@@ -243,13 +243,13 @@ impl Answer<'_> {
             CacheBody::cached(body, len)
         });
         *res.status_mut() = meta.status;
-        *res.headers_mut() = meta.headers.clone();
+        *res.headers_mut() = with_room(&meta.headers);
         // The origin's length may have come from its framing alone; a HEAD answer must still
         // say how long the GET body is.
         if let (Some(len), false) = (len, res.headers().contains_key(header::CONTENT_LENGTH)) {
             if !self.head || meta.status != StatusCode::NO_CONTENT {
                 res.headers_mut()
-                    .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+                    .insert(header::CONTENT_LENGTH, status::decimal_header(len));
             }
         }
         res
@@ -261,6 +261,24 @@ impl Answer<'_> {
             res.headers_mut().insert(CACHE_STATUS, status.to_header());
         }
     }
+}
+
+/// Fields an answer may add to the stored ones (`Content-Length` or `Content-Range`, `Age`,
+/// `Cache-Status`), and one for a layer above (a request id).
+const ADDED_FIELDS: usize = 4;
+
+/// A copy of the stored fields, in their order, with room for what the answer adds: a clone
+/// would have no spare capacity and grow (reallocate) on the first field added.
+fn with_room(stored: &HeaderMap) -> HeaderMap {
+    if stored.keys_len() > 64 {
+        // Far beyond what origins send: not worth a rebuild (and never near the map's limit).
+        return stored.clone();
+    }
+    let mut headers = HeaderMap::with_capacity(stored.keys_len() + ADDED_FIELDS);
+    for (name, value) in stored {
+        headers.append(name.clone(), value.clone());
+    }
+    headers
 }
 
 /// RFC 9111 §4.3.2: the client's own validator matches the entry.
@@ -295,9 +313,9 @@ fn partial<ResB>(
     let take = end - start + 1;
     let mut res = Response::new(CacheBody::ranged(body, start, take, filling));
     *res.status_mut() = StatusCode::PARTIAL_CONTENT;
-    *res.headers_mut() = meta.headers.clone();
+    *res.headers_mut() = with_room(&meta.headers);
     res.headers_mut()
-        .insert(header::CONTENT_LENGTH, HeaderValue::from(take));
+        .insert(header::CONTENT_LENGTH, status::decimal_header(take));
     if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{end}/{len}")) {
         res.headers_mut().insert(header::CONTENT_RANGE, v);
     }

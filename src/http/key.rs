@@ -27,6 +27,20 @@ pub type KeyFn = Arc<dyn Fn(&Parts) -> String + Send + Sync>;
 /// assert_eq!(daramjwee::http::default_key(&parts), "http://example.com/a?b=1");
 /// ```
 pub fn default_key(parts: &Parts) -> String {
+    let (scheme, authority, pq) = key_parts(parts);
+    let mut key = String::with_capacity(scheme.len() + 3 + authority.len() + pq.len());
+    key.push_str(scheme);
+    key.push_str("://");
+    // Lower-cased in place: no second string for the host.
+    let host = key.len()..key.len() + authority.len();
+    key.push_str(authority);
+    key[host].make_ascii_lowercase();
+    key.push_str(pq);
+    key
+}
+
+/// What [`default_key`] is made of: the scheme, the authority as sent, the path and query.
+fn key_parts(parts: &Parts) -> (&str, &str, &str) {
     let uri = &parts.uri;
     let scheme = uri.scheme_str().unwrap_or("http");
     let authority = uri
@@ -40,12 +54,25 @@ pub fn default_key(parts: &Parts) -> String {
         })
         .unwrap_or("");
     let pq = uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let mut key = String::with_capacity(scheme.len() + 3 + authority.len() + pq.len());
-    key.push_str(scheme);
-    key.push_str("://");
-    key.push_str(&authority.to_ascii_lowercase());
-    key.push_str(pq);
-    key
+    (scheme, authority, pq)
+}
+
+/// Room on the stack for [`default_key_in`]; a longer key is built as a `String`.
+pub(crate) const KEY_BUF: usize = 256;
+
+/// [`default_key`] written into `buf` when it fits: the hit path's key, without a string.
+pub(crate) fn default_key_in<'b>(parts: &Parts, buf: &'b mut [u8; KEY_BUF]) -> Option<&'b str> {
+    let (scheme, authority, pq) = key_parts(parts);
+    let mut len = 0;
+    for piece in [scheme, "://", authority, pq] {
+        buf.get_mut(len..len + piece.len())?
+            .copy_from_slice(piece.as_bytes());
+        len += piece.len();
+    }
+    let host = scheme.len() + 3..scheme.len() + 3 + authority.len();
+    buf[host].make_ascii_lowercase();
+    // Pieces of `str`s, ASCII lower-casing: always UTF-8.
+    std::str::from_utf8(&buf[..len]).ok()
 }
 
 /// A key function: the [`default_key`] plus the values of the request fields `names`, for an
@@ -85,5 +112,30 @@ where
         let mut key = default_key(parts);
         super::headers::append_to_key(&mut key, &parts.headers, &names);
         key
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_on_the_stack_is_the_default_key() {
+        let long = format!("/{}", "a".repeat(KEY_BUF));
+        let heads = [
+            http::Request::get("/a?b=1").header("host", "Example.COM:8080"),
+            http::Request::get("https://Example.com/x"),
+            http::Request::get("/"),
+            http::Request::get(long.as_str()).header("host", "h"),
+        ];
+        for head in heads {
+            let (parts, ()) = head.body(()).unwrap().into_parts();
+            let mut buf = [0u8; KEY_BUF];
+            let key = default_key(&parts);
+            match default_key_in(&parts, &mut buf) {
+                Some(on_stack) => assert_eq!(on_stack, key),
+                None => assert!(key.len() > KEY_BUF, "{key} should fit"),
+            }
+        }
     }
 }

@@ -18,6 +18,8 @@ const DEFAULT_ORIGIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Settings shared by every service a [`CacheLayer`] builds.
 pub(crate) struct HttpConfig {
     pub key_fn: KeyFn,
+    /// Whether `key_fn` is [`default_key`] (then the hit path builds the key on the stack).
+    pub default_key: bool,
     pub mode: PolicyMode,
     pub cache_status: bool,
     pub share_set_cookie: bool,
@@ -77,6 +79,7 @@ impl CacheLayer {
         CacheLayerBuilder {
             cache,
             key_fn: Arc::new(default_key),
+            default_key: true,
             mode: PolicyMode::default(),
             cache_status: true,
             share_set_cookie: false,
@@ -115,6 +118,7 @@ impl<S> Layer<S> for CacheLayer {
 pub struct CacheLayerBuilder {
     cache: Cache,
     key_fn: KeyFn,
+    default_key: bool,
     mode: PolicyMode,
     cache_status: bool,
     share_set_cookie: bool,
@@ -136,6 +140,7 @@ impl CacheLayerBuilder {
     /// everything that selects a response into the key.
     pub fn key_fn(mut self, f: impl Fn(&Parts) -> String + Send + Sync + 'static) -> Self {
         self.key_fn = Arc::new(f);
+        self.default_key = false;
         self
     }
 
@@ -231,6 +236,7 @@ impl CacheLayerBuilder {
             cache: self.cache,
             config: Arc::new(HttpConfig {
                 key_fn: self.key_fn,
+                default_key: self.default_key,
                 mode: self.mode,
                 cache_status: self.cache_status,
                 share_set_cookie: self.share_set_cookie,

@@ -1,8 +1,10 @@
 //! [`CacheService`]: the middleware service.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use http::request::Parts;
 use http::{Request, Response};
 use tower_service::Service;
 
@@ -11,6 +13,7 @@ use super::body::CacheBody;
 use super::future::ResponseFuture;
 use super::headers::{append_to_key, has_target_rewriting, TargetHeaders, TARGET_REWRITING};
 use super::invalidate::{invalidate, is_unsafe};
+use super::key::{default_key_in, KEY_BUF};
 use super::layer::HttpConfig;
 use super::lookup::CachedCall;
 use super::origin::{call, OriginService};
@@ -125,12 +128,8 @@ impl<S> CacheService<S> {
         B: Default + Send + 'static,
     {
         let (parts, body) = req.into_parts();
-        let mut key = (self.config.key_fn)(&parts);
-        if self.config.target_headers == TargetHeaders::Key && has_target_rewriting(&parts.headers)
-        {
-            // Fields that rewrite the target reach the origin: they must select the entry.
-            append_to_key(&mut key, &parts.headers, &TARGET_REWRITING);
-        }
+        let mut buf = [0u8; KEY_BUF];
+        let key = self.key(&parts, &mut buf);
         let answer = Answer {
             cache: &self.cache,
             config: &self.config,
@@ -149,7 +148,26 @@ impl<S> CacheService<S> {
             directives: Arc::new(directives),
         };
         let svc = self.inner.clone();
+        let key = key.into_owned();
         ResponseFuture::boxed(Box::pin(call.run(svc, parts, body, key, found)))
+    }
+
+    /// The request's cache key: on the stack (`buf`) for the default key function when it
+    /// fits, so a hit builds no string; else from the key function.
+    fn key<'b>(&self, parts: &Parts, buf: &'b mut [u8; KEY_BUF]) -> Cow<'b, str> {
+        // Fields that rewrite the target reach the origin: they must select the entry.
+        let keyed = self.config.target_headers == TargetHeaders::Key
+            && has_target_rewriting(&parts.headers);
+        if self.config.default_key && !keyed {
+            if let Some(key) = default_key_in(parts, buf) {
+                return Cow::Borrowed(key);
+            }
+        }
+        let mut key = (self.config.key_fn)(parts);
+        if keyed {
+            append_to_key(&mut key, &parts.headers, &TARGET_REWRITING);
+        }
+        Cow::Owned(key)
     }
 
     /// A request the cache does not answer (its method or its directives): passed to the

@@ -1,7 +1,10 @@
-//! The `Cache-Status` response header (RFC 9211).
+//! The `Cache-Status` response header (RFC 9211), and the other values rendered per response
+//! (`Age`, `Content-Length`).
 
+use std::cell::RefCell;
 use std::fmt::Write;
 
+use bytes::Bytes;
 use http::HeaderValue;
 
 /// The name this cache uses in `Cache-Status`.
@@ -28,13 +31,19 @@ impl CacheStatus {
             s.push_str("; hit");
         }
         if let Some(f) = self.fwd {
-            let _ = write!(s, "; fwd={f}");
+            s.push_str("; fwd=");
+            s.push_str(f);
         }
         if let Some(st) = self.fwd_status {
-            let _ = write!(s, "; fwd-status={st}");
+            s.push_str("; fwd-status=");
+            s.push_u64(st.into());
         }
         if let Some(t) = self.ttl {
-            let _ = write!(s, "; ttl={t}");
+            s.push_str("; ttl=");
+            if t < 0 {
+                s.push_str("-");
+            }
+            s.push_u64(t.unsigned_abs());
         }
         if self.stored {
             s.push_str("; stored");
@@ -43,30 +52,61 @@ impl CacheStatus {
             s.push_str("; collapsed");
         }
         if let Some(d) = self.detail {
-            let _ = write!(s, "; detail={d}");
+            s.push_str("; detail=");
+            s.push_str(d);
         }
         // Only ASCII tokens and digits are written above; a detail too long for the buffer
         // (a custom store's name) leaves the bare name rather than a cut field.
-        let value = if s.overflow {
-            None
-        } else {
-            HeaderValue::from_bytes(s.as_bytes()).ok()
-        };
+        let value = if s.overflow { None } else { s.into_value() };
         value.unwrap_or_else(|| HeaderValue::from_static(CACHE_NAME))
     }
 }
 
-/// An `Age` value: the decimal seconds, rendered on the stack and copied once (`From<u64>`
-/// for `HeaderValue` allocates twice).
-pub(crate) fn age_header(secs: u64) -> HeaderValue {
+/// A decimal header value (`Age`, `Content-Length`), rendered on the stack and shared through
+/// [`StackStr::into_value`] (`From<u64>` for `HeaderValue` allocates twice, every time).
+pub(crate) fn decimal_header(n: u64) -> HeaderValue {
     let mut s = StackStr::default();
     // 20 digits at most: always fits.
-    let _ = write!(s, "{secs}");
-    HeaderValue::from_bytes(s.as_bytes()).unwrap_or_else(|_| HeaderValue::from(secs))
+    s.push_u64(n);
+    s.into_value().unwrap_or_else(|| HeaderValue::from(n))
 }
 
-/// A small fixed buffer for [`CacheStatus::to_header`]: the built-in fields fit in 128 bytes; a
-/// write past the end is refused and remembered (`overflow`) instead of growing the buffer.
+/// Sets of the per-thread table of recent header values (see [`StackStr::into_value`]).
+const RECENT_SETS: usize = 8;
+/// Values per set: a value is looked for among the few of its set, so several values that
+/// hash alike (a hot entry's `Age`, `Cache-Status` and `Content-Length`) never evict each
+/// other on every request, as they would in a direct-mapped table.
+const RECENT_WAYS: usize = 4;
+
+/// Header values one thread made lately: a hot entry's hits send the same `Content-Length`,
+/// and the same `Age` and `Cache-Status` within a second.
+struct Recent {
+    values: [[Option<HeaderValue>; RECENT_WAYS]; RECENT_SETS],
+    /// Per set, the way the next new value replaces (round robin).
+    next: [u8; RECENT_SETS],
+}
+
+/// The set of the recent values where a value of these bytes is kept.
+fn recent_set(bytes: &[u8]) -> usize {
+    // FNV-1a: a few nanoseconds for these short values.
+    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    (hash % RECENT_SETS as u64) as usize
+}
+
+thread_local! {
+    static RECENT: RefCell<Recent> = const {
+        RefCell::new(Recent {
+            values: [const { [const { None }; RECENT_WAYS] }; RECENT_SETS],
+            next: [0; RECENT_SETS],
+        })
+    };
+}
+
+/// A small fixed buffer for header values ([`CacheStatus::to_header`], [`decimal_header`]): the
+/// built-in `Cache-Status` fields fit in 128 bytes; a write past the end is refused and
+/// remembered (`overflow`) instead of growing the buffer.
 struct StackStr {
     buf: [u8; 128],
     len: usize,
@@ -88,8 +128,54 @@ impl StackStr {
         let _ = self.write_str(s);
     }
 
+    /// `n` in decimal, without the formatting machinery (`write!` costs several times more).
+    fn push_u64(&mut self, mut n: u64) {
+        let mut digits = [0u8; 20];
+        let mut start = digits.len();
+        loop {
+            start -= 1;
+            digits[start] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        // ASCII digits only: valid UTF-8.
+        let _ = self.write_str(std::str::from_utf8(&digits[start..]).unwrap_or("0"));
+    }
+
     fn as_bytes(&self) -> &[u8] {
         &self.buf[..self.len]
+    }
+
+    /// The rendered bytes as a header value (`None` if they are not a valid one). A value this
+    /// thread made lately with the same bytes is shared (a reference count, no allocation);
+    /// otherwise the buffer itself becomes the value's storage, in one allocation.
+    fn into_value(self) -> Option<HeaderValue> {
+        let bytes = self.as_bytes();
+        let set = recent_set(bytes);
+        let recent = RECENT.try_with(|r| {
+            let r = r.borrow();
+            let mut ways = r.values[set].iter().flatten();
+            ways.find(|v| v.as_bytes() == bytes).cloned()
+        });
+        if let Ok(Some(v)) = recent {
+            return Some(v);
+        }
+        let value = HeaderValue::from_maybe_shared(Bytes::from_owner(self)).ok()?;
+        let _ = RECENT.try_with(|r| {
+            let r = &mut *r.borrow_mut();
+            let way = usize::from(r.next[set]) % RECENT_WAYS;
+            r.next[set] = r.next[set].wrapping_add(1);
+            r.values[set][way] = Some(value.clone());
+        });
+        Some(value)
+    }
+}
+
+impl AsRef<[u8]> for StackStr {
+    fn as_ref(&self) -> &[u8] {
+        self.as_bytes()
     }
 }
 
@@ -126,13 +212,51 @@ mod tests {
             "daramjwee; hit; fwd=stale; fwd-status=304; ttl=-12; stored; collapsed; detail=memory"
         );
         assert_eq!(CacheStatus::default().to_header(), "daramjwee");
+        for (ttl, text) in [(0, "0"), (i64::MAX, "9223372036854775807")] {
+            let s = CacheStatus {
+                ttl: Some(ttl),
+                ..Default::default()
+            };
+            assert_eq!(s.to_header(), format!("daramjwee; ttl={text}").as_str());
+        }
+        let s = CacheStatus {
+            ttl: Some(i64::MIN),
+            ..Default::default()
+        };
+        assert_eq!(
+            s.to_header(),
+            format!("daramjwee; ttl={}", i64::MIN).as_str()
+        );
     }
 
     #[test]
-    fn age_is_rendered_in_decimal() {
-        assert_eq!(age_header(0), "0");
-        assert_eq!(age_header(3600), "3600");
-        assert_eq!(age_header(u64::MAX), u64::MAX.to_string().as_str());
+    fn decimals_are_rendered_and_shared() {
+        assert_eq!(decimal_header(0), "0");
+        assert_eq!(decimal_header(3600), "3600");
+        assert_eq!(decimal_header(u64::MAX), u64::MAX.to_string().as_str());
+        // The second value with the same bytes shares the first one's storage.
+        let (a, b) = (decimal_header(1024), decimal_header(1024));
+        assert_eq!(a, b);
+        assert_eq!(a.as_bytes().as_ptr(), b.as_bytes().as_ptr());
+    }
+
+    #[test]
+    fn values_that_share_a_set_are_all_kept() {
+        let set = recent_set(b"0");
+        let same: Vec<u64> = (0..10_000u64)
+            .filter(|n| recent_set(n.to_string().as_bytes()) == set)
+            .take(RECENT_WAYS)
+            .collect();
+        let first: Vec<HeaderValue> = same.iter().map(|&n| decimal_header(n)).collect();
+        for (n, v) in same.iter().zip(&first) {
+            let again = decimal_header(*n);
+            assert_eq!(&again, v);
+            assert_eq!(
+                again.as_bytes().as_ptr(),
+                v.as_bytes().as_ptr(),
+                "{n} was evicted"
+            );
+        }
     }
 
     #[test]

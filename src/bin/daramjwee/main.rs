@@ -14,6 +14,8 @@ mod admin;
 mod config;
 mod forwarding;
 mod header_rules;
+#[cfg(test)]
+mod hit_allocs;
 mod proxy;
 mod reload;
 mod server;

@@ -40,10 +40,29 @@ pub(crate) enum RequestRule {
     },
 }
 
+/// Every request field [`request_rule`] reads.
+const REQUEST_RULE_FIELDS: [header::HeaderName; 4] = [
+    header::CACHE_CONTROL,
+    header::PRAGMA,
+    header::IF_MATCH,
+    header::IF_UNMODIFIED_SINCE,
+];
+
 pub(crate) fn request_rule(method: &Method, headers: &HeaderMap) -> RequestRule {
     let head = *method == Method::HEAD;
     if *method != Method::GET && !head {
         return RequestRule::Bypass("method");
+    }
+    // Most requests carry none of the fields read below: one pass over their (few) names
+    // answers them, rather than a hashed lookup per field.
+    if !headers
+        .keys()
+        .any(|name| REQUEST_RULE_FIELDS.contains(name))
+    {
+        return RequestRule::Lookup {
+            directives: RequestDirectives::default(),
+            head,
+        };
     }
     let cc = CacheControl::parse(headers);
     if cc.no_store {

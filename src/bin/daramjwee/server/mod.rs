@@ -10,7 +10,6 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -34,9 +33,6 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tower::util::Oneshot;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
-use tower_http::request_id::{
-    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
-};
 use tower_http::trace::TraceLayer;
 
 use crate::access_log::{AccessLogLayer, AccessLogSwitch};
@@ -44,10 +40,12 @@ use crate::config::{SiteSettings, TierSpec};
 use crate::forwarding::{client_authority, Forwarding};
 
 mod purger;
+mod request_id;
 use crate::header_rules::RuleContext;
 use crate::proxy::{ClientAddr, ClientTls, ProxyBody, Route, Upstream};
 use crate::tls::TlsError;
 pub use purger::Purger;
+pub use request_id::{RequestIdLayer, RequestIds};
 use tokio_rustls::TlsAcceptor;
 
 pin_project_lite::pin_project! {
@@ -484,43 +482,6 @@ impl Respond {
     }
 }
 
-/// Request ids: a per-process prefix plus a counter, so ids are unique across restarts
-/// without a UUID dependency.
-#[derive(Clone, Debug)]
-pub struct RequestIds {
-    /// Hex, at most 16 characters.
-    prefix: Arc<str>,
-    next: Arc<AtomicU64>,
-}
-
-impl RequestIds {
-    /// A generator whose prefix mixes the process id and the start time.
-    pub fn new() -> RequestIds {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as u64);
-        RequestIds {
-            prefix: format!("{:x}{:x}", std::process::id(), t & 0xffff_ffff).into(),
-            next: Arc::new(AtomicU64::new(1)),
-        }
-    }
-}
-
-impl MakeRequestId for RequestIds {
-    fn make_request_id<B>(&mut self, _req: &Request<B>) -> Option<RequestId> {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        // `prefix-n`, rendered on the stack: the header value is the only allocation. The
-        // prefix is at most 16 hex digits and `n` 20 digits, so it always fits.
-        let mut buf = [0u8; 64];
-        let mut rest = &mut buf[..];
-        std::io::Write::write_fmt(&mut rest, format_args!("{}-{n}", self.prefix)).ok()?;
-        let len = 64 - rest.len();
-        HeaderValue::from_bytes(&buf[..len])
-            .ok()
-            .map(RequestId::new)
-    }
-}
-
 /// How [`serve`] runs the listener.
 pub struct ServeOptions {
     /// How long in-flight exchanges may take to finish after shutdown begins.
@@ -553,11 +514,11 @@ pub async fn serve(
         tls,
     } = opts;
     let stack = ServiceBuilder::new()
-        .option_layer(request_ids.then(|| SetRequestIdLayer::x_request_id(RequestIds::new())))
-        // After the id is set (it is logged), before the rest (the time includes them).
+        // First: the id is logged, and the response gets it whatever happens below.
+        .option_layer(request_ids.then(|| RequestIdLayer::new(RequestIds::new())))
+        // Before the rest: the time logged includes them.
         .layer(AccessLogLayer::new(access_log))
         .layer(TraceLayer::new_for_http())
-        .option_layer(request_ids.then(PropagateRequestIdLayer::x_request_id))
         .service(router);
     let graceful = GracefulShutdown::new();
     let builder = auto::Builder::new(TokioExecutor::new());

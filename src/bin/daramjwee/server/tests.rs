@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::config::Settings;
+use std::sync::atomic::Ordering;
 
 fn parts(host: Option<&str>, path: &str) -> Parts {
     let mut b = Request::get(path);
@@ -63,19 +64,20 @@ async fn sites_are_picked_by_host_ignoring_case_and_port_then_by_longest_prefix(
 
 #[test]
 fn request_ids_are_the_prefix_and_a_counter() {
-    let mut ids = RequestIds::new();
-    let req = Request::new(());
-    let a = ids.make_request_id(&req).unwrap();
-    let b = ids.make_request_id(&req).unwrap();
+    let ids = RequestIds::new();
+    let a = ids.make();
+    let b = ids.make();
     let prefix = ids.prefix.to_string();
-    assert_eq!(a.header_value(), format!("{prefix}-1").as_str());
-    assert_eq!(b.header_value(), format!("{prefix}-2").as_str());
+    assert_eq!(a, format!("{prefix}-1").as_str());
+    assert_eq!(b, format!("{prefix}-2").as_str());
     ids.next.store(u64::MAX, Ordering::Relaxed);
-    let last = ids.make_request_id(&req).unwrap();
-    assert_eq!(
-        last.header_value(),
-        format!("{prefix}-{}", u64::MAX).as_str()
-    );
+    assert_eq!(ids.make(), format!("{prefix}-{}", u64::MAX).as_str());
+    // Ids cut from one block stay whole once it is replaced.
+    ids.next.store(1, Ordering::Relaxed);
+    let many: Vec<_> = (0..1000).map(|_| ids.make()).collect();
+    for (i, id) in many.iter().enumerate() {
+        assert_eq!(id, format!("{prefix}-{}", i + 1).as_str());
+    }
 }
 
 #[test]
