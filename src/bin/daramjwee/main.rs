@@ -21,12 +21,13 @@ mod reload;
 mod server;
 mod tls;
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use clap::Parser;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tracing_subscriber::EnvFilter;
 
 use crate::access_log::AccessLogSwitch;
@@ -96,8 +97,7 @@ async fn run(cli: Cli, settings: Settings) -> Result<(), String> {
     // One background runtime for every site: each site's cache is a weighted group of it.
     let workers = daramjwee::WorkerRuntime::new(settings.workers);
     let router = Router::new(open_sites(&settings, &workers).await?);
-    let listener = TcpListener::bind(settings.listen)
-        .await
+    let listener = bind_listener(settings.listen, settings.send_buffer)
         .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
     let draining = Arc::new(AtomicBool::new(false));
     let admin_task = start_admin(&settings, &router, &draining, prometheus).await?;
@@ -160,6 +160,23 @@ fn listener_tls(
     let config = tls::server_config(resolver.clone()).map_err(|e| e.to_string())?;
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     Ok(Some((acceptor, resolver)))
+}
+
+/// Binds the proxy listener with `send_buffer` as its sockets' send buffer. Connections it
+/// accepts inherit it (Linux copies a listening socket's buffer sizes to the sockets it
+/// accepts, tcp(7)), so no per-connection call and no other crate is needed.
+fn bind_listener(addr: SocketAddr, send_buffer: Option<u64>) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    // As `TcpListener::bind` does: a restart can bind while old connections are in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    if let Some(size) = send_buffer {
+        socket.set_send_buffer_size(u32::try_from(size).unwrap_or(u32::MAX))?;
+    }
+    socket.bind(addr)?;
+    socket.listen(1024)
 }
 
 /// Starts the admin listener on its own address, if there is one.

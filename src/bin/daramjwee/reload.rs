@@ -175,6 +175,7 @@ impl Reloader {
         let a = &self.applied;
         let fixed = [
             ("listen", a.listen != next.listen),
+            ("send_buffer", a.send_buffer != next.send_buffer),
             ("admin", a.admin != next.admin),
             ("workers", a.workers != next.workers),
             ("request_ids", a.request_ids != next.request_ids),

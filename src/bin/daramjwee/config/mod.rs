@@ -36,6 +36,11 @@ pub struct Cli {
     /// Address of the proxy listener (HTTP/1.1 and h2c) [default: 127.0.0.1:8080].
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
+    /// Kernel send buffer of each client connection (`SO_SNDBUF`), or `auto` for the kernel's
+    /// autotuning [default: 256KiB]. Bounded, one fast reader of a large object cannot take
+    /// the writer's turn for long (docs/bench-proxy.md, "Tails of large hits").
+    #[arg(long, value_name = "SIZE|auto")]
+    pub send_buffer: Option<String>,
     /// Address of the admin listener, or `off` [default: 127.0.0.1:9090].
     #[arg(long, value_name = "ADDR|off")]
     pub admin: Option<String>,
@@ -155,6 +160,7 @@ pub struct Cli {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     listen: Option<String>,
+    send_buffer: Option<String>,
     admin: Option<String>,
     data_dir: Option<PathBuf>,
     drain_timeout: Option<String>,
@@ -314,6 +320,8 @@ fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
 pub struct Settings {
     /// Proxy listener.
     pub listen: SocketAddr,
+    /// The send buffer of client connections, in bytes (`None`: the kernel's autotuning).
+    pub send_buffer: Option<u64>,
     /// Admin listener, if on.
     pub admin: Option<SocketAddr>,
     /// Bound on waiting for in-flight responses at shutdown.
@@ -448,6 +456,9 @@ const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 const DEFAULT_ADMIN: &str = "127.0.0.1:9090";
 const DEFAULT_DATA_DIR: &str = "./daramjwee-data";
 const DEFAULT_HOT: &str = "memory:256MiB";
+/// Twice what loopback and LAN connections need to keep a link busy, an eighth of the kernel's
+/// autotuning ceiling: measured in docs/bench-proxy.md ("Tails of large hits").
+const DEFAULT_SEND_BUFFER: u64 = 256 << 10;
 /// Room for objects up to 5 GiB (half of it, the default per-object limit of a file tier),
 /// like a small nginx `max_size`; nginx's default is no bound at all.
 const DEFAULT_COLD_BYTES: u64 = 10 << 30;
@@ -469,6 +480,8 @@ impl Settings {
 
     fn merge(cli: &Cli, file: FileConfig) -> Result<Settings, ConfigError> {
         let (listen, admin) = listeners(cli, &file)?;
+        let send_buffer =
+            parse_send_buffer(cli.send_buffer.as_deref().or(file.send_buffer.as_deref()))?;
         let drain_timeout = dur_or(
             "drain_timeout",
             cli.drain_timeout.as_ref().or(file.drain_timeout.as_ref()),
@@ -501,6 +514,7 @@ impl Settings {
         let sites = sites(cli, file)?;
         Ok(Settings {
             listen,
+            send_buffer,
             admin,
             drain_timeout,
             close_timeout,

@@ -72,6 +72,24 @@ pub(super) fn parse_tiers(
     Ok((hot, cold))
 }
 
+/// `send_buffer`: a size from 4 KiB to 64 MiB, or `auto` (`None`: the kernel's autotuning).
+pub(super) fn parse_send_buffer(v: Option<&str>) -> Result<Option<u64>, ConfigError> {
+    match v.map(str::trim) {
+        None => Ok(Some(DEFAULT_SEND_BUFFER)),
+        Some("auto") => Ok(None),
+        Some(s) => {
+            let n = parse_size(s).map_err(|e| ConfigError(format!("send_buffer: {e}")))?;
+            if !(4 << 10..=64 << 20).contains(&n) {
+                return err(format!(
+                    "send_buffer: {} is not between 4KiB and 64MiB (or `auto`)",
+                    fmt_size(n)
+                ));
+            }
+            Ok(Some(n))
+        }
+    }
+}
+
 /// `cold_fill` and the per-tier object size limits. A limit above its tier's size, or one for
 /// a tier that has none (an object store, or no cold tier), is refused: it could never apply.
 pub(super) fn parse_placement(

@@ -338,3 +338,19 @@ fn cold_fill_and_object_size_limits_are_read_and_checked() {
         assert!(e.0.contains(said), "{args:?}: {e}");
     }
 }
+
+#[test]
+fn send_buffer_defaults_to_256_kib_and_takes_a_size_or_auto() {
+    let up = ["--upstream", "http://127.0.0.1:3000"];
+    let load = |extra: &[&str]| Settings::load(&cli(&[&up[..], extra].concat()));
+    assert_eq!(load(&[]).unwrap().send_buffer, Some(256 << 10));
+    assert_eq!(load(&["--send-buffer", "auto"]).unwrap().send_buffer, None);
+    assert_eq!(
+        load(&["--send-buffer", "1MiB"]).unwrap().send_buffer,
+        Some(1 << 20)
+    );
+    for bad in ["1KiB", "1GiB", "lots"] {
+        let e = load(&["--send-buffer", bad]).unwrap_err();
+        assert!(e.0.starts_with("send_buffer:"), "{bad}: {e}");
+    }
+}
