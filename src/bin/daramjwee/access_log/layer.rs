@@ -16,26 +16,26 @@ use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
 use super::writer::Sink;
-use super::{Record, UpstreamTimer};
+use super::{Record, Text, UpstreamTimer};
 use crate::proxy::ClientAddr;
 
 /// The access log currently in use, or none: a reload swaps it for new requests while
 /// in-flight ones finish logging to the one they started with.
 #[derive(Clone, Debug, Default)]
-pub struct AccessLogSwitch(Arc<RwLock<Option<Sink>>>);
+pub struct AccessLogSwitch(Arc<RwLock<Option<Arc<Sink>>>>);
 
 impl AccessLogSwitch {
     /// A switch starting with `sink`.
     pub fn new(sink: Option<Sink>) -> AccessLogSwitch {
-        AccessLogSwitch(Arc::new(RwLock::new(sink)))
+        AccessLogSwitch(Arc::new(RwLock::new(sink.map(Arc::new))))
     }
 
     /// Logs new requests to `sink` (or nowhere) from now on.
     pub fn replace(&self, sink: Option<Sink>) {
-        *self.0.write() = sink;
+        *self.0.write() = sink.map(Arc::new);
     }
 
-    fn current(&self) -> Option<Sink> {
+    fn current(&self) -> Option<Arc<Sink>> {
         self.0.read().clone()
     }
 
@@ -81,7 +81,7 @@ pub struct AccessLog<S> {
 /// What is known of an exchange before its response: everything but the outcome.
 #[derive(Debug)]
 struct Pending {
-    sink: Sink,
+    sink: Arc<Sink>,
     started: Instant,
     record: Record,
     timer: UpstreamTimer,
@@ -113,22 +113,25 @@ where
 
 impl Pending {
     /// What the request says, noted before it is handed on.
-    fn new<B>(sink: Sink, req: &Request<B>) -> Pending {
+    fn new<B>(sink: Arc<Sink>, req: &Request<B>) -> Pending {
         let h = req.headers();
         let record = Record {
             start: SystemTime::now(),
             client: req.extensions().get::<ClientAddr>().map(|c| c.0),
             method: req.method().clone(),
-            target: req.uri().path_and_query().cloned(),
+            target: req
+                .uri()
+                .path_and_query()
+                .map(|t| Text::new(t.as_str().as_bytes())),
             version: req.version(),
             status: http::StatusCode::OK,
             bytes: 0,
             duration: Default::default(),
             upstream: None,
             cache_status: None,
-            request_id: h.get("x-request-id").cloned(),
-            referer: h.get(header::REFERER).cloned(),
-            user_agent: h.get(header::USER_AGENT).cloned(),
+            request_id: Text::of(h.get("x-request-id")),
+            referer: Text::of(h.get(header::REFERER)),
+            user_agent: Text::of(h.get(header::USER_AGENT)),
         };
         Pending {
             sink,
@@ -160,7 +163,7 @@ where
         let mut pending = this.pending.take();
         if let Some(p) = pending.as_mut() {
             p.record.status = res.status();
-            p.record.cache_status = res.headers().get("cache-status").cloned();
+            p.record.cache_status = Text::of(res.headers().get("cache-status"));
         }
         Poll::Ready(Ok(res.map(|inner| LoggedBody { inner, pending })))
     }

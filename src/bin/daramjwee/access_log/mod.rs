@@ -16,7 +16,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use http::uri::PathAndQuery;
 use http::{HeaderValue, Method, StatusCode, Version};
 
 pub use layer::{AccessLogLayer, AccessLogSwitch};
@@ -52,8 +51,9 @@ pub struct AccessLogSettings {
     pub format: Format,
 }
 
-/// What one request left in the log. Cheap to build: every field is `Copy` or a
-/// reference-counted handle, so the request path allocates nothing for it.
+/// What one request left in the log. Cheap to build: every field is `Copy` or a [`Text`]
+/// copied into the record, so the request path allocates nothing for it (unless a value is
+/// longer than [`Text`] keeps inline) and the record holds none of the connection's buffers.
 #[derive(Debug)]
 pub struct Record {
     /// When the request arrived.
@@ -63,7 +63,7 @@ pub struct Record {
     /// The request method.
     pub method: Method,
     /// The request target (path and query).
-    pub target: Option<PathAndQuery>,
+    pub target: Option<Text>,
     /// The client's HTTP version.
     pub version: Version,
     /// The response status.
@@ -75,13 +75,67 @@ pub struct Record {
     /// Time to the upstream's response head, when this request went upstream.
     pub upstream: Option<Duration>,
     /// The response's `Cache-Status`.
-    pub cache_status: Option<HeaderValue>,
+    pub cache_status: Option<Text>,
     /// The request id.
-    pub request_id: Option<HeaderValue>,
+    pub request_id: Option<Text>,
     /// The request's `Referer`.
-    pub referer: Option<HeaderValue>,
+    pub referer: Option<Text>,
     /// The request's `User-Agent`.
-    pub user_agent: Option<HeaderValue>,
+    pub user_agent: Option<Text>,
+}
+
+/// Bytes copied out of a request or response head. A `HeaderValue` or `PathAndQuery` clone
+/// would share hyper's read buffer instead: hyper could not reuse that buffer (it would allocate
+/// a new one for the next request), and the writer thread would free it, a free across threads
+/// that takes the allocator's lock (`docs/bench-proxy.md`, "Access log"). Values up to
+/// [`Text::INLINE`] bytes are kept in the record itself.
+#[derive(Clone)]
+pub enum Text {
+    /// A short value, in place: its length and bytes.
+    Inline(u8, [u8; Text::INLINE]),
+    /// A longer one.
+    Heap(Box<[u8]>),
+}
+
+impl Text {
+    /// The longest value kept without an allocation.
+    pub const INLINE: usize = 80;
+
+    /// A copy of `bytes`.
+    pub fn new(bytes: &[u8]) -> Text {
+        match u8::try_from(bytes.len()) {
+            Ok(n) if bytes.len() <= Text::INLINE => {
+                let mut buf = [0; Text::INLINE];
+                buf[..bytes.len()].copy_from_slice(bytes);
+                Text::Inline(n, buf)
+            }
+            _ => Text::Heap(bytes.into()),
+        }
+    }
+
+    /// A copy of a header's value, if it has one.
+    pub fn of(v: Option<&HeaderValue>) -> Option<Text> {
+        v.map(|v| Text::new(v.as_bytes()))
+    }
+
+    /// The bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Text::Inline(n, buf) => &buf[..usize::from(*n)],
+            Text::Heap(b) => b,
+        }
+    }
+
+    /// The value as text (invalid UTF-8 replaced).
+    pub fn to_lossy(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(self.as_bytes())
+    }
+}
+
+impl std::fmt::Debug for Text {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.to_lossy(), f)
+    }
 }
 
 /// A slot in the request's extensions where the upstream client writes how long the
