@@ -110,9 +110,10 @@ impl Cache {
         }
     }
 
-    /// Places the body by its size, opens the writers and publishes the head, saying which
-    /// tier takes the body. An origin body goes where [`place`](Cache::place) puts it; a
-    /// promotion into every tier of `targets` that keeps its size.
+    /// Places the body by its size, publishes the head (saying which tier takes the body),
+    /// then opens the writers. An origin body goes where [`place`](Cache::place) puts it; a
+    /// promotion into every tier of `targets` that keeps its size. The head goes first so that
+    /// readers never wait for a store to start a write (a file tier creates its temp file).
     async fn open_fill(
         &self,
         flight: &Flight,
@@ -137,14 +138,13 @@ impl Cache {
         if placement.too_large {
             self.too_large(len);
         }
-        let writers = self.open_writers(key, meta, placement.tiers).await;
-        let storing = match writers.first() {
-            Some((tier, _)) => Storing::Tier(*tier),
+        let storing = match placement.tiers.first() {
+            Some(&tier) => Storing::Tier(tier),
             None if placement.too_large => Storing::TooLarge,
-            None => Storing::Failed,
+            None => Storing::NoTier,
         };
         flight.set_head(Head::Body(meta.clone(), storing));
-        Ok(writers)
+        Ok(self.open_writers(key, meta, placement.tiers).await)
     }
 
     /// Stores `meta` and `body` under `key` in a fill of its own, which runs whether or not

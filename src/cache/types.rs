@@ -86,8 +86,10 @@ impl Lookup {
     }
 }
 
-/// What a fill does with the body it streams, decided when it publishes the response head:
-/// what `Cache-Status` reports as `stored` (RFC 9211 §2.2.6), or why not.
+/// What a fill does with the body it streams, decided by the body's size when it publishes the
+/// response head: what `Cache-Status` reports as `stored` (RFC 9211 §2.2.6), or why not. A store
+/// that then fails to start or finish the write is a fault, logged and counted in
+/// [`CacheStats::store_errors`](crate::CacheStats::store_errors).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Storing {
@@ -100,9 +102,8 @@ pub enum Storing {
     /// No tier keeps a body of its size: it streams to its readers unstored (counted in
     /// [`CacheStats::too_large`](crate::CacheStats::too_large)).
     TooLarge,
-    /// No tier could start the write (store faults, counted in
-    /// [`CacheStats::store_errors`](crate::CacheStats::store_errors)).
-    Failed,
+    /// The cache has no tier that stores (every one is a null store).
+    NoTier,
 }
 
 /// Per-call options of [`Cache::get_with`](crate::Cache::get_with).

@@ -207,7 +207,7 @@ impl Answer<'_> {
                 status.fwd = Some("uri-miss");
                 match lookup.storing {
                     Storing::TooLarge => status.detail = Some("too-large"),
-                    Storing::Failed => status.detail = Some("store-error"),
+                    Storing::NoTier => {}
                     _ => status.stored = true,
                 }
             }
