@@ -12,8 +12,8 @@
 //! per fill or reading it back from the hot writer (a new store API every store must implement).
 //! Writing both costs nothing extra in the default [`ColdFill::Background`] mode: the lower tier
 //! receives every committed hot entry anyway (by the background copy, which then has nothing
-//! left to do). Its cost is that the fill runs at the pace of the slower of the two stores
-//! (`docs/bench-memory.md` measures it).
+//! left to do). Its cost is that such a fill runs at the pace of the slower of the two stores,
+//! as a write-through fill does.
 
 use std::ops::Range;
 
