@@ -56,14 +56,17 @@ impl RequestIds {
     /// The next id, `prefix-n`.
     pub fn make(&self) -> HeaderValue {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        // Rendered on the stack, without the formatting machinery: the prefix is at most 16
-        // hex digits and `n` 20 digits, so it always fits.
+        // Rendered on the stack, without the formatting machinery: the prefix is cut to 32
+        // bytes and `n` has at most 20 digits, so it always fits.
         let mut buf = [0u8; 64];
         let prefix = &self.prefix.as_bytes()[..self.prefix.len().min(32)];
         buf[..prefix.len()].copy_from_slice(prefix);
         buf[prefix.len()] = b'-';
-        let len = prefix.len() + 1 + decimal(n, &mut buf[prefix.len() + 1..]);
-        let id = &buf[..len];
+        let mut digits = itoa::Buffer::new();
+        let digits = digits.format(n).as_bytes();
+        let at = prefix.len() + 1;
+        buf[at..at + digits.len()].copy_from_slice(digits);
+        let id = &buf[..at + digits.len()];
         let shared = IDS.try_with(|block| {
             let mut block = block.borrow_mut();
             if block.capacity() < id.len() {
@@ -76,23 +79,6 @@ impl RequestIds {
         // Hex digits, `-` and decimal digits: always a valid value.
         HeaderValue::from_maybe_shared(bytes).unwrap_or_else(|_| HeaderValue::from_static("-"))
     }
-}
-
-/// Writes `n` in decimal at the start of `out` (at least 20 bytes long); returns its length.
-fn decimal(mut n: u64, out: &mut [u8]) -> usize {
-    let mut digits = [0u8; 20];
-    let mut start = digits.len();
-    loop {
-        start -= 1;
-        digits[start] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    let len = digits.len() - start;
-    out[..len].copy_from_slice(&digits[start..]);
-    len
 }
 
 /// Sets `x-request-id` on requests that have none, and returns the request's id on responses
