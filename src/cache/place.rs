@@ -42,25 +42,29 @@ impl Cache {
     }
 
     /// The tiers among `targets` a body of `len` bytes is written to as it streams: every one
-    /// that keeps it when writing through, else the highest that does (and, for a body of
-    /// unknown length, the lower tier it may outgrow into).
-    pub(super) fn place(&self, targets: Range<usize>, len: Option<u64>) -> Placement {
+    /// that keeps it for a promotion (`from_origin` false) or when writing through, else the
+    /// highest that does (and, for a body of unknown length, the lower tier it may outgrow
+    /// into). Only an origin body is counted as too large: a promotion's body is stored already.
+    pub(super) fn place(
+        &self,
+        targets: Range<usize>,
+        len: Option<u64>,
+        from_origin: bool,
+    ) -> Placement {
         let wanted = targets
             .clone()
             .any(|i| !self.inner.tiers[i].store.is_null());
         let mut fitting = targets.filter(|&i| self.fits(i, len));
-        let tiers = match self.inner.cfg.cold_fill {
-            ColdFill::WriteThrough => fitting.collect(),
-            ColdFill::Background => match fitting.next() {
-                None => Vec::new(),
-                Some(first) => {
-                    let spill = len.is_none().then(|| self.outgrown_into(first, fitting));
-                    std::iter::once(first).chain(spill.flatten()).collect()
-                }
-            },
+        let every = !from_origin || self.inner.cfg.cold_fill == ColdFill::WriteThrough;
+        let tiers: Vec<usize> = match fitting.next() {
+            Some(first) if !every => {
+                let spill = len.is_none().then(|| self.outgrown_into(first, fitting));
+                std::iter::once(first).chain(spill.flatten()).collect()
+            }
+            first => first.into_iter().chain(fitting).collect(),
         };
         Placement {
-            too_large: wanted && tiers.is_empty(),
+            too_large: from_origin && wanted && tiers.is_empty(),
             tiers,
         }
     }

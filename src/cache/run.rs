@@ -14,7 +14,6 @@ use tracing::{debug, debug_span, Instrument};
 
 use super::flight::{Flight, Head};
 use super::keys::{Claim, Usage};
-use super::place::Placement;
 use super::stats::bump;
 use super::{key_hash, Cache, ColdFill, Fetched, Origin, Storing};
 use crate::entry::{add_saturating, EntryBody, Metadata};
@@ -126,15 +125,7 @@ impl Cache {
             return Err(FillError::Orphaned);
         }
         let len = meta.content_length;
-        let placement = if from_origin {
-            self.place(targets, len)
-        } else {
-            let tiers = targets.filter(|&i| self.fits(i, len)).collect();
-            Placement {
-                tiers,
-                too_large: false,
-            }
-        };
+        let placement = self.place(targets, len, from_origin);
         if placement.too_large {
             self.too_large(len);
         }
