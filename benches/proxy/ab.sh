@@ -34,19 +34,6 @@ for pair in "base:$A:$BASE" "new:$B:$REL/daramjwee"; do
     curl -s -o /dev/null "http://127.0.0.1:$port/obj/1k"
 done
 
-rps() { # PORT
-    wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" "http://127.0.0.1:$1/obj/1k" |
-        awk '/^Requests\/sec/ { printf "%.0f\n", $2 }'
-}
-median() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
-
 echo "machine: $(nproc) cores; before: $(uptime | sed 's/.*load/load/')"
-as=() bs=()
-for r in $(seq "$ROUNDS"); do
-    as+=("$(rps $A)")
-    bs+=("$(rps $B)")
-    echo "round $r: base ${as[-1]} req/s, new ${bs[-1]} req/s"
-done
-m_a=$(median "${as[@]}") m_b=$(median "${bs[@]}")
-echo "median: base $m_a req/s, new $m_b req/s, new/base $(awk -v a="$m_b" -v b="$m_a" 'BEGIN { printf "%.3f", a / b }')"
+ab_rounds base "$A" new "$B"
 echo "after: $(uptime | sed 's/.*load/load/')"

@@ -37,20 +37,7 @@ for case in off on; do
     curl -s -o /dev/null "http://127.0.0.1:$port/obj/1k"
 done
 
-rps() { # PORT
-    wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" "http://127.0.0.1:$1/obj/1k" |
-        awk '/^Requests\/sec/ { printf "%.0f\n", $2 }'
-}
-median() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
-
 echo "machine: $(nproc) cores; before: $(uptime | sed 's/.*load/load/')"
-offs=() ons=()
-for r in $(seq "$ROUNDS"); do
-    offs+=("$(rps $OFF)")
-    ons+=("$(rps $ON)")
-    echo "round $r: off ${offs[-1]} req/s, on ${ons[-1]} req/s"
-done
-m_off=$(median "${offs[@]}") m_on=$(median "${ons[@]}")
-echo "median: off $m_off req/s, on $m_on req/s, on/off $(awk -v a="$m_on" -v b="$m_off" 'BEGIN { printf "%.3f", a / b }')"
+ab_rounds off "$OFF" on "$ON"
 echo "access log lines written: $(wc -l <"$WORK/access.log")"
 echo "after: $(uptime | sed 's/.*load/load/')"

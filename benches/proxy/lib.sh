@@ -141,3 +141,23 @@ VCL
 origin_calls() { # ORIGIN_PORT
     curl -s "http://127.0.0.1:$1/calls"
 }
+
+# ab_rounds NAME_A PORT_A NAME_B PORT_B: ROUNDS interleaved wrk runs of 1 KiB hits against A
+# then B (so a burst of load from elsewhere hits one sample, not a whole case); prints each
+# round, then the medians (the lower middle for an even count) and B/A.
+ab_rounds() {
+    local na=$1 pa=$2 nb=$3 pb=$4 r ma mb
+    local as=() bs=()
+    rps_1k() {
+        wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" "http://127.0.0.1:$1/obj/1k" |
+            awk '/^Requests\/sec/ { printf "%.0f\n", $2 }'
+    }
+    lower_median() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+    for r in $(seq "$ROUNDS"); do
+        as+=("$(rps_1k "$pa")")
+        bs+=("$(rps_1k "$pb")")
+        echo "round $r: $na ${as[-1]} req/s, $nb ${bs[-1]} req/s"
+    done
+    ma=$(lower_median "${as[@]}") mb=$(lower_median "${bs[@]}")
+    echo "median: $na $ma req/s, $nb $mb req/s, $nb/$na $(awk -v a="$mb" -v b="$ma" 'BEGIN { printf "%.3f", a / b }')"
+}
