@@ -837,9 +837,18 @@ fn kept_open(store: &FileStore) -> usize {
     st.index.values().filter(|e| e.file.is_some()).count()
 }
 
+/// Reads `key` through the inline path. That path declines (`None`) whenever a read would
+/// wait, and `RWF_NOWAIT` may say so now and then even for pages just written (a page locked
+/// for writeback, a busy mapping), so a decline is retried a few times before it counts.
 async fn hit_now(store: &FileStore, key: &str) -> Option<Vec<u8>> {
-    let entry = store.try_get_now(key)?.expect("no error")?;
-    Some(entry.body.collect().await.expect("clean body").to_vec())
+    for _ in 0..50 {
+        if let Some(found) = store.try_get_now(key) {
+            let entry = found.expect("no error")?;
+            return Some(entry.body.collect().await.expect("clean body").to_vec());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    None
 }
 
 #[cfg(target_os = "linux")]
