@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue, StatusCode};
 
 use super::{CommitMode, FileStore, Loc};
-use crate::entry::Metadata;
+use crate::entry::{Metadata, StoredEntry};
 use crate::error::{Error, StoreError};
 use crate::eviction::{EvictionPolicy, PolicyKind};
 use crate::store::{Store, StoreWriter};
@@ -763,11 +763,7 @@ async fn page_cached_hits_are_answered_inline_with_identical_bytes() {
     put(&store, "large", &large).await;
     // Just written, so in the page cache: both open inline.
     for (key, want) in [("small", &small), ("large", &large)] {
-        let entry = store
-            .try_get_now(key)
-            .expect("answered inline")
-            .expect("no error")
-            .expect("a hit");
+        let entry = inline_entry(&store, key).await.expect("a hit, answered inline");
         assert_eq!(entry.meta.etag.as_deref(), Some("\"v1\""));
         assert_eq!(
             &entry.body.collect().await.expect("clean body")[..],
@@ -841,10 +837,16 @@ fn kept_open(store: &FileStore) -> usize {
 /// wait, and `RWF_NOWAIT` may say so now and then even for pages just written (a page locked
 /// for writeback, a busy mapping), so a decline is retried a few times before it counts.
 async fn hit_now(store: &FileStore, key: &str) -> Option<Vec<u8>> {
+    let entry = inline_entry(store, key).await?;
+    Some(entry.body.collect().await.expect("clean body").to_vec())
+}
+
+/// [`FileStore::try_get_now`], retried while it declines (see [`hit_now`]); `None` when it
+/// declined every time or the key is absent.
+async fn inline_entry(store: &FileStore, key: &str) -> Option<StoredEntry> {
     for _ in 0..50 {
         if let Some(found) = store.try_get_now(key) {
-            let entry = found.expect("no error")?;
-            return Some(entry.body.collect().await.expect("clean body").to_vec());
+            return found.expect("no error");
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
