@@ -4,7 +4,12 @@
 # rounds (off, on, off, on, ...) so a burst of load from elsewhere hits one sample, not a whole
 # case. Prints each round and the medians; the goal is "on" within 5% of "off".
 #
-#   bash benches/proxy/access_log.sh     # about 2 minutes after the build (DURATION=10, ROUNDS=5)
+# Two layouts, as in run.sh: "unpinned" (the proxies and wrk share both cores) and "pinned"
+# (each proxy on core 0, wrk on core 1, so req/s follows the proxy's CPU per request; on two
+# cores, unpinned req/s also moves with how often the proxy's threads park and wake).
+#
+#   bash benches/proxy/access_log.sh     # about 4 minutes after the build (DURATION=10, ROUNDS=5)
+#   LAYOUTS=pinned bash benches/proxy/access_log.sh
 #
 # Loopback only; every process it starts is stopped by PID on exit.
 set -euo pipefail
@@ -37,7 +42,22 @@ for case in off on; do
     curl -s -o /dev/null "http://127.0.0.1:$port/obj/1k"
 done
 
+pin_proxies() { # CPU list for both proxies' threads
+    local port
+    for port in $OFF $ON; do
+        taskset -a -p -c "$1" "$(pgrep -f -- "--listen 127.0.0.1:$port")" >/dev/null
+    done
+}
 echo "machine: $(nproc) cores; before: $(uptime | sed 's/.*load/load/')"
-ab_rounds off "$OFF" on "$ON"
+for layout in ${LAYOUTS:-unpinned pinned}; do
+    echo "layout: $layout"
+    if [ "$layout" = pinned ]; then
+        pin_proxies 0
+        WRK_PIN="taskset -c 1" ab_rounds off "$OFF" on "$ON"
+        pin_proxies "0-$(($(nproc) - 1))"
+    else
+        ab_rounds off "$OFF" on "$ON"
+    fi
+done
 echo "access log lines written: $(wc -l <"$WORK/access.log")"
 echo "after: $(uptime | sed 's/.*load/load/')"

@@ -149,7 +149,8 @@ ab_rounds() {
     local na=$1 pa=$2 nb=$3 pb=$4 r ma mb
     local as=() bs=()
     rps_1k() {
-        wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" "http://127.0.0.1:$1/obj/1k" |
+        # WRK_PIN: an optional prefix for wrk (e.g. "taskset -c 1").
+        ${WRK_PIN:-} wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" "http://127.0.0.1:$1/obj/1k" |
             awk '/^Requests\/sec/ { printf "%.0f\n", $2 }'
     }
     lower_median() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }

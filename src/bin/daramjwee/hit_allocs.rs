@@ -10,6 +10,8 @@
 //!
 //! `HIT_ALLOCS_REQUESTS` sets how many requests are counted (default 2000): two runs under
 //! `valgrind --tool=callgrind` with different counts give the instructions per request.
+//! `HIT_ALLOCS_CASE=bare|off|on` measures only the bare server, the proxy, or the proxy with
+//! its access log on.
 //!
 //! The client is a raw socket reading into one reused buffer, so it allocates nothing per
 //! request: what is counted is the server's work (plus the runtime's, on one thread).
@@ -115,9 +117,12 @@ async fn bare_server() -> std::net::SocketAddr {
     addr
 }
 
-/// The proxy as the bench runs it (memory hot tier, no cold tier, request ids on, access log
-/// off) in front of `origin`.
-async fn proxy(origin: std::net::SocketAddr) -> std::net::SocketAddr {
+/// The proxy as the bench runs it (memory hot tier, no cold tier, request ids on) in front of
+/// `origin`, with the access log off, or on and writing to `log`.
+async fn proxy(
+    origin: std::net::SocketAddr,
+    log: Option<&std::path::Path>,
+) -> std::net::SocketAddr {
     use clap::Parser;
     let upstream = format!("http://{origin}");
     let cli = Cli::parse_from([
@@ -142,7 +147,13 @@ async fn proxy(origin: std::net::SocketAddr) -> std::net::SocketAddr {
     let opts = ServeOptions {
         drain: Duration::from_secs(1),
         request_ids: settings.request_ids,
-        access_log: AccessLogSwitch::new(None),
+        access_log: AccessLogSwitch::new(log.map(|path| {
+            let settings = crate::access_log::AccessLogSettings {
+                destination: crate::access_log::Destination::File(path.to_owned()),
+                format: crate::access_log::Format::Combined,
+            };
+            crate::access_log::start(&settings).unwrap()
+        })),
         tls: None,
     };
     tokio::spawn(serve(listener, router, std::future::pending(), opts));
@@ -208,10 +219,27 @@ async fn per_request(addr: std::net::SocketAddr, label: &str) -> f64 {
 #[ignore = "a measurement: run it with --ignored --nocapture (and --release)"]
 async fn hit_allocs() {
     let origin = bare_server().await;
-    let proxy = proxy(origin).await;
-    let floor = per_request(origin, "bare hyper").await;
-    let hit = per_request(proxy, "proxy hit").await;
-    println!("allocations per request: bare hyper {floor:.2}, proxy hit {hit:.2}");
+    let proxy_off = proxy(origin, None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy_on = proxy(origin, Some(&dir.path().join("access.log"))).await;
+    // HIT_ALLOCS_CASE=bare|off|on measures one server only (for callgrind runs).
+    let case = std::env::var("HIT_ALLOCS_CASE").ok();
+    let wanted = |name: &str| case.as_deref().is_none_or(|c| c == name);
+    let mut floor = 0.0;
+    let (mut hit, mut logged) = (0.0, 0.0);
+    if wanted("bare") {
+        floor = per_request(origin, "bare hyper").await;
+    }
+    if wanted("off") {
+        hit = per_request(proxy_off, "proxy hit").await;
+    }
+    if wanted("on") {
+        logged = per_request(proxy_on, "proxy hit, access log on").await;
+    }
+    println!(
+        "allocations per request: bare hyper {floor:.2}, proxy hit {hit:.2}, \
+         with the access log {logged:.2}"
+    );
     assert!(
         hit < 40.0,
         "the hit path allocates much more than it used to: {hit}"

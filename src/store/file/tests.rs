@@ -763,7 +763,9 @@ async fn page_cached_hits_are_answered_inline_with_identical_bytes() {
     put(&store, "large", &large).await;
     // Just written, so in the page cache: both open inline.
     for (key, want) in [("small", &small), ("large", &large)] {
-        let entry = inline_entry(&store, key).await.expect("a hit, answered inline");
+        let entry = inline_entry(&store, key)
+            .await
+            .expect("a hit, answered inline");
         assert_eq!(entry.meta.etag.as_deref(), Some("\"v1\""));
         assert_eq!(
             &entry.body.collect().await.expect("clean body")[..],

@@ -1,6 +1,8 @@
 //! Rendering a [`Record`] as one line: combined or JSON.
 
+use std::borrow::Cow;
 use std::io::Write;
+use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use time::format_description::well_known::Rfc3339;
@@ -56,22 +58,33 @@ impl LineFormat {
 /// `client - - [time] "METHOD target VERSION" status bytes "referer" "user-agent" rt= urt= cs=
 /// rid=`. Writing into a `Vec` cannot fail, so the results of `write!` are ignored.
 fn combined(out: &mut Vec<u8>, rec: &Record, when: &str) {
-    let client = rec.client.map(|a| a.ip());
-    match client {
+    match rec.client.map(|a| a.ip()) {
+        Some(IpAddr::V4(ip)) => {
+            for (i, octet) in ip.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                decimal(out, u64::from(octet));
+            }
+        }
         Some(ip) => {
             let _ = write!(out, "{ip}");
         }
         None => out.push(b'-'),
     }
-    let _ = write!(out, " - - [{when}] \"{} ", rec.method);
+    out.extend_from_slice(b" - - [");
+    out.extend_from_slice(when.as_bytes());
+    out.extend_from_slice(b"] \"");
+    out.extend_from_slice(rec.method.as_str().as_bytes());
+    out.push(b' ');
     escaped(out, rec.target.as_ref().map_or(&b"-"[..], Text::as_bytes));
-    let _ = write!(
-        out,
-        " {:?}\" {} {} ",
-        rec.version,
-        rec.status.as_u16(),
-        rec.bytes
-    );
+    out.push(b' ');
+    out.extend_from_slice(version_name(rec.version).as_bytes());
+    out.extend_from_slice(b"\" ");
+    out.extend_from_slice(rec.status.as_str().as_bytes());
+    out.push(b' ');
+    decimal(out, rec.bytes);
+    out.push(b' ');
     quoted(out, rec.referer.as_ref());
     out.push(b' ');
     quoted(out, rec.user_agent.as_ref());
@@ -95,8 +108,17 @@ fn combined(out: &mut Vec<u8>, rec: &Record, when: &str) {
 /// `d` in seconds with six decimals (`0.001500`), from integers: the line is written once per
 /// request, and float formatting was the writer's largest cost.
 fn seconds(out: &mut Vec<u8>, d: Duration) {
-    let micros = d.as_micros();
-    let _ = write!(out, "{}.{:06}", micros / 1_000_000, micros % 1_000_000);
+    let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+    decimal(out, micros / 1_000_000);
+    out.push(b'.');
+    let mut frac = itoa::Buffer::new();
+    let frac = frac.format(micros % 1_000_000);
+    out.extend_from_slice(&b"000000"[frac.len()..]);
+    out.extend_from_slice(frac.as_bytes());
+}
+
+fn decimal(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 fn quoted(out: &mut Vec<u8>, v: Option<&Text>) {
@@ -111,54 +133,112 @@ fn quoted(out: &mut Vec<u8>, v: Option<&Text>) {
 /// Bytes a client chose, with `"`, `\`, spaces' control-character cousins and non-ASCII
 /// written as `\xHH` (as nginx does), so no client can forge a field or a line.
 fn escaped(out: &mut Vec<u8>, bytes: &[u8]) {
+    // Nearly every value needs no escape: a clean one is copied whole.
+    if all_plain(bytes) {
+        out.extend_from_slice(bytes);
+        return;
+    }
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for &b in bytes {
-        if b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b) {
-            let _ = write!(out, "\\x{b:02X}");
+        if needs_escape(b) {
+            out.extend_from_slice(&[
+                b'\\',
+                b'x',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 15)],
+            ]);
         } else {
             out.push(b);
         }
     }
 }
 
+/// Control characters, `"`, `\`, DEL and non-ASCII: what [`escaped`] writes as `\xHH`.
+fn needs_escape(b: u8) -> bool {
+    !(0x20..0x7f).contains(&b) || b == b'"' || b == b'\\'
+}
+
+/// Whether no byte [`needs_escape`], eight bytes at a time: the values are short (a target, a
+/// request id), and a byte-by-byte loop was the largest cost of a line.
+fn all_plain(bytes: &[u8]) -> bool {
+    const fn each(b: u8) -> u64 {
+        0x0101_0101_0101_0101 * b as u64
+    }
+    // Whether some byte of `v` is below `n` (n <= 0x80): exact as a yes/no answer.
+    let below = |v: u64, n: u8| v.wrapping_sub(each(n)) & !v & each(0x80);
+    let mut words = bytes.chunks_exact(8);
+    for word in &mut words {
+        let mut v = [0; 8];
+        v.copy_from_slice(word);
+        let v = u64::from_le_bytes(v);
+        let hit = (v & each(0x80))
+            | below(v, 0x20)
+            | below(v ^ each(b'"'), 1)
+            | below(v ^ each(b'\\'), 1)
+            | below(v ^ each(0x7f), 1);
+        if hit != 0 {
+            return false;
+        }
+    }
+    !words.remainder().iter().any(|&b| needs_escape(b))
+}
+
+/// A JSON line's fields, borrowed from the record where they can be: the line is rendered on
+/// the request's thread, so it should allocate as little as the combined one.
 #[derive(serde::Serialize)]
 struct JsonLine<'a> {
     time: String,
-    client: Option<String>,
+    client: Option<IpAddr>,
     method: &'a str,
-    target: Option<String>,
-    version: String,
+    target: Option<Cow<'a, str>>,
+    version: &'static str,
     status: u16,
     bytes: u64,
     duration_ms: f64,
     upstream_ms: Option<f64>,
-    cache_status: Option<String>,
-    request_id: Option<String>,
-    referer: Option<String>,
-    user_agent: Option<String>,
+    cache_status: Option<Cow<'a, str>>,
+    request_id: Option<Cow<'a, str>>,
+    referer: Option<Cow<'a, str>>,
+    user_agent: Option<Cow<'a, str>>,
 }
 
 fn json(out: &mut Vec<u8>, rec: &Record) {
-    let text = |v: &Option<Text>| v.as_ref().map(|v| v.to_lossy().into_owned());
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let line = JsonLine {
         time: OffsetDateTime::from(rec.start)
             .format(&Rfc3339)
             .unwrap_or_default(),
-        client: rec.client.map(|a| a.ip().to_string()),
+        client: rec.client.map(|a| a.ip()),
         method: rec.method.as_str(),
-        target: text(&rec.target),
-        version: format!("{:?}", rec.version),
+        target: lossy(&rec.target),
+        version: version_name(rec.version),
         status: rec.status.as_u16(),
         bytes: rec.bytes,
         duration_ms: ms(rec.duration),
         upstream_ms: rec.upstream.map(ms),
-        cache_status: text(&rec.cache_status),
-        request_id: text(&rec.request_id),
-        referer: text(&rec.referer),
-        user_agent: text(&rec.user_agent),
+        cache_status: lossy(&rec.cache_status),
+        request_id: lossy(&rec.request_id),
+        referer: lossy(&rec.referer),
+        user_agent: lossy(&rec.user_agent),
     };
     // Serializing plain strings and numbers into a `Vec` cannot fail.
     let _ = serde_json::to_writer(&mut *out, &line);
+}
+
+fn lossy(v: &Option<Text>) -> Option<Cow<'_, str>> {
+    v.as_ref().map(Text::to_lossy)
+}
+
+/// The version as `http::Version`'s `Debug` writes it (`HTTP/1.1`), without formatting.
+fn version_name(v: http::Version) -> &'static str {
+    match v {
+        http::Version::HTTP_09 => "HTTP/0.9",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_11 => "HTTP/1.1",
+        http::Version::HTTP_2 => "HTTP/2.0",
+        http::Version::HTTP_3 => "HTTP/3.0",
+        _ => "-",
+    }
 }
 
 #[cfg(test)]
@@ -192,6 +272,35 @@ mod tests {
             "192.0.2.1 - - [14/Nov/2023:22:13:20 +0000] \"GET /a?b=c HTTP/1.1\" 200 1024 \"-\" \
              \"x\\x22 \\x22forged\\x5C\" rt=0.001500 urt=- cs=\"daramjwee; hit\" rid=abc-1\n"
         );
+    }
+
+    #[test]
+    fn control_and_non_ascii_bytes_are_escaped_and_ipv6_clients_written_whole() {
+        let mut rec = record();
+        rec.client = Some("[2001:db8::1]:5000".parse().unwrap());
+        rec.target = Some(Text::new("/a\nb/é".as_bytes()));
+        rec.request_id = Some(Text::new(&[0x7f, b'x', 0x1b]));
+        let mut out = Vec::new();
+        LineFormat::new(Format::Combined).write(&mut out, &rec);
+        let line = String::from_utf8(out).unwrap();
+        assert!(line.starts_with("2001:db8::1 - - ["), "{line}");
+        assert!(
+            line.contains("\"GET /a\\x0Ab/\\xC3\\xA9 HTTP/1.1\""),
+            "{line}"
+        );
+        assert!(line.ends_with(" rid=\\x7Fx\\x1B\n"), "{line}");
+        assert_eq!(line.matches('\n').count(), 1);
+    }
+
+    #[test]
+    fn the_word_at_a_time_check_agrees_with_the_byte_check() {
+        for bad in 0..=255u8 {
+            for at in 0..17 {
+                let mut v = vec![b'a'; 17];
+                v[at] = bad;
+                assert_eq!(all_plain(&v), !needs_escape(bad), "byte {bad:#x} at {at}");
+            }
+        }
     }
 
     #[test]

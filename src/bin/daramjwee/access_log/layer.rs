@@ -2,41 +2,46 @@
 //! counts the bytes sent and hands the record to the writer when the body is dropped (that is,
 //! when the response is over, finished or not).
 
+use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Buf;
-use http::{header, Request, Response};
+use http::header::{self, HeaderName};
+use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
-use parking_lot::RwLock;
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
 use super::writer::Sink;
 use super::{Record, Text, UpstreamTimer};
 use crate::proxy::ClientAddr;
+use crate::server::X_REQUEST_ID;
+use crate::server::{Cached, Swap};
+
+const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 
 /// The access log currently in use, or none: a reload swaps it for new requests while
 /// in-flight ones finish logging to the one they started with.
 #[derive(Clone, Debug, Default)]
-pub struct AccessLogSwitch(Arc<RwLock<Option<Arc<Sink>>>>);
+pub struct AccessLogSwitch(Swap<Option<Arc<Sink>>>);
 
 impl AccessLogSwitch {
     /// A switch starting with `sink`.
     pub fn new(sink: Option<Sink>) -> AccessLogSwitch {
-        AccessLogSwitch(Arc::new(RwLock::new(sink.map(Arc::new))))
+        AccessLogSwitch(Swap::new(sink.map(Arc::new)))
     }
 
     /// Logs new requests to `sink` (or nowhere) from now on.
     pub fn replace(&self, sink: Option<Sink>) {
-        *self.0.write() = sink.map(Arc::new);
+        self.0.replace(sink.map(Arc::new));
     }
 
     fn current(&self) -> Option<Arc<Sink>> {
-        self.0.read().clone()
+        self.0.get()
     }
 
     /// Lines the current log dropped because its writer was behind.
@@ -66,22 +71,61 @@ impl<S> Layer<S> for AccessLogLayer {
     fn layer(&self, inner: S) -> AccessLog<S> {
         AccessLog {
             inner,
-            switch: self.switch.clone(),
+            log: self.switch.0.cached(),
+            handle: None,
+            timer: UpstreamTimer::default(),
         }
     }
 }
 
-/// The service of [`AccessLogLayer`].
-#[derive(Clone, Debug)]
+/// The service of [`AccessLogLayer`]. Each connection serves its own clone, and what a clone
+/// hands its requests (the log's handle, the timer) is its own, so requests on different cores
+/// never write the same reference count.
+#[derive(Debug)]
 pub struct AccessLog<S> {
     inner: S,
-    switch: AccessLogSwitch,
+    /// This service's copy of the switch's log.
+    log: Cached<Option<Arc<Sink>>>,
+    /// This service's handle on that log, made on its first logged request: its requests
+    /// count references here, not on the log every connection shares.
+    handle: Option<Arc<LogHandle>>,
+    /// The last request's timer, reused by the next one once nothing else holds it (on an
+    /// HTTP/1 connection, always): a request then allocates nothing for it.
+    timer: UpstreamTimer,
+}
+
+/// One service's hold on a log. Its requests clone this `Arc`, whose count lives with the
+/// service (one connection), not the log's, which every connection shares.
+#[derive(Debug)]
+struct LogHandle(Arc<Sink>);
+
+impl<S: Clone> Clone for AccessLog<S> {
+    /// The same log, with a handle and timer of the clone's own.
+    fn clone(&self) -> AccessLog<S> {
+        AccessLog {
+            inner: self.inner.clone(),
+            log: self.log.clone(),
+            handle: None,
+            timer: UpstreamTimer::default(),
+        }
+    }
+}
+
+impl<S> AccessLog<S> {
+    /// The handle requests log through now, if the log is on.
+    fn handle(&mut self) -> Option<Arc<LogHandle>> {
+        let (log, changed) = self.log.get();
+        if changed || self.handle.is_none() {
+            self.handle = log.clone().map(|sink| Arc::new(LogHandle(sink)));
+        }
+        self.handle.clone()
+    }
 }
 
 /// What is known of an exchange before its response: everything but the outcome.
 #[derive(Debug)]
 struct Pending {
-    sink: Arc<Sink>,
+    sink: Arc<LogHandle>,
     started: Instant,
     record: Record,
     timer: UpstreamTimer,
@@ -100,7 +144,9 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let pending = self.switch.current().map(|sink| Pending::new(sink, &req));
+        let pending = self
+            .handle()
+            .map(|sink| Box::new(Pending::new(sink, &req, self.timer.reuse())));
         if let Some(p) = &pending {
             req.extensions_mut().insert(p.timer.clone());
         }
@@ -113,10 +159,11 @@ where
 
 impl Pending {
     /// What the request says, noted before it is handed on.
-    fn new<B>(sink: Arc<Sink>, req: &Request<B>) -> Pending {
+    fn new<B>(sink: Arc<LogHandle>, req: &Request<B>, timer: UpstreamTimer) -> Pending {
         let h = req.headers();
         let record = Record {
-            start: SystemTime::now(),
+            // Set when the record is finished, from `started` (one clock read fewer).
+            start: SystemTime::UNIX_EPOCH,
             client: req.extensions().get::<ClientAddr>().map(|c| c.0),
             method: req.method().clone(),
             target: req
@@ -129,7 +176,7 @@ impl Pending {
             duration: Default::default(),
             upstream: None,
             cache_status: None,
-            request_id: Text::of(h.get("x-request-id")),
+            request_id: Text::of(h.get(X_REQUEST_ID)),
             referer: Text::of(h.get(header::REFERER)),
             user_agent: Text::of(h.get(header::USER_AGENT)),
         };
@@ -137,7 +184,7 @@ impl Pending {
             sink,
             started: Instant::now(),
             record,
-            timer: UpstreamTimer::default(),
+            timer,
         }
     }
 }
@@ -147,7 +194,9 @@ pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         inner: F,
-        pending: Option<Pending>,
+        // Boxed: the record is about 0.5 KiB, and the response (its body included) is moved
+        // several times on its way out; a box costs less than those copies.
+        pending: Option<Box<Pending>>,
     }
 }
 
@@ -163,7 +212,7 @@ where
         let mut pending = this.pending.take();
         if let Some(p) = pending.as_mut() {
             p.record.status = res.status();
-            p.record.cache_status = Text::of(res.headers().get("cache-status"));
+            p.record.cache_status = Text::of(res.headers().get(CACHE_STATUS));
         }
         Poll::Ready(Ok(res.map(|inner| LoggedBody { inner, pending })))
     }
@@ -174,7 +223,9 @@ pin_project! {
     pub struct LoggedBody<B> {
         #[pin]
         inner: B,
-        pending: Option<Pending>,
+        // Boxed: the record is about 0.5 KiB, and the response (its body included) is moved
+        // several times on its way out; a box costs less than those copies.
+        pending: Option<Box<Pending>>,
     }
 
     impl<B> PinnedDrop for LoggedBody<B> {
@@ -189,9 +240,35 @@ pin_project! {
 impl Pending {
     /// Completes the record and hands it to the writer.
     fn finish(mut self) {
-        self.record.duration = self.started.elapsed();
+        let now = Instant::now();
+        self.record.duration = now.saturating_duration_since(self.started);
+        self.record.start = wall_clock(self.started, now);
         self.record.upstream = self.timer.get();
-        self.sink.offer(self.record);
+        self.sink.0.offer(&self.record);
+    }
+}
+
+/// The wall-clock time of `at`, from a pair of readings (monotonic, wall) this thread takes
+/// at most once a second: a record needs one monotonic reading at each end, and no wall-clock
+/// reading of its own. `now` is a monotonic reading just taken, at or after `at`.
+fn wall_clock(at: Instant, now: Instant) -> SystemTime {
+    thread_local! {
+        static ANCHOR: Cell<Option<(Instant, SystemTime)>> = const { Cell::new(None) };
+    }
+    const REFRESH: Duration = Duration::from_secs(1);
+    let (mono, wall) = ANCHOR
+        .try_with(|a| match a.get() {
+            Some(pair) if now.saturating_duration_since(pair.0) < REFRESH => pair,
+            _ => {
+                let pair = (now, SystemTime::now());
+                a.set(Some(pair));
+                pair
+            }
+        })
+        .unwrap_or_else(|_| (now, SystemTime::now()));
+    match at.checked_duration_since(mono) {
+        Some(after) => wall + after,
+        None => wall - mono.saturating_duration_since(at),
     }
 }
 

@@ -1,10 +1,11 @@
 //! The access log: one line per request, in the combined format or as JSON Lines.
 //!
-//! Off unless `access_log` is set. The request path only copies a few cheap handles (the
-//! method, the target, header values: all reference-counted) into a [`Record`] and offers it
-//! to a bounded channel; a dedicated thread formats and writes the lines. When the channel is
-//! full the record is dropped and counted (`daramjwee_access_log_dropped_total`): a slow disk
-//! must never slow or block a response. Nothing here may change a response.
+//! Off unless `access_log` is set. The request path copies what it logs (the method, the
+//! target, a few header values) into a [`Record`] and, when the response is over, renders the
+//! line into a buffer of its thread; a dedicated thread writes the buffers out in batches
+//! (`writer`). When the buffers are full the line is dropped and counted
+//! (`daramjwee_access_log_dropped_total`): a slow disk must never slow or block a response.
+//! Nothing here may change a response.
 
 mod format;
 mod layer;
@@ -53,7 +54,8 @@ pub struct AccessLogSettings {
 
 /// What one request left in the log. Cheap to build: every field is `Copy` or a [`Text`]
 /// copied into the record, so the request path allocates nothing for it (unless a value is
-/// longer than [`Text`] keeps inline) and the record holds none of the connection's buffers.
+/// longer than [`Text`] keeps inline) and the record holds none of the connection's buffers
+/// while the response streams.
 #[derive(Debug)]
 pub struct Record {
     /// When the request arrived.
@@ -85,10 +87,10 @@ pub struct Record {
 }
 
 /// Bytes copied out of a request or response head. A `HeaderValue` or `PathAndQuery` clone
-/// would share hyper's read buffer instead: hyper could not reuse that buffer (it would allocate
-/// a new one for the next request), and the writer thread would free it, a free across threads
-/// that takes the allocator's lock (`docs/bench-proxy.md`, "Access log"). Values up to
-/// [`Text::INLINE`] bytes are kept in the record itself.
+/// would share hyper's read buffer instead, so hyper could not reuse that buffer while the
+/// response streams and would allocate a new one for the next request
+/// (`docs/bench-proxy.md`, "Access log"). Values up to [`Text::INLINE`] bytes are kept in the
+/// record itself.
 #[derive(Clone)]
 pub enum Text {
     /// A short value, in place: its length and bytes.
@@ -144,6 +146,15 @@ impl std::fmt::Debug for Text {
 pub struct UpstreamTimer(Arc<AtomicU64>);
 
 impl UpstreamTimer {
+    /// This timer, cleared, when nothing else holds it; else a new one (kept for next time).
+    fn reuse(&mut self) -> UpstreamTimer {
+        match Arc::get_mut(&mut self.0) {
+            Some(slot) => *slot.get_mut() = 0,
+            None => *self = UpstreamTimer::default(),
+        }
+        self.clone()
+    }
+
     /// Records the time to the upstream's response head.
     pub fn set(&self, d: Duration) {
         let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX).max(1);

@@ -14,8 +14,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use parking_lot::RwLock;
-
 use bytes::Bytes;
 use daramjwee::eviction::PolicyKind;
 use daramjwee::http::{CacheBody, CacheLayer, CacheService, TargetHeaders};
@@ -38,14 +36,16 @@ use tower_http::trace::TraceLayer;
 use crate::access_log::{AccessLogLayer, AccessLogSwitch};
 use crate::config::{SiteSettings, TierSpec};
 use crate::forwarding::{client_authority, Forwarding};
+pub use swap::{Cached, Swap};
 
 mod purger;
 mod request_id;
+mod swap;
 use crate::header_rules::RuleContext;
 use crate::proxy::{ClientAddr, ClientTls, ProxyBody, Route, Upstream};
 use crate::tls::TlsError;
 pub use purger::Purger;
-pub use request_id::{RequestIdLayer, RequestIds};
+pub use request_id::{RequestIdLayer, RequestIds, X_REQUEST_ID};
 use tokio_rustls::TlsAcceptor;
 
 pin_project_lite::pin_project! {
@@ -330,45 +330,50 @@ pub type Sites = Arc<[Arc<Site>]>;
 /// it is done.
 #[derive(Clone, Debug)]
 pub struct Router {
-    // A read lock held only to clone an `Arc`: uncontended reads cost two atomic operations,
-    // and a reload's write is rare, so no lock-free cell (and no dependency) is needed.
-    sites: Arc<RwLock<Sites>>,
+    /// This router's copy of the sites: each connection serves its own clone of the router,
+    /// so a request reads the sites without writing a line another core reads (`swap`).
+    sites: Cached<Sites>,
 }
 
 impl Router {
     /// A router over `sites` (at least one).
     pub fn new(sites: Vec<Arc<Site>>) -> Router {
         Router {
-            sites: Arc::new(RwLock::new(sites.into())),
+            sites: Swap::new(sites.into()).cached(),
         }
     }
 
     /// The current sites, in configuration order.
     pub fn sites(&self) -> Sites {
-        self.sites.read().clone()
+        self.sites.swap().get()
     }
 
-    /// Routes new requests to `sites` from now on; returns the sites it replaced.
+    /// Routes new requests to `sites` from now on (in every clone of this router); returns
+    /// the sites it replaced.
     pub fn replace(&self, sites: Vec<Arc<Site>>) -> Sites {
-        std::mem::replace(&mut *self.sites.write(), sites.into())
+        self.sites.swap().replace(sites.into())
     }
 
-    /// The site a request goes to: among the sites whose host (if any) and prefix match, one
-    /// with a host beats one without, then the longest prefix wins.
+    /// The site a request goes to (see [`pick_site`]).
     pub fn pick(&self, parts: &Parts) -> Option<Arc<Site>> {
-        let host = request_host(parts);
-        let path = parts.uri.path();
-        self.sites()
-            .iter()
-            .filter(|s| match &s.settings.host {
-                // Configured hosts are lower-case (see `config`).
-                Some(h) => host.is_some_and(|r| r.eq_ignore_ascii_case(h)),
-                None => true,
-            })
-            .filter(|s| prefix_matches(&s.settings.prefix, path))
-            .max_by_key(|s| (s.settings.host.is_some(), s.settings.prefix.len()))
-            .cloned()
+        pick_site(&self.sites(), parts).cloned()
     }
+}
+
+/// The site a request goes to: among the sites whose host (if any) and prefix match, one with
+/// a host beats one without, then the longest prefix wins.
+fn pick_site<'a>(sites: &'a Sites, parts: &Parts) -> Option<&'a Arc<Site>> {
+    let host = request_host(parts);
+    let path = parts.uri.path();
+    sites
+        .iter()
+        .filter(|s| match &s.settings.host {
+            // Configured hosts are lower-case (see `config`).
+            Some(h) => host.is_some_and(|r| r.eq_ignore_ascii_case(h)),
+            None => true,
+        })
+        .filter(|s| prefix_matches(&s.settings.prefix, path))
+        .max_by_key(|s| (s.settings.host.is_some(), s.settings.prefix.len()))
 }
 
 /// The request's host without a port, as sent (compare it ignoring ASCII case): the one
@@ -400,7 +405,8 @@ impl Service<Request<ReqBody>> for Router {
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let (mut parts, body) = req.into_parts();
-        match self.pick(&parts) {
+        let (sites, _) = self.sites.get();
+        match pick_site(sites, &parts) {
             Some(site) => {
                 // Before the cache layer: what the site does not forward must not reach the
                 // key, the stored request head, or the upstream.
@@ -496,6 +502,42 @@ pub struct ServeOptions {
     pub tls: Option<TlsAcceptor>,
 }
 
+/// One connection's copy of the service stack, called in place. hyper calls a connection's
+/// service through `&self`; the usual bridge clones the whole stack for every request, which
+/// writes every shared reference count in it (the sites, the access log, the request ids) from
+/// whichever core serves the request. The lock is the connection's own: on HTTP/1 it is never
+/// contended, on h2 only by the connection's own streams, and it is held only while `call`
+/// builds the response future.
+struct ConnService<S> {
+    svc: parking_lot::Mutex<S>,
+}
+
+impl<S> ConnService<S> {
+    fn new(svc: S) -> ConnService<S> {
+        ConnService {
+            svc: parking_lot::Mutex::new(svc),
+        }
+    }
+}
+
+impl<S> ConnService<S> {
+    /// Calls the stack in place when it is ready (the proxy's always is: every layer passes
+    /// its inner service's readiness, and the router is always ready); otherwise a clone
+    /// waits for readiness on its own, as tower's contract asks.
+    fn call<R>(&self, req: R) -> futures_util::future::Either<S::Future, Oneshot<S, R>>
+    where
+        S: Service<R, Error = Infallible> + Clone,
+    {
+        use futures_util::future::Either as E;
+        let mut svc = self.svc.lock();
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match svc.poll_ready(&mut cx) {
+            Poll::Ready(Ok(())) => E::Left(svc.call(req)),
+            _ => E::Right(svc.clone().oneshot(req)),
+        }
+    }
+}
+
 /// How long a client may take to finish the TLS handshake before its connection is closed.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -538,7 +580,7 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let stack = stack.clone();
+        let stack = ConnService::new(stack.clone());
         let secure = tls.is_some();
         let hsvc = hyper::service::service_fn(move |req: Request<Incoming>| {
             let mut req = req.map(|body| ReqBody::Client { body });
@@ -546,7 +588,7 @@ pub async fn serve(
             if secure {
                 req.extensions_mut().insert(ClientTls);
             }
-            stack.clone().oneshot(req)
+            stack.call(req)
         });
         let (builder, watcher) = (builder.clone(), graceful.watcher());
         let Some(acceptor) = tls.clone() else {
