@@ -8,7 +8,7 @@
 # (each proxy on core 0, wrk on core 1, so req/s follows the proxy's CPU per request; on two
 # cores, unpinned req/s also moves with how often the proxy's threads park and wake).
 #
-#   bash benches/proxy/access_log.sh     # about 4 minutes after the build (DURATION=10, ROUNDS=5)
+#   bash benches/proxy/access_log.sh     # about 8 minutes after the build (DURATION=10, ROUNDS=5)
 #   LAYOUTS=pinned bash benches/proxy/access_log.sh
 #
 # Loopback only; every process it starts is stopped by PID on exit.
@@ -42,22 +42,44 @@ for case in off on; do
     curl -s -o /dev/null "http://127.0.0.1:$port/obj/1k"
 done
 
-pin_proxies() { # CPU list for both proxies' threads
-    local port
+pin_proxies() { # CPU list for every server's threads
+    local port pid
     for port in $OFF $ON; do
         taskset -a -p -c "$1" "$(pgrep -f -- "--listen 127.0.0.1:$port")" >/dev/null
     done
+    for port in $NGX_OFF $NGX_ON; do
+        # The master (its command line names the config) and its workers.
+        pid=$(pgrep -f -- "nginx-$port/nginx.conf")
+        for pid in $pid $(pgrep -P "$pid"); do
+            taskset -a -p -c "$1" "$pid" >/dev/null
+        done
+    done
 }
+# The reference: nginx proxy_cache with its access log off and on (combined, buffered as an
+# operator tuning for speed would set it), same load, same layouts.
+NGX_OFF=18383 NGX_ON=18384
+NGINX_WORKERS=1 start_nginx "$NGX_OFF" "$ORIGIN"
+NGINX_WORKERS=1 NGINX_ACCESS_LOG="$WORK/nginx-access.log combined buffer=64k flush=1s" \
+    start_nginx "$NGX_ON" "$ORIGIN"
+for port in $NGX_OFF $NGX_ON; do
+    wait_port "$port"
+    curl -s -o /dev/null "http://127.0.0.1:$port/obj/1k"
+done
+
 echo "machine: $(nproc) cores; before: $(uptime | sed 's/.*load/load/')"
 for layout in ${LAYOUTS:-unpinned pinned}; do
     echo "layout: $layout"
     if [ "$layout" = pinned ]; then
         pin_proxies 0
         WRK_PIN="taskset -c 1" ab_rounds off "$OFF" on "$ON"
+        echo "nginx proxy_cache:"
+        WRK_PIN="taskset -c 1" ab_rounds off "$NGX_OFF" on "$NGX_ON"
         pin_proxies "0-$(($(nproc) - 1))"
     else
         ab_rounds off "$OFF" on "$ON"
+        echo "nginx proxy_cache:"
+        ab_rounds off "$NGX_OFF" on "$NGX_ON"
     fi
 done
-echo "access log lines written: $(wc -l <"$WORK/access.log")"
+echo "access log lines written: daramjwee $(wc -l <"$WORK/access.log"), nginx $(wc -l <"$WORK/nginx-access.log")"
 echo "after: $(uptime | sed 's/.*load/load/')"

@@ -88,7 +88,7 @@ pid $dir/nginx.pid;
 error_log $dir/error.log warn;
 events { worker_connections 8192; }
 http {
-    access_log off;
+    access_log ${NGINX_ACCESS_LOG:-off};
     # At their best on loopback: sendfile on stalls ~64 KiB hits (see issue 8).
     sendfile off;
     tcp_nodelay on;

@@ -163,14 +163,28 @@ impl<B: Body<Data = Bytes>> Body for Coalesce<B> {
     }
 }
 
-/// The client's address, put into request extensions by the listener for `X-Forwarded-For`.
-#[derive(Clone, Copy, Debug)]
-pub struct ClientAddr(pub SocketAddr);
+/// What the listener knows of a request's client, put into its extensions (one extension: each
+/// costs the request an allocation).
+#[derive(Clone, Debug)]
+pub struct ClientConn {
+    /// The client's address, for `X-Forwarded-For` and the access log.
+    pub addr: SocketAddr,
+    /// Whether the client connected over TLS: the upstream is told `X-Forwarded-Proto: https`.
+    pub tls: bool,
+    /// Where the upstream client notes its time to a response head, for the access log.
+    pub upstream: UpstreamTimer,
+}
 
-/// Put into request extensions by a TLS listener: the upstream is told `X-Forwarded-Proto:
-/// https`.
-#[derive(Clone, Copy, Debug)]
-pub struct ClientTls;
+impl ClientConn {
+    /// A plain-HTTP client at `addr`.
+    pub fn new(addr: SocketAddr) -> ClientConn {
+        ClientConn {
+            addr,
+            tls: false,
+            upstream: UpstreamTimer::default(),
+        }
+    }
+}
 
 /// Where a site's requests go and how they are rewritten.
 #[derive(Debug)]
@@ -304,7 +318,10 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let up = &self.inner;
-        let timer = req.extensions().get::<UpstreamTimer>().cloned();
+        let timer = req
+            .extensions()
+            .get::<ClientConn>()
+            .map(|c| c.upstream.clone());
         let mut req = rewrite(&up.route, &up.forwarding, req);
         if !up.rules.is_empty() {
             apply_rules(&up.rules, &up.site, &mut req);
@@ -377,8 +394,9 @@ where
     // Requests the layer makes itself (fills, revalidations) carry a copy of a sanitized
     // head; stripping again is cheap and keeps this function safe on its own.
     strip_hop_by_hop(&mut parts.headers);
-    let client = parts.extensions.get::<ClientAddr>().map(|c| c.0);
-    let tls = parts.extensions.get::<ClientTls>().is_some();
+    let conn = parts.extensions.get::<ClientConn>();
+    let client = conn.map(|c| c.addr);
+    let tls = conn.is_some_and(|c| c.tls);
     forwarding.set_upstream_headers(
         &mut parts.headers,
         client_host,
@@ -393,7 +411,7 @@ where
 fn apply_rules<B>(rules: &HeaderRules, site: &str, req: &mut Request<B>) {
     let request_id = req.headers().get("x-request-id").cloned();
     let cx = RuleContext {
-        client: req.extensions().get::<ClientAddr>().map(|c| c.0),
+        client: req.extensions().get::<ClientConn>().map(|c| c.addr),
         request_id: request_id.as_ref(),
         site,
     };
@@ -456,7 +474,7 @@ mod tests {
             .body(Full::new(Bytes::new()))
             .unwrap();
         req.extensions_mut()
-            .insert(ClientAddr("127.0.0.2:5000".parse().unwrap()));
+            .insert(ClientConn::new("127.0.0.2:5000".parse().unwrap()));
         let out = rewrite(&r, &f, req);
         assert_eq!(out.uri(), "http://10.0.0.1:3000/base/a/b?c=1");
         assert_eq!(out.headers()[header::HOST], "10.0.0.1:3000");

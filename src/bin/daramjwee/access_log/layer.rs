@@ -18,7 +18,7 @@ use tower::{Layer, Service};
 
 use super::writer::Sink;
 use super::{Record, Text, UpstreamTimer};
-use crate::proxy::ClientAddr;
+use crate::proxy::ClientConn;
 use crate::server::X_REQUEST_ID;
 use crate::server::{Cached, Swap};
 
@@ -73,7 +73,6 @@ impl<S> Layer<S> for AccessLogLayer {
             inner,
             log: self.switch.0.cached(),
             handle: None,
-            timer: UpstreamTimer::default(),
         }
     }
 }
@@ -89,9 +88,6 @@ pub struct AccessLog<S> {
     /// This service's handle on that log, made on its first logged request: its requests
     /// count references here, not on the log every connection shares.
     handle: Option<Arc<LogHandle>>,
-    /// The last request's timer, reused by the next one once nothing else holds it (on an
-    /// HTTP/1 connection, always): a request then allocates nothing for it.
-    timer: UpstreamTimer,
 }
 
 /// One service's hold on a log. Its requests clone this `Arc`, whose count lives with the
@@ -100,13 +96,12 @@ pub struct AccessLog<S> {
 struct LogHandle(Arc<Sink>);
 
 impl<S: Clone> Clone for AccessLog<S> {
-    /// The same log, with a handle and timer of the clone's own.
+    /// The same log, with a handle of the clone's own.
     fn clone(&self) -> AccessLog<S> {
         AccessLog {
             inner: self.inner.clone(),
             log: self.log.clone(),
             handle: None,
-            timer: UpstreamTimer::default(),
         }
     }
 }
@@ -128,7 +123,8 @@ struct Pending {
     sink: Arc<LogHandle>,
     started: Instant,
     record: Record,
-    timer: UpstreamTimer,
+    /// The request's timer, if the listener gave it one ([`ClientConn`]).
+    timer: Option<UpstreamTimer>,
 }
 
 impl<S, B, ResB> Service<Request<B>> for AccessLog<S>
@@ -143,13 +139,8 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let pending = self
-            .handle()
-            .map(|sink| Box::new(Pending::new(sink, &req, self.timer.reuse())));
-        if let Some(p) = &pending {
-            req.extensions_mut().insert(p.timer.clone());
-        }
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let pending = self.handle().map(|sink| Pending::new(sink, &req));
         ResponseFuture {
             inner: self.inner.call(req),
             pending,
@@ -159,12 +150,29 @@ where
 
 impl Pending {
     /// What the request says, noted before it is handed on.
-    fn new<B>(sink: Arc<LogHandle>, req: &Request<B>, timer: UpstreamTimer) -> Pending {
-        let h = req.headers();
+    fn new<B>(sink: Arc<LogHandle>, req: &Request<B>) -> Box<Pending> {
+        let conn = req.extensions().get::<ClientConn>();
+        // One pass over the headers instead of three lookups; the first value of each wins,
+        // as `HeaderMap::get` would have it.
+        let (mut request_id, mut referer, mut user_agent) = (None, None, None);
+        for (name, value) in req.headers() {
+            let slot = if name == header::USER_AGENT {
+                &mut user_agent
+            } else if name == header::REFERER {
+                &mut referer
+            } else if name == X_REQUEST_ID {
+                &mut request_id
+            } else {
+                continue;
+            };
+            if slot.is_none() {
+                *slot = Some(Text::new(value.as_bytes()));
+            }
+        }
         let record = Record {
             // Set when the record is finished, from `started` (one clock read fewer).
             start: SystemTime::UNIX_EPOCH,
-            client: req.extensions().get::<ClientAddr>().map(|c| c.0),
+            client: conn.map(|c| c.addr),
             method: req.method().clone(),
             target: req
                 .uri()
@@ -176,16 +184,16 @@ impl Pending {
             duration: Default::default(),
             upstream: None,
             cache_status: None,
-            request_id: Text::of(h.get(X_REQUEST_ID)),
-            referer: Text::of(h.get(header::REFERER)),
-            user_agent: Text::of(h.get(header::USER_AGENT)),
+            request_id,
+            referer,
+            user_agent,
         };
-        Pending {
+        Box::new(Pending {
             sink,
             started: Instant::now(),
             record,
-            timer,
-        }
+            timer: conn.map(|c| c.upstream.clone()),
+        })
     }
 }
 
@@ -243,7 +251,7 @@ impl Pending {
         let now = Instant::now();
         self.record.duration = now.saturating_duration_since(self.started);
         self.record.start = wall_clock(self.started, now);
-        self.record.upstream = self.timer.get();
+        self.record.upstream = self.timer.as_ref().and_then(UpstreamTimer::get);
         self.sink.0.offer(&self.record);
     }
 }

@@ -146,13 +146,13 @@ impl std::fmt::Debug for Text {
 pub struct UpstreamTimer(Arc<AtomicU64>);
 
 impl UpstreamTimer {
-    /// This timer, cleared, when nothing else holds it; else a new one (kept for next time).
-    fn reuse(&mut self) -> UpstreamTimer {
+    /// Clears this timer for a new request when nothing else holds it, or replaces it with a
+    /// new one when an earlier request still does.
+    pub fn reuse(&mut self) {
         match Arc::get_mut(&mut self.0) {
             Some(slot) => *slot.get_mut() = 0,
             None => *self = UpstreamTimer::default(),
         }
-        self.clone()
     }
 
     /// Records the time to the upstream's response head.

@@ -42,7 +42,7 @@ mod purger;
 mod request_id;
 mod swap;
 use crate::header_rules::RuleContext;
-use crate::proxy::{ClientAddr, ClientTls, ProxyBody, Route, Upstream};
+use crate::proxy::{ClientConn, ProxyBody, Route, Upstream};
 use crate::tls::TlsError;
 pub use purger::Purger;
 pub use request_id::{RequestIdLayer, RequestIds, X_REQUEST_ID};
@@ -413,7 +413,7 @@ impl Service<Request<ReqBody>> for Router {
                 site.forwarding.sanitize(&mut parts.headers);
                 let respond = (!site.settings.response_rules.is_empty()).then(|| Respond {
                     site: site.clone(),
-                    client: parts.extensions.get::<ClientAddr>().map(|c| c.0),
+                    client: parts.extensions.get::<ClientConn>().map(|c| c.addr),
                     request_id: parts.headers.get("x-request-id").cloned(),
                 });
                 RouterFuture::Site {
@@ -509,13 +509,22 @@ pub struct ServeOptions {
 /// contended, on h2 only by the connection's own streams, and it is held only while `call`
 /// builds the response future.
 struct ConnService<S> {
-    svc: parking_lot::Mutex<S>,
+    state: parking_lot::Mutex<ConnState<S>>,
+}
+
+struct ConnState<S> {
+    svc: S,
+    /// What each request's [`ClientConn`] says; its timer is reused while no earlier request
+    /// still holds it (on HTTP/1, always), so a request allocates no timer of its own.
+    conn: ClientConn,
 }
 
 impl<S> ConnService<S> {
-    fn new(svc: S) -> ConnService<S> {
+    fn new(svc: S, peer: std::net::SocketAddr, tls: bool) -> ConnService<S> {
+        let mut conn = ClientConn::new(peer);
+        conn.tls = tls;
         ConnService {
-            svc: parking_lot::Mutex::new(svc),
+            state: parking_lot::Mutex::new(ConnState { svc, conn }),
         }
     }
 }
@@ -524,12 +533,18 @@ impl<S> ConnService<S> {
     /// Calls the stack in place when it is ready (the proxy's always is: every layer passes
     /// its inner service's readiness, and the router is always ready); otherwise a clone
     /// waits for readiness on its own, as tower's contract asks.
-    fn call<R>(&self, req: R) -> futures_util::future::Either<S::Future, Oneshot<S, R>>
+    fn call<B>(
+        &self,
+        mut req: Request<B>,
+    ) -> futures_util::future::Either<S::Future, Oneshot<S, Request<B>>>
     where
-        S: Service<R, Error = Infallible> + Clone,
+        S: Service<Request<B>, Error = Infallible> + Clone,
     {
         use futures_util::future::Either as E;
-        let mut svc = self.svc.lock();
+        let mut state = self.state.lock();
+        let ConnState { svc, conn } = &mut *state;
+        conn.upstream.reuse();
+        req.extensions_mut().insert(conn.clone());
         let mut cx = Context::from_waker(std::task::Waker::noop());
         match svc.poll_ready(&mut cx) {
             Poll::Ready(Ok(())) => E::Left(svc.call(req)),
@@ -580,15 +595,9 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let stack = ConnService::new(stack.clone());
-        let secure = tls.is_some();
+        let stack = ConnService::new(stack.clone(), peer, tls.is_some());
         let hsvc = hyper::service::service_fn(move |req: Request<Incoming>| {
-            let mut req = req.map(|body| ReqBody::Client { body });
-            req.extensions_mut().insert(ClientAddr(peer));
-            if secure {
-                req.extensions_mut().insert(ClientTls);
-            }
-            stack.call(req)
+            stack.call(req.map(|body| ReqBody::Client { body }))
         });
         let (builder, watcher) = (builder.clone(), graceful.watcher());
         let Some(acceptor) = tls.clone() else {
