@@ -338,3 +338,44 @@ mod tests {
         assert!(v["upstream_ms"].is_null());
     }
 }
+
+/// What rendering one combined line costs with warm caches:
+/// `cargo test --release --features proxy --bin daramjwee render_speed -- --ignored --nocapture`.
+#[cfg(test)]
+mod speed {
+    use super::*;
+
+    #[test]
+    #[ignore = "a measurement: run it with --release --ignored --nocapture"]
+    fn render_speed() {
+        let rec = Record {
+            start: SystemTime::now(),
+            client: Some("127.0.0.1:5000".parse().unwrap()),
+            method: http::Method::GET,
+            target: Some(Text::new(b"/obj/1k")),
+            version: http::Version::HTTP_11,
+            status: http::StatusCode::OK,
+            bytes: 1024,
+            duration: Duration::from_micros(150),
+            upstream: None,
+            cache_status: Some(Text::new(b"daramjwee; hit; ttl=3599; detail=memory")),
+            request_id: Some(Text::new(b"1f2a3b4c5d-1234567")),
+            referer: None,
+            user_agent: None,
+        };
+        let mut f = LineFormat::new(Format::Combined);
+        let mut out = Vec::with_capacity(1 << 20);
+        let t = std::time::Instant::now();
+        let n = 2_000_000;
+        for _ in 0..n {
+            if out.len() > (1 << 20) - 512 {
+                out.clear();
+            }
+            f.write(&mut out, std::hint::black_box(&rec));
+        }
+        println!(
+            "{:.1} ns per line",
+            t.elapsed().as_nanos() as f64 / n as f64
+        );
+    }
+}

@@ -1,6 +1,6 @@
 //! The tower layer that records each exchange: its future notes the response head, its body
-//! counts the bytes sent and hands the record to the writer when the body is dropped (that is,
-//! when the response is over, finished or not).
+//! counts the bytes sent and renders the line for the writer when the body is dropped (that
+//! is, when the response is over, finished or not).
 
 use std::cell::Cell;
 use std::future::Future;
@@ -19,8 +19,8 @@ use tower::{Layer, Service};
 use super::writer::Sink;
 use super::{Record, Text, UpstreamTimer};
 use crate::proxy::ClientConn;
+use crate::server::Swap;
 use crate::server::X_REQUEST_ID;
-use crate::server::{Cached, Swap};
 
 const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 
@@ -71,51 +71,22 @@ impl<S> Layer<S> for AccessLogLayer {
     fn layer(&self, inner: S) -> AccessLog<S> {
         AccessLog {
             inner,
-            log: self.switch.0.cached(),
-            handle: None,
+            switch: self.switch.clone(),
         }
     }
 }
 
-/// The service of [`AccessLogLayer`]. Each connection serves its own clone, and what a clone
-/// hands its requests (the log's handle, the timer) is its own, so requests on different cores
-/// never write the same reference count.
-#[derive(Debug)]
+/// The service of [`AccessLogLayer`].
+#[derive(Clone, Debug)]
 pub struct AccessLog<S> {
     inner: S,
-    /// This service's copy of the switch's log.
-    log: Cached<Option<Arc<Sink>>>,
-    /// This service's handle on that log, made on its first logged request: its requests
-    /// count references here, not on the log every connection shares.
-    handle: Option<Arc<LogHandle>>,
+    switch: AccessLogSwitch,
 }
 
-/// One service's hold on a log. Its requests clone this `Arc`, whose count lives with the
-/// service (one connection), not the log's, which every connection shares.
+/// One thread's hold on a log. Requests served on that thread clone this `Arc`, whose count
+/// only that thread writes, not the log's, which every thread shares (see `server::Swap`).
 #[derive(Debug)]
 struct LogHandle(Arc<Sink>);
-
-impl<S: Clone> Clone for AccessLog<S> {
-    /// The same log, with a handle of the clone's own.
-    fn clone(&self) -> AccessLog<S> {
-        AccessLog {
-            inner: self.inner.clone(),
-            log: self.log.clone(),
-            handle: None,
-        }
-    }
-}
-
-impl<S> AccessLog<S> {
-    /// The handle requests log through now, if the log is on.
-    fn handle(&mut self) -> Option<Arc<LogHandle>> {
-        let (log, changed) = self.log.get();
-        if changed || self.handle.is_none() {
-            self.handle = log.clone().map(|sink| Arc::new(LogHandle(sink)));
-        }
-        self.handle.clone()
-    }
-}
 
 /// What is known of an exchange before its response: everything but the outcome.
 #[derive(Debug)]
@@ -140,7 +111,10 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let pending = self.handle().map(|sink| Pending::new(sink, &req));
+        let pending = self.switch.0.with(
+            |log| log.clone().map(|sink| Arc::new(LogHandle(sink))),
+            |handle| handle.clone().map(|handle| Pending::new(handle, &req)),
+        );
         ResponseFuture {
             inner: self.inner.call(req),
             pending,
@@ -274,10 +248,11 @@ fn wall_clock(at: Instant, now: Instant) -> SystemTime {
             }
         })
         .unwrap_or_else(|_| (now, SystemTime::now()));
-    match at.checked_duration_since(mono) {
-        Some(after) => wall + after,
-        None => wall - mono.saturating_duration_since(at),
-    }
+    let at = match at.checked_duration_since(mono) {
+        Some(after) => wall.checked_add(after),
+        None => wall.checked_sub(mono.saturating_duration_since(at)),
+    };
+    at.unwrap_or(wall)
 }
 
 impl<B: Body> Body for LoggedBody<B> {

@@ -89,7 +89,7 @@ pub struct Record {
 /// Bytes copied out of a request or response head. A `HeaderValue` or `PathAndQuery` clone
 /// would share hyper's read buffer instead, so hyper could not reuse that buffer while the
 /// response streams and would allocate a new one for the next request
-/// (`docs/bench-proxy.md`, "Access log"). Values up to [`Text::INLINE`] bytes are kept in the
+/// (`docs/proxy.md`, "Access log"). Values up to [`Text::INLINE`] bytes are kept in the
 /// record itself.
 #[derive(Clone)]
 pub enum Text {
@@ -140,8 +140,9 @@ impl std::fmt::Debug for Text {
     }
 }
 
-/// A slot in the request's extensions where the upstream client writes how long the
-/// upstream took to answer with a head, in nanoseconds (0: not called).
+/// Where the upstream client writes how long the upstream took to answer with a head, in
+/// nanoseconds (0: not called). It travels in the request's
+/// [`ClientConn`](crate::proxy::ClientConn).
 #[derive(Debug, Clone, Default)]
 pub struct UpstreamTimer(Arc<AtomicU64>);
 

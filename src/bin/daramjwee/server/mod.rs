@@ -36,7 +36,7 @@ use tower_http::trace::TraceLayer;
 use crate::access_log::{AccessLogLayer, AccessLogSwitch};
 use crate::config::{SiteSettings, TierSpec};
 use crate::forwarding::{client_authority, Forwarding};
-pub use swap::{Cached, Swap};
+pub use swap::Swap;
 
 mod purger;
 mod request_id;
@@ -330,28 +330,28 @@ pub type Sites = Arc<[Arc<Site>]>;
 /// it is done.
 #[derive(Clone, Debug)]
 pub struct Router {
-    /// This router's copy of the sites: each connection serves its own clone of the router,
-    /// so a request reads the sites without writing a line another core reads (`swap`).
-    sites: Cached<Sites>,
+    /// Read through each thread's copy, so a request reads the sites without writing a line
+    /// another core reads (`swap`).
+    sites: Swap<Sites>,
 }
 
 impl Router {
     /// A router over `sites` (at least one).
     pub fn new(sites: Vec<Arc<Site>>) -> Router {
         Router {
-            sites: Swap::new(sites.into()).cached(),
+            sites: Swap::new(sites.into()),
         }
     }
 
     /// The current sites, in configuration order.
     pub fn sites(&self) -> Sites {
-        self.sites.swap().get()
+        self.sites.get()
     }
 
     /// Routes new requests to `sites` from now on (in every clone of this router); returns
     /// the sites it replaced.
     pub fn replace(&self, sites: Vec<Arc<Site>>) -> Sites {
-        self.sites.swap().replace(sites.into())
+        self.sites.replace(sites.into())
     }
 
     /// The site a request goes to (see [`pick_site`]).
@@ -405,24 +405,24 @@ impl Service<Request<ReqBody>> for Router {
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let (mut parts, body) = req.into_parts();
-        let (sites, _) = self.sites.get();
-        match pick_site(sites, &parts) {
-            Some(site) => {
-                // Before the cache layer: what the site does not forward must not reach the
-                // key, the stored request head, or the upstream.
-                site.forwarding.sanitize(&mut parts.headers);
-                let respond = (!site.settings.response_rules.is_empty()).then(|| Respond {
-                    site: site.clone(),
-                    client: parts.extensions.get::<ClientConn>().map(|c| c.addr),
-                    request_id: parts.headers.get("x-request-id").cloned(),
-                });
-                RouterFuture::Site {
-                    call: site.svc.clone().oneshot(Request::from_parts(parts, body)),
-                    respond,
+        self.sites
+            .with(Sites::clone, |sites| match pick_site(sites, &parts) {
+                Some(site) => {
+                    // Before the cache layer: what the site does not forward must not reach
+                    // the key, the stored request head, or the upstream.
+                    site.forwarding.sanitize(&mut parts.headers);
+                    let respond = (!site.settings.response_rules.is_empty()).then(|| Respond {
+                        site: site.clone(),
+                        client: parts.extensions.get::<ClientConn>().map(|c| c.addr),
+                        request_id: parts.headers.get("x-request-id").cloned(),
+                    });
+                    RouterFuture::Site {
+                        call: site.svc.clone().oneshot(Request::from_parts(parts, body)),
+                        respond,
+                    }
                 }
-            }
-            None => RouterFuture::NotFound,
-        }
+                None => RouterFuture::NotFound,
+            })
     }
 }
 
