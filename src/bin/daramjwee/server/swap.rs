@@ -40,6 +40,9 @@ struct Copy {
     value: Box<dyn Any>,
 }
 
+/// Copies one thread keeps, of different swaps.
+const MAX_COPIES: usize = 8;
+
 thread_local! {
     static COPIES: RefCell<Vec<Copy>> = const { RefCell::new(Vec::new()) };
 }
@@ -95,6 +98,11 @@ impl<T: Clone> Swap<T> {
             let at = match copies.iter().position(|c| c.id == self.inner.id) {
                 Some(at) => at,
                 None => {
+                    // A process has a few swaps, made at start; tests make many. The oldest
+                    // copy goes first, so a thread never holds on to many dropped swaps.
+                    if copies.len() >= MAX_COPIES {
+                        copies.remove(0);
+                    }
                     copies.push(self.copy(generation, &make));
                     copies.len() - 1
                 }
