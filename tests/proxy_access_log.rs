@@ -125,3 +125,38 @@ async fn combined_lines_name_the_request_outcome_and_id() {
         lines[0]
     );
 }
+
+/// A graceful shutdown writes every line before the process exits: the writer batches lines
+/// for up to 20 ms, and a proxy stopped right after its last response must not lose them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_line_is_lost_when_the_proxy_stops_right_after_its_last_response() {
+    let origin = serve_origin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let mut proxy = Proxy::start(&[
+        "--upstream",
+        &upstream(origin),
+        "--cold",
+        "none",
+        "--access-log",
+        log.to_str().unwrap(),
+    ]);
+    let c = client();
+    let n = 300;
+    for i in 0..n {
+        let url = format!("http://{}/a?i={i}", proxy.addr);
+        let r = request(&c, "GET", url, &[], Bytes::new()).await;
+        assert_eq!(r.body.len(), 1000);
+    }
+    drop(c);
+    proxy.signal("-TERM");
+    assert!(proxy.wait_exit().success(), "{}", proxy.stderr());
+    // Read once, after the exit: nothing may still be on its way.
+    let text = std::fs::read_to_string(&log).unwrap();
+    let last = format!("\"GET /a?i={} HTTP/1.1\"", n - 1);
+    assert_eq!(text.lines().count(), n, "{}", proxy.stderr());
+    assert!(
+        text.lines().last().is_some_and(|l| l.contains(&last)),
+        "{text}"
+    );
+}

@@ -138,6 +138,15 @@ async fn run(cli: Cli, settings: Settings) -> Result<(), String> {
     )
     .await;
     reload_task.abort();
+    // The connections are closed: every line is rendered. The writer would write the last
+    // ones up to a pause later; the process must not exit first.
+    let log = access_log.clone();
+    let flushed = tokio::task::spawn_blocking(move || log.flush(std::time::Duration::from_secs(5)));
+    if !flushed.await.unwrap_or(false) {
+        tracing::warn!(
+            "the access log did not finish writing within 5 s; its last lines may be lost"
+        );
+    }
     report_shutdown(&settings, access_log.dropped(), still_open);
     close_sites(&router, settings.close_timeout).await;
     if let Some(t) = admin_task {

@@ -48,6 +48,12 @@ impl AccessLogSwitch {
     pub fn dropped(&self) -> u64 {
         self.current().map_or(0, |s| s.dropped())
     }
+
+    /// Writes out every line the current log holds, waiting up to `timeout` (see
+    /// [`Sink::flush`]). True when there is no log.
+    pub fn flush(&self, timeout: std::time::Duration) -> bool {
+        self.current().is_none_or(|s| s.flush(timeout))
+    }
 }
 
 /// Logs every exchange of the service it wraps to the current [`Sink`], or passes them

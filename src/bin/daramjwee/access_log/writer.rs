@@ -73,6 +73,9 @@ struct Shared {
     parked: AtomicBool,
     /// Set when the [`Sink`] is gone: the writer writes what is left and ends.
     closed: AtomicBool,
+    /// Flushes asked for ([`Sink::flush`]), and the last one the writer has done.
+    flush_asked: AtomicU64,
+    flush_done: AtomicU64,
     /// Lines dropped, readable here (the metric may have no recorder).
     dropped: AtomicU64,
 }
@@ -115,6 +118,8 @@ impl Shared {
             shard_bytes: capacity / shard_count,
             parked: AtomicBool::new(false),
             closed: AtomicBool::new(false),
+            flush_asked: AtomicU64::new(0),
+            flush_done: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
         }
     }
@@ -159,6 +164,22 @@ impl Sink {
     /// Lines dropped so far because the writer was behind.
     pub fn dropped(&self) -> u64 {
         self.shared.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Has the writer write out every line rendered so far, and waits for it, up to
+    /// `timeout`. Returns whether it did. For shutdown: the writer otherwise writes a line up
+    /// to one pause late, and a process that exits first would lose it.
+    pub fn flush(&self, timeout: Duration) -> bool {
+        let asked = self.shared.flush_asked.fetch_add(1, Ordering::AcqRel) + 1;
+        self.writer.unpark();
+        let deadline = std::time::Instant::now() + timeout;
+        while self.shared.flush_done.load(Ordering::Acquire) < asked {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        true
     }
 }
 
@@ -218,20 +239,24 @@ fn run(shared: &Shared, mut out: Box<dyn Write + Send>) {
     let mut spare = Vec::new();
     let mut failing = false;
     loop {
-        // Read before the drain: a sink closed after it is seen on the next turn.
+        // Read before the drain: a close or flush asked after it is seen on the next turn.
         let closed = shared.closed.load(Ordering::Acquire);
+        let asked = shared.flush_asked.load(Ordering::Acquire);
         let wrote = drain(shared, &mut spare, &mut out, &mut failing);
+        shared.flush_done.store(asked, Ordering::Release);
         if closed {
             return;
         }
         if wrote {
-            std::thread::sleep(BATCH_PAUSE);
+            // A flush (or the sink's end) cuts the pause short.
+            std::thread::park_timeout(BATCH_PAUSE);
             continue;
         }
         shared.parked.store(true, Ordering::SeqCst);
         // A line that came in after the drain but before `parked` was set did not wake us:
         // look once more, through each shard's lock, before parking.
-        let waiting = shared.shards.iter().any(|s| !s.lock().lines.is_empty());
+        let waiting = shared.shards.iter().any(|s| !s.lock().lines.is_empty())
+            || shared.flush_asked.load(Ordering::Acquire) != asked;
         if !waiting && !shared.closed.load(Ordering::Acquire) {
             std::thread::park();
         }
@@ -314,6 +339,28 @@ mod tests {
         assert_eq!(sink.dropped(), 3);
         let kept = sink.shared.shards[0].lock().lines.clone();
         assert_eq!(kept.iter().filter(|&&b| b == b'\n').count(), 2);
+    }
+
+    /// A flush returns once every line rendered before it is in the file, without waiting for
+    /// the writer's pause.
+    #[test]
+    fn a_flush_writes_every_line_before_it_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.log");
+        let settings = AccessLogSettings {
+            destination: Destination::File(path.clone()),
+            format: Format::Combined,
+        };
+        let sink = start(&settings).unwrap();
+        for round in 1..=3 {
+            // The first line wakes the writer, which then pauses: the rest would wait for it.
+            for _ in 0..100 {
+                sink.offer(&record());
+            }
+            assert!(sink.flush(Duration::from_secs(10)));
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert_eq!(text.lines().count(), 100 * round);
+        }
     }
 
     /// Lines from several threads, offered while the writer parks and wakes, all reach the
