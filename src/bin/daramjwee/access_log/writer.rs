@@ -12,7 +12,8 @@
 //! "Access log").
 //!
 //! Lines of one thread keep their order; lines of different threads may be written up to one
-//! pause apart out of order, as nginx's per-worker log buffers do.
+//! pause apart out of order, as nginx's per-worker log buffers do. [`Sink::flush`] has the
+//! writer write everything now (for shutdown).
 
 use std::cell::Cell;
 use std::fs::OpenOptions;

@@ -512,7 +512,9 @@ struct ConnService<S> {
     state: parking_lot::Mutex<ConnState<S>>,
 }
 
+/// What a [`ConnService`] keeps under its lock.
 struct ConnState<S> {
+    /// The connection's own clone of the layer stack.
     svc: S,
     /// What each request's [`ClientConn`] says; its timer is reused while no earlier request
     /// still holds it (on HTTP/1, always), so a request allocates no timer of its own.
@@ -527,9 +529,7 @@ impl<S> ConnService<S> {
             state: parking_lot::Mutex::new(ConnState { svc, conn }),
         }
     }
-}
 
-impl<S> ConnService<S> {
     /// Calls the stack in place when it is ready (the proxy's always is: every layer passes
     /// its inner service's readiness, and the router is always ready); otherwise a clone
     /// waits for readiness on its own, as tower's contract asks.
