@@ -2,7 +2,8 @@
 # Access-log cost (issue 16): req/s of 1 KiB hot hits through daramjwee with the access log off
 # and on (combined format, to a file), the same wrk load against each, ROUNDS interleaved
 # rounds (off, on, off, on, ...) so a burst of load from elsewhere hits one sample, not a whole
-# case. Prints each round and the medians; the goal is "on" within 5% of "off".
+# case. Prints each round and the medians; the goal is "on" within 5% of "off". The same is
+# measured for nginx proxy_cache with its own access log off and on, as the reference.
 #
 # Two layouts, as in run.sh: "unpinned" (the proxies and wrk share both cores) and "pinned"
 # (each proxy on core 0, wrk on core 1, so req/s follows the proxy's CPU per request; on two
@@ -22,11 +23,7 @@ ROUNDS=${ROUNDS:-5}
 THREADS=${THREADS:-1}
 CONNS=${CONNS:-32}
 
-if ! command -v wrk >/dev/null; then
-    log "installing wrk from Debian packages"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
-fi
+install_peers # wrk, and nginx for the reference
 log "building daramjwee and the origin (release)"
 (cd "$ROOT" && cargo build --release --quiet --features proxy --bin daramjwee --example origin)
 
