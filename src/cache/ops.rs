@@ -15,14 +15,14 @@ impl Cache {
     /// Copies the entry committed in tier `from` into the tiers below it that keep its size
     /// and do not hold it yet (`done`), on the worker pool.
     pub(super) fn spawn_cold_copy(&self, key: &str, ticket: u64, from: usize, done: Vec<usize>) {
-        if self.copy_targets(from, None, &done).is_empty() {
+        if self.copy_targets(from, &done).is_empty() {
             return;
         }
         let this = self.clone();
         let key = key.to_owned();
         self.spawn_background(async move {
             let usage = this.inner.keys.writer_with_ticket(&key, ticket);
-            for i in this.copy_targets(from, None, &done) {
+            for i in this.copy_targets(from, &done) {
                 let Some(entry) = this.read_tier(from, &key).await else {
                     return;
                 };

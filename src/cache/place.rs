@@ -76,11 +76,12 @@ impl Cache {
         lower.find(|&i| self.limit(i).is_none_or(|l| l > limit))
     }
 
-    /// The tiers below `from` that a committed entry of `len` bytes is copied into in the
-    /// background: those that keep its size, less those the fill wrote already.
-    pub(super) fn copy_targets(&self, from: usize, len: Option<u64>, done: &[usize]) -> Vec<usize> {
+    /// The tiers below `from` that a committed entry may be copied into in the background:
+    /// those that store, less those the fill wrote already. Whether each keeps the entry's size
+    /// is checked as the entry is read ([`fits`](Cache::fits)).
+    pub(super) fn copy_targets(&self, from: usize, done: &[usize]) -> Vec<usize> {
         (from + 1..self.inner.tiers.len())
-            .filter(|i| !done.contains(i) && self.fits(*i, len))
+            .filter(|i| !done.contains(i) && !self.inner.tiers[*i].store.is_null())
             .collect()
     }
 
