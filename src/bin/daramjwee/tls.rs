@@ -10,12 +10,13 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use parking_lot::RwLock;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
+
+use crate::server::Swap;
 
 /// Why a site's TLS client could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -182,29 +183,30 @@ pub fn certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsEr
 
 /// The listener's certificate, the same for every client hello, swappable while the listener
 /// runs: a handshake takes the key current when it starts, so connections established before a
-/// swap keep theirs.
+/// swap keep theirs. A [`Swap`] like the sites and the access log; read from the shared place
+/// (a handshake is rare next to a request).
 #[derive(Debug)]
 pub struct CertResolver {
-    current: RwLock<Arc<CertifiedKey>>,
+    current: Swap<Arc<CertifiedKey>>,
 }
 
 impl CertResolver {
     /// A resolver presenting `key`.
     pub fn new(key: Arc<CertifiedKey>) -> CertResolver {
         CertResolver {
-            current: RwLock::new(key),
+            current: Swap::new(key),
         }
     }
 
     /// Presents `key` to every handshake from now on.
     pub fn replace(&self, key: Arc<CertifiedKey>) {
-        *self.current.write() = key;
+        self.current.replace(key);
     }
 }
 
 impl ResolvesServerCert for CertResolver {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current.read().clone())
+        Some(self.current.get())
     }
 }
 
@@ -314,9 +316,9 @@ mod tests {
             certified_key(&b_cert, &b_key).unwrap(),
         );
         let resolver = CertResolver::new(a.clone());
-        assert!(Arc::ptr_eq(&resolver.current.read(), &a));
+        assert!(Arc::ptr_eq(&resolver.current.get(), &a));
         resolver.replace(b.clone());
-        assert!(Arc::ptr_eq(&resolver.current.read(), &b));
+        assert!(Arc::ptr_eq(&resolver.current.get(), &b));
         assert!(server_config(Arc::new(resolver)).is_ok());
     }
 

@@ -1,4 +1,6 @@
-//! A value a reload replaces and every request reads: the sites, the access log.
+//! A value a reload replaces and requests read: the sites and the access log (through
+//! [`Swap::with`], every request), the listener's certificate (through [`Swap::get`], every
+//! handshake).
 //!
 //! Reading it from one shared place on every request (a read lock and an `Arc` clone, then a
 //! drop) costs four atomic operations on cache lines that every core writes: on a busy
