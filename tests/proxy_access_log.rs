@@ -22,6 +22,21 @@ async fn serve_origin() -> std::net::SocketAddr {
     addr
 }
 
+/// The proxy in front of `origin` (memory tier only), logging to `log`, with `extra` flags.
+fn logging_proxy(origin: std::net::SocketAddr, log: &Path, extra: &[&str]) -> Proxy {
+    let upstream = upstream(origin);
+    let mut args = vec![
+        "--upstream",
+        &upstream,
+        "--cold",
+        "none",
+        "--access-log",
+        log.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    Proxy::start(&args)
+}
+
 /// The log's lines once it holds `n` of them (bounded wait: the writer is another thread).
 fn wait_lines(path: &Path, n: usize) -> Vec<String> {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -54,16 +69,7 @@ async fn json_lines_record_each_request_with_its_cache_outcome() {
     let origin = serve_origin().await;
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("access.jsonl");
-    let proxy = Proxy::start(&[
-        "--upstream",
-        &upstream(origin),
-        "--cold",
-        "none",
-        "--access-log",
-        log.to_str().unwrap(),
-        "--access-log-format",
-        "json",
-    ]);
+    let proxy = logging_proxy(origin, &log, &["--access-log-format", "json"]);
     miss_then_hit(&proxy).await;
     let lines = wait_lines(&log, 2);
     assert_eq!(lines.len(), 2, "{lines:?}");
@@ -101,14 +107,7 @@ async fn combined_lines_name_the_request_outcome_and_id() {
     let origin = serve_origin().await;
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("access.log");
-    let proxy = Proxy::start(&[
-        "--upstream",
-        &upstream(origin),
-        "--cold",
-        "none",
-        "--access-log",
-        log.to_str().unwrap(),
-    ]);
+    let proxy = logging_proxy(origin, &log, &[]);
     miss_then_hit(&proxy).await;
     let lines = wait_lines(&log, 2);
     let hit = &lines[1];
@@ -133,14 +132,7 @@ async fn no_line_is_lost_when_the_proxy_stops_right_after_its_last_response() {
     let origin = serve_origin().await;
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("access.log");
-    let mut proxy = Proxy::start(&[
-        "--upstream",
-        &upstream(origin),
-        "--cold",
-        "none",
-        "--access-log",
-        log.to_str().unwrap(),
-    ]);
+    let mut proxy = logging_proxy(origin, &log, &[]);
     let c = client();
     let n = 300;
     for i in 0..n {

@@ -342,17 +342,27 @@ mod tests {
         assert_eq!(kept.iter().filter(|&&b| b == b'\n').count(), 2);
     }
 
+    /// A directory (kept while the test runs) and a log file path in it.
+    fn log_file() -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.log");
+        (dir, path)
+    }
+
+    /// Combined lines appended to `path`.
+    fn file_log(path: &std::path::Path) -> AccessLogSettings {
+        AccessLogSettings {
+            destination: Destination::File(path.to_owned()),
+            format: Format::Combined,
+        }
+    }
+
     /// A flush returns once every line rendered before it is in the file, without waiting for
     /// the writer's pause.
     #[test]
     fn a_flush_writes_every_line_before_it_returns() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("access.log");
-        let settings = AccessLogSettings {
-            destination: Destination::File(path.clone()),
-            format: Format::Combined,
-        };
-        let sink = start(&settings).unwrap();
+        let (_dir, path) = log_file();
+        let sink = start(&file_log(&path)).unwrap();
         for round in 1..=3 {
             // The first line wakes the writer, which then pauses: the rest would wait for it.
             for _ in 0..100 {
@@ -368,13 +378,8 @@ mod tests {
     /// file, whole, by the time the last sink is gone.
     #[test]
     fn every_line_from_every_thread_is_written_whole() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("access.log");
-        let settings = AccessLogSettings {
-            destination: Destination::File(path.clone()),
-            format: Format::Combined,
-        };
-        let sink = Arc::new(start(&settings).unwrap());
+        let (_dir, path) = log_file();
+        let sink = Arc::new(start(&file_log(&path)).unwrap());
         let threads: Vec<_> = (0..4)
             .map(|_| {
                 let sink = Arc::clone(&sink);
