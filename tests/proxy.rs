@@ -173,6 +173,33 @@ async fn miss_then_hit_reports_cache_status_and_calls_origin_once() {
     assert!(first.headers.contains_key("x-request-id"));
 }
 
+/// tower-http's per-request `Trace` runs only when the log filter asks for its debug events;
+/// either way the exchange is the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_tracing_follows_the_log_filter() {
+    let (oaddr, _origin) = serve_origin("o").await;
+    for (filter, traced) in [("info", false), ("info,tower_http=debug", true)] {
+        let proxy = Proxy::start_logging(&["--upstream", &upstream(oaddr)], filter);
+        let c = client();
+        for _ in 0..2 {
+            let r = get(&c, proxy.addr, "/static").await;
+            assert_eq!(
+                (r.status, r.body.as_ref()),
+                (StatusCode::OK, &b"hello, proxy"[..])
+            );
+        }
+        // The events are written before the response's last frame is sent; give stderr's
+        // reader a moment all the same.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let finished = |p: &Proxy| p.stderr().matches("finished processing request").count();
+        while traced && finished(&proxy) < 2 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let expected = if traced { 2 } else { 0 };
+        assert_eq!(finished(&proxy), expected, "{filter}: {}", proxy.stderr());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_client_is_served_from_the_cache() {
     let (oaddr, origin) = serve_origin("o").await;

@@ -37,13 +37,18 @@ impl Proxy {
     /// Starts the binary on ports chosen by the OS, with `args` appended, and waits (bounded)
     /// until it prints both listener addresses.
     pub fn start(args: &[&str]) -> Proxy {
+        Proxy::start_logging(args, "info")
+    }
+
+    /// [`Proxy::start`] with `filter` as its `RUST_LOG`.
+    pub fn start_logging(args: &[&str], filter: &str) -> Proxy {
         let dir = tempfile::tempdir().unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_daramjwee"))
             .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(dir.path())
             .args(args)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", filter)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -155,6 +155,7 @@ async fn proxy(
             crate::access_log::start(&settings).unwrap()
         })),
         tls: None,
+        trace_requests: false,
     };
     tokio::spawn(serve(listener, router, std::future::pending(), opts));
     addr

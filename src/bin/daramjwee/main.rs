@@ -134,6 +134,7 @@ async fn run(cli: Cli, settings: Settings) -> Result<(), String> {
             request_ids: settings.request_ids,
             access_log: access_log.clone(),
             tls,
+            trace_requests: tracing::enabled!(target: "tower_http::trace", tracing::Level::DEBUG),
         },
     )
     .await;
