@@ -5,11 +5,15 @@
 # case. Prints each round and the medians; the goal is "on" within 5% of "off". The same is
 # measured for nginx proxy_cache with its own access log off and on, as the reference.
 #
-# Two layouts, as in run.sh: "unpinned" (the proxies and wrk share both cores) and "pinned"
-# (each proxy on core 0, wrk on core 1, so req/s follows the proxy's CPU per request; on two
-# cores, unpinned req/s also moves with how often the proxy's threads park and wake).
+# Three layouts: "unpinned" (the proxies and wrk share both cores) and "pinned" (each proxy on
+# core 0, wrk on core 1, so req/s follows the proxy's CPU per request; on two cores, unpinned
+# req/s also moves with how often the proxy's threads park and wake), as in run.sh; and
+# "side-by-side": off and on pinned to core 0 and loaded at once, each by its own wrk on core 1,
+# and their CPU per request compared within each round (see `side_by_side` in lib.sh). The
+# machine's noise moves one case's req/s 3-8% between rounds, as much as the goal; side by
+# side, both cases see the same moment and the ratio moves by about 1%.
 #
-#   bash benches/proxy/access_log.sh     # about 8 minutes after the build (DURATION=10, ROUNDS=5)
+#   bash benches/proxy/access_log.sh     # about 10 minutes after the build (DURATION=10, ROUNDS=5)
 #   LAYOUTS=pinned bash benches/proxy/access_log.sh
 #
 # Loopback only; every process it starts is stopped by PID on exit.
@@ -64,9 +68,17 @@ for port in $NGX_OFF $NGX_ON; do
 done
 
 echo "machine: $(nproc) cores; before: $(uptime | sed 's/.*load/load/')"
-for layout in ${LAYOUTS:-unpinned pinned}; do
+for layout in ${LAYOUTS:-unpinned pinned side-by-side}; do
     echo "layout: $layout"
-    if [ "$layout" = pinned ]; then
+    if [ "$layout" = side-by-side ]; then
+        pin_proxies 0
+        side_by_side off "$(pgrep -f -- "--listen 127.0.0.1:$OFF")" "$OFF" \
+            on "$(pgrep -f -- "--listen 127.0.0.1:$ON")" "$ON"
+        echo "nginx proxy_cache:"
+        side_by_side off "$(pgrep -f -- "nginx-$NGX_OFF/nginx.conf")" "$NGX_OFF" \
+            on "$(pgrep -f -- "nginx-$NGX_ON/nginx.conf")" "$NGX_ON"
+        pin_proxies "0-$(($(nproc) - 1))"
+    elif [ "$layout" = pinned ]; then
         pin_proxies 0
         WRK_PIN="taskset -c 1" ab_rounds off "$OFF" on "$ON"
         echo "nginx proxy_cache:"
