@@ -56,11 +56,13 @@ pin_proxies() { # CPU list for every server's threads
         done
     done
 }
-# The reference: nginx proxy_cache with its access log off and on (combined, buffered as an
-# operator tuning for speed would set it), same load, same layouts.
+# The reference: nginx proxy_cache with its access log off and on, buffered as an operator
+# tuning for speed would set it, with the same fields as daramjwee's line (`log_format
+# daramjwee` in lib.sh: the bytes written per request drive much of the cost), same load, same
+# layouts.
 NGX_OFF=18383 NGX_ON=18384
 NGINX_WORKERS=1 start_nginx "$NGX_OFF" "$ORIGIN"
-NGINX_WORKERS=1 NGINX_ACCESS_LOG="$WORK/nginx-access.log combined buffer=64k flush=1s" \
+NGINX_WORKERS=1 NGINX_ACCESS_LOG="$WORK/nginx-access.log daramjwee buffer=64k flush=1s" \
     start_nginx "$NGX_ON" "$ORIGIN"
 for port in $NGX_OFF $NGX_ON; do
     wait_port "$port"
@@ -90,5 +92,7 @@ for layout in ${LAYOUTS:-unpinned pinned side-by-side}; do
         ab_rounds off "$NGX_OFF" on "$NGX_ON"
     fi
 done
-echo "access log lines written: daramjwee $(wc -l <"$WORK/access.log"), nginx $(wc -l <"$WORK/nginx-access.log")"
+for f in access nginx-access; do
+    echo "$f.log: $(wc -l <"$WORK/$f.log") lines, $(($(wc -c <"$WORK/$f.log") / $(wc -l <"$WORK/$f.log"))) bytes each; last: $(tail -1 "$WORK/$f.log")"
+done
 echo "after: $(uptime | sed 's/.*load/load/')"
