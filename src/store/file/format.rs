@@ -31,6 +31,11 @@ const FOOTER_MAGIC: &[u8; 4] = b"DJF1";
 /// Bytes moved per read when streaming or copying a body.
 pub(super) const CHUNK: usize = 64 * 1024;
 
+/// Bytes read at a file's end to find its footer and metadata record when the body is not
+/// read with them: enough for typical records (one with many or long headers takes a second
+/// read).
+pub(super) const RECORD_TAIL: usize = 4 * 1024;
+
 /// The fixed-size footer: where the body ends and how to check it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Footer {
@@ -245,8 +250,17 @@ fn read_entry(
     if len < FOOTER_LEN as u64 {
         return Err(corrupt("file shorter than its footer"));
     }
+    // A body longer than the hint cannot come with the tail: a reader of its own streams it,
+    // and the tail needs only the footer and (usually) the record; a longer record takes one
+    // more read below. Reading the whole hint then was a 32 KiB copy per hit of a 64 KiB entry
+    // that nothing used.
+    let tail_want = if len > tail_hint as u64 {
+        tail_hint.min(RECORD_TAIL)
+    } else {
+        tail_hint
+    };
     // Bounded by `tail_hint` (a small constant), so the cast cannot truncate.
-    let tail_len = len.min(tail_hint.max(FOOTER_LEN) as u64) as usize;
+    let tail_len = len.min(tail_want.max(FOOTER_LEN) as u64) as usize;
     let tail_start = len - tail_len as u64;
     let mut tail = vec![0u8; tail_len];
     read_exact_at(&file, &mut tail, tail_start).map_err(|e| eof_is_corrupt(e, ident))?;

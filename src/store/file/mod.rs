@@ -44,7 +44,7 @@ const GET_TAIL: usize = 32 * 1024;
 /// (bounded well under common descriptor limits).
 const OPEN_FILES: usize = 256;
 /// Tail read on `head` and when scanning: enough for typical metadata records.
-const HEAD_TAIL: usize = 4 * 1024;
+const HEAD_TAIL: usize = format::RECORD_TAIL;
 /// The writer buffers small chunks up to this many bytes before handing them to a blocking write.
 const WRITE_BUFFER: usize = 64 * 1024;
 /// How many unknown ids a misbehaving policy may return before the store picks a victim itself.
