@@ -250,17 +250,7 @@ fn read_entry(
     if len < FOOTER_LEN as u64 {
         return Err(corrupt("file shorter than its footer"));
     }
-    // A body longer than the hint cannot come with the tail: a reader of its own streams it,
-    // and the tail needs only the footer and (usually) the record; a longer record takes one
-    // more read below. Reading the whole hint then was a 32 KiB copy per hit of a 64 KiB entry
-    // that nothing used.
-    let tail_want = if len > tail_hint as u64 {
-        tail_hint.min(RECORD_TAIL)
-    } else {
-        tail_hint
-    };
-    // Bounded by `tail_hint` (a small constant), so the cast cannot truncate.
-    let tail_len = len.min(tail_want.max(FOOTER_LEN) as u64) as usize;
+    let tail_len = tail_len(len, tail_hint);
     let tail_start = len - tail_len as u64;
     let mut tail = vec![0u8; tail_len];
     read_exact_at(&file, &mut tail, tail_start).map_err(|e| eof_is_corrupt(e, ident))?;
@@ -307,6 +297,21 @@ fn read_entry(
         footer,
         body,
     })
+}
+
+/// How many bytes to read at the end of a file of `len` bytes (at least `FOOTER_LEN`): the
+/// whole hint when the file fits it (the body comes with the record), else [`RECORD_TAIL`].
+/// A body longer than the hint is streamed by a reader of its own, so the tail needs only the
+/// footer and (usually) the record; a longer record takes one more read. Reading the whole hint
+/// then was a 32 KiB copy per hit of a 64 KiB entry that nothing used.
+fn tail_len(len: u64, tail_hint: usize) -> usize {
+    let want = if len > tail_hint as u64 {
+        tail_hint.min(RECORD_TAIL)
+    } else {
+        tail_hint
+    };
+    // At most `want`, a small constant, so the cast cannot truncate.
+    len.min(want.max(FOOTER_LEN) as u64) as usize
 }
 
 fn eof_is_corrupt(e: io::Error, ident: FileIdent) -> ReadFailure {
@@ -483,5 +488,19 @@ mod tests {
             bad[i] ^= 0x10;
             assert!(Footer::decode(&bad).is_err(), "flip at {i} accepted");
         }
+    }
+
+    /// The whole hint when the file fits it (the body is read with the record), the record's
+    /// share otherwise, never less than a footer, never more than the file.
+    #[test]
+    fn the_tail_read_is_the_hint_only_when_the_body_comes_with_it() {
+        let hint = 32 * 1024;
+        assert_eq!(tail_len(10, hint), 10);
+        assert_eq!(tail_len(hint as u64, hint), hint);
+        assert_eq!(tail_len(hint as u64 + 1, hint), RECORD_TAIL);
+        assert_eq!(tail_len(64 * 1024 + 300, hint), RECORD_TAIL);
+        assert_eq!(tail_len(1 << 30, 2), FOOTER_LEN);
+        // A hint below the record tail is not raised.
+        assert_eq!(tail_len(3_000, 2 * 1024), 2 * 1024);
     }
 }

@@ -29,9 +29,13 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tower::util::MapResponse;
 use tower::util::Oneshot;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
-use tower_http::trace::TraceLayer;
+use tower_http::classify::{
+    NeverClassifyEos, ServerErrorsAsFailures, ServerErrorsFailureClass, SharedClassifier,
+};
+use tower_http::trace::{ResponseBody, Trace, TraceLayer};
 
 use crate::access_log::{AccessLogLayer, AccessLogSwitch};
 use crate::config::{SiteSettings, TierSpec};
@@ -560,14 +564,29 @@ impl<S> ConnService<S> {
     }
 }
 
-/// The body of a response that went through `Trace`, as the stack's one body type.
-fn body_left<L, R>(res: Response<L>) -> Response<Either<L, R>> {
-    res.map(Either::Left)
-}
+/// A response body that went through tower-http's `Trace`.
+type TracedBody = ResponseBody<RouterBody, NeverClassifyEos<ServerErrorsFailureClass>>;
 
-/// The body of a response that did not, as the stack's one body type.
-fn body_right<L, R>(res: Response<R>) -> Response<Either<L, R>> {
-    res.map(Either::Right)
+/// The one response body type of [`Routes`], traced or not.
+type RoutesBody = Either<TracedBody, RouterBody>;
+
+/// The router, behind tower-http's `Trace` or not (see [`ServeOptions::trace_requests`]).
+type Routes = tower::util::Either<
+    MapResponse<
+        Trace<Router, SharedClassifier<ServerErrorsAsFailures>>,
+        fn(Response<TracedBody>) -> Response<RoutesBody>,
+    >,
+    MapResponse<Router, fn(Response<RouterBody>) -> Response<RoutesBody>>,
+>;
+
+/// `router`, traced when `traced`.
+fn routes(router: Router, traced: bool) -> Routes {
+    if traced {
+        let traced = TraceLayer::new_for_http().layer(router);
+        tower::util::Either::Left(MapResponse::new(traced, |r| r.map(Either::Left)))
+    } else {
+        tower::util::Either::Right(MapResponse::new(router, |r| r.map(Either::Right)))
+    }
 }
 
 /// How long a client may take to finish the TLS handshake before its connection is closed.
@@ -588,26 +607,12 @@ pub async fn serve(
         tls,
         trace_requests,
     } = opts;
-    let routes = if trace_requests {
-        tower::util::Either::Left(
-            ServiceBuilder::new()
-                .map_response(body_left::<_, RouterBody>)
-                .layer(TraceLayer::new_for_http())
-                .service(router),
-        )
-    } else {
-        tower::util::Either::Right(
-            ServiceBuilder::new()
-                .map_response(body_right)
-                .service(router),
-        )
-    };
     let stack = ServiceBuilder::new()
         // First: the id is logged, and the response gets it whatever happens below.
         .option_layer(request_ids.then(|| RequestIdLayer::new(RequestIds::new())))
         // Before the rest: the time logged includes them.
         .layer(AccessLogLayer::new(access_log))
-        .service(routes);
+        .service(routes(router, trace_requests));
     let graceful = GracefulShutdown::new();
     let builder = auto::Builder::new(TokioExecutor::new());
     tokio::pin!(shutdown);
