@@ -32,10 +32,8 @@ use tokio::net::TcpListener;
 use tower::util::MapResponse;
 use tower::util::Oneshot;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
-use tower_http::classify::{
-    NeverClassifyEos, ServerErrorsAsFailures, ServerErrorsFailureClass, SharedClassifier,
-};
-use tower_http::trace::{ResponseBody, Trace, TraceLayer};
+use tower_http::classify::{NeverClassifyEos, ServerErrorsFailureClass};
+use tower_http::trace::{ResponseBody, TraceLayer};
 
 use crate::access_log::{AccessLogLayer, AccessLogSwitch};
 use crate::config::{SiteSettings, TierSpec};
@@ -567,25 +565,32 @@ impl<S> ConnService<S> {
 /// A response body that went through tower-http's `Trace`.
 type TracedBody = ResponseBody<RouterBody, NeverClassifyEos<ServerErrorsFailureClass>>;
 
-/// The one response body type of [`Routes`], traced or not.
+/// The one response body type of [`routes`], traced or not.
 type RoutesBody = Either<TracedBody, RouterBody>;
 
-/// The router, behind tower-http's `Trace` or not (see [`ServeOptions::trace_requests`]).
-type Routes = tower::util::Either<
-    MapResponse<
-        Trace<Router, SharedClassifier<ServerErrorsAsFailures>>,
-        fn(Response<TracedBody>) -> Response<RoutesBody>,
-    >,
-    MapResponse<Router, fn(Response<RouterBody>) -> Response<RoutesBody>>,
->;
-
-/// `router`, traced when `traced`.
-fn routes(router: Router, traced: bool) -> Routes {
+/// `router`, behind tower-http's `Trace` when `traced` (see [`ServeOptions::trace_requests`]),
+/// with one response body type either way (the body maps are closures, called directly, not
+/// through function pointers).
+fn routes(
+    router: Router,
+    traced: bool,
+) -> impl Service<
+    Request<ReqBody>,
+    Response = Response<RoutesBody>,
+    Error = Infallible,
+    Future: Send + 'static,
+> + Clone
+       + Send
+       + 'static {
     if traced {
         let traced = TraceLayer::new_for_http().layer(router);
-        tower::util::Either::Left(MapResponse::new(traced, |r| r.map(Either::Left)))
+        tower::util::Either::Left(MapResponse::new(traced, |r: Response<TracedBody>| {
+            r.map(Either::Left)
+        }))
     } else {
-        tower::util::Either::Right(MapResponse::new(router, |r| r.map(Either::Right)))
+        tower::util::Either::Right(MapResponse::new(router, |r: Response<RouterBody>| {
+            r.map(Either::Right)
+        }))
     }
 }
 
