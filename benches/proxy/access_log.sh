@@ -11,7 +11,7 @@
 # "side-by-side": off and on pinned to core 0 and loaded at once, each by its own wrk on core 1,
 # and their CPU per request compared within each round (see `side_by_side` in lib.sh). The
 # machine's noise moves one case's req/s 3-8% between rounds, as much as the goal; side by
-# side, both cases see the same moment and the ratio moves by about 1%.
+# side, both cases see the same moment and the ratio moved by 1-3% over five rounds.
 #
 #   bash benches/proxy/access_log.sh     # about 10 minutes after the build (DURATION=10, ROUNDS=5)
 #   LAYOUTS=pinned bash benches/proxy/access_log.sh

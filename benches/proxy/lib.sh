@@ -182,7 +182,7 @@ cpu_ns() {
 # pinned to core 0 by the caller) are loaded at once by two wrk (-t1 -c$CONNS, on core 1), so
 # both see the same moment of a noisy machine and share one core; prints each one's CPU per
 # request (from `cpu_ns`) per round, then the median of B's over A's. Two cases measured one
-# after the other differ by 3-8% from round to round here; side by side, by about 1%.
+# after the other differ by 3-8% from round to round here; side by side, by 1-3%.
 side_by_side() {
     local na=$1 ida=$2 pa=$3 nb=$4 idb=$5 pb=$6 r ca0 cb0 ca1 cb1 qa qb wa ratios=()
     for r in $(seq "$ROUNDS"); do
