@@ -36,6 +36,7 @@ use crate::access_log::UpstreamTimer;
 use crate::config::SiteSettings;
 use crate::forwarding::{client_host_value, Forwarding};
 use crate::header_rules::{HeaderRules, RuleContext};
+use crate::server::X_REQUEST_ID;
 use crate::tls::{self, TlsError};
 use daramjwee::http::strip_hop_by_hop;
 
@@ -409,7 +410,7 @@ where
 
 /// The site's request rules, on the request about to be sent upstream.
 fn apply_rules<B>(rules: &HeaderRules, site: &str, req: &mut Request<B>) {
-    let request_id = req.headers().get("x-request-id").cloned();
+    let request_id = req.headers().get(X_REQUEST_ID).cloned();
     let cx = RuleContext {
         client: req.extensions().get::<ClientConn>().map(|c| c.addr),
         request_id: request_id.as_ref(),

@@ -10,8 +10,8 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Buf;
-use http::header::{self, HeaderName};
-use http::{Request, Response};
+use daramjwee::http::CACHE_STATUS;
+use http::{header, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
@@ -19,10 +19,7 @@ use tower::{Layer, Service};
 use super::writer::Sink;
 use super::{Record, Text, UpstreamTimer};
 use crate::proxy::ClientConn;
-use crate::server::Swap;
-use crate::server::X_REQUEST_ID;
-
-const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+use crate::server::{Swap, X_REQUEST_ID};
 
 /// The access log currently in use, or none: a reload swaps it for new requests while
 /// in-flight ones finish logging to the one they started with.

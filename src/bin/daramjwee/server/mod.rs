@@ -416,7 +416,7 @@ impl Service<Request<ReqBody>> for Router {
                     let respond = (!site.settings.response_rules.is_empty()).then(|| Respond {
                         site: site.clone(),
                         client: parts.extensions.get::<ClientConn>().map(|c| c.addr),
-                        request_id: parts.headers.get("x-request-id").cloned(),
+                        request_id: parts.headers.get(X_REQUEST_ID).cloned(),
                     });
                     RouterFuture::Site {
                         call: site.svc.clone().oneshot(Request::from_parts(parts, body)),
