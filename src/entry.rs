@@ -146,6 +146,12 @@ impl Metadata {
     }
 }
 
+/// Header fields a response made from an entry may add to the stored ones (the HTTP layer's
+/// `Content-Length` or `Content-Range`, `Age` and `Cache-Status`, and one for a layer above).
+/// The stored headers are built with room for them, so a hit copies them with a plain clone:
+/// no field is hashed again and the copy's table does not grow.
+pub(crate) const HEADER_ROOM: usize = 4;
+
 /// Seconds from the Unix epoch to 9999-12-31T23:59:59Z, the last instant an HTTP date can name.
 const FAR_FUTURE_SECS: u64 = 253_402_300_799;
 

@@ -17,7 +17,7 @@ use super::status::{self, CacheStatus};
 use super::vary;
 use super::CACHE_STATUS;
 use crate::cache::{Cache, Lookup, Outcome, Storing, Verdict};
-use crate::entry::{EntryBody, Metadata, StoredEntry};
+use crate::entry::{EntryBody, Metadata, StoredEntry, HEADER_ROOM};
 
 /// What turns a lookup into a response: the parts of a request's context the answer needs,
 /// borrowed, so the fresh-hit path builds nothing it does not send.
@@ -263,18 +263,17 @@ impl Answer<'_> {
     }
 }
 
-/// Fields an answer may add to the stored ones (`Content-Length` or `Content-Range`, `Age`,
-/// `Cache-Status`), and one for a layer above (a request id).
-const ADDED_FIELDS: usize = 4;
-
-/// A copy of the stored fields, in their order, with room for what the answer adds: a clone
-/// would have no spare capacity and grow (reallocate) on the first field added.
+/// A copy of the stored fields, in their order, with room for what the answer adds
+/// ([`HEADER_ROOM`]). Stored headers are made with that room (`policy::storable_headers`, the
+/// store codec), and a clone keeps it: no field is hashed again. Headers without it (from a
+/// store of the user's, or grown by a refresh) are rebuilt with it instead: a clone would
+/// grow its table, rehashing every field, on the first field added.
 fn with_room(stored: &HeaderMap) -> HeaderMap {
-    if stored.keys_len() > 64 {
-        // Far beyond what origins send: not worth a rebuild (and never near the map's limit).
+    if stored.capacity() >= stored.keys_len() + HEADER_ROOM || stored.keys_len() > 64 {
+        // Past 64 fields (far beyond what origins send) a rebuild is not worth it.
         return stored.clone();
     }
-    let mut headers = HeaderMap::with_capacity(stored.keys_len() + ADDED_FIELDS);
+    let mut headers = HeaderMap::with_capacity(stored.keys_len() + HEADER_ROOM);
     for (name, value) in stored {
         headers.append(name.clone(), value.clone());
     }
@@ -337,4 +336,37 @@ fn unsatisfiable<ResB>(meta: &Metadata, len: u64) -> Response<CacheBody<ResB>> {
     res.headers_mut()
         .insert(header::CONTENT_LENGTH, HeaderValue::from(0u64));
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(h: &HeaderMap) -> Vec<(String, Vec<u8>)> {
+        h.iter()
+            .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+            .collect()
+    }
+
+    /// Both ways of copying give the stored fields in their order, repeated values included,
+    /// with room for what an answer adds.
+    #[test]
+    fn with_room_copies_every_field_with_room_to_spare() {
+        let mut tight = HeaderMap::with_capacity(0);
+        tight.append(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        tight.append(header::SET_COOKIE, HeaderValue::from_static("a=1"));
+        tight.append(header::SET_COOKIE, HeaderValue::from_static("b=2"));
+        tight.append("x-custom", HeaderValue::from_static("c"));
+        let mut roomy = tight.clone();
+        roomy.reserve(64);
+        for stored in [&tight, &roomy] {
+            let copy = with_room(stored);
+            assert_eq!(fields(&copy), fields(stored));
+            assert!(copy.capacity() >= copy.keys_len() + HEADER_ROOM);
+        }
+        assert!(
+            tight.capacity() < tight.keys_len() + HEADER_ROOM,
+            "not a tight map"
+        );
+    }
 }

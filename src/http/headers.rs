@@ -6,20 +6,40 @@
 
 use http::header::{self, HeaderMap, HeaderName};
 
+/// The names of [`HOP_BY_HOP`], as text: the one list both are made from.
+const HOP_BY_HOP_NAMES: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
 /// Fields that describe one connection, not the message (RFC 9110 §7.6.1), plus the proxy
 /// credentials (`Proxy-Authorization`, `Proxy-Authenticate`, RFC 9110 §11.7), which are meant
 /// for the next hop only: none of them is forwarded to an origin, stored, or sent to a client
-/// from the cache.
-pub const HOP_BY_HOP: [HeaderName; 9] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
+/// from the cache. [`is_hop_by_hop`] checks a name against it.
+pub const HOP_BY_HOP: [HeaderName; 9] = names(HOP_BY_HOP_NAMES);
+
+/// The names of [`TARGET_REWRITING`], as text: the one list both are made from.
+const TARGET_REWRITING_NAMES: [&str; 13] = [
+    "forwarded",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-scheme",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-server",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-host",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
 ];
 
 /// Request fields that ask an origin (or a framework in front of it) to answer for another
@@ -29,22 +49,51 @@ pub const HOP_BY_HOP: [HeaderName; 9] = [
 /// Express, Next.js, Spring). A shared cache that forwards one of them without keying it lets
 /// any client store a response made for another target under the key everyone else reads
 /// (cache poisoning). The layer therefore never forwards them unkeyed: see
-/// [`TargetHeaders`](super::TargetHeaders).
-pub const TARGET_REWRITING: [HeaderName; 13] = [
-    header::FORWARDED,
-    HeaderName::from_static("x-forwarded-host"),
-    HeaderName::from_static("x-forwarded-proto"),
-    HeaderName::from_static("x-forwarded-scheme"),
-    HeaderName::from_static("x-forwarded-port"),
-    HeaderName::from_static("x-forwarded-prefix"),
-    HeaderName::from_static("x-forwarded-server"),
-    HeaderName::from_static("x-original-url"),
-    HeaderName::from_static("x-rewrite-url"),
-    HeaderName::from_static("x-original-host"),
-    HeaderName::from_static("x-http-method-override"),
-    HeaderName::from_static("x-http-method"),
-    HeaderName::from_static("x-method-override"),
-];
+/// [`TargetHeaders`](super::TargetHeaders). [`is_target_rewriting`] checks a name against it.
+pub const TARGET_REWRITING: [HeaderName; 13] = names(TARGET_REWRITING_NAMES);
+
+/// `HeaderName`s of lowercase names, at compile time (`from_static` panics there on a bad one).
+const fn names<const N: usize>(text: [&'static str; N]) -> [HeaderName; N] {
+    // `HeaderName` is not `Copy`: the array is filled from a `const` placeholder, then each
+    // slot is swapped for its name. A placeholder (a standard name) owns nothing, so
+    // forgetting it leaks nothing; a `const fn` cannot run a destructor.
+    const PLACEHOLDER: HeaderName = header::ACCEPT;
+    let mut out = [PLACEHOLDER; N];
+    let mut i = 0;
+    while i < N {
+        std::mem::forget(std::mem::replace(
+            &mut out[i],
+            HeaderName::from_static(text[i]),
+        ));
+        i += 1;
+    }
+    out
+}
+
+/// Whether `name` is one of the [`HOP_BY_HOP`] fields.
+///
+/// Cheaper than `HOP_BY_HOP.contains(name)`, which builds and drops a copy of the list (a
+/// `const`) at each call; this compares the name's text with the list's, mostly by length.
+///
+/// ```
+/// use daramjwee::http::is_hop_by_hop;
+/// assert!(is_hop_by_hop(&http::header::TRANSFER_ENCODING));
+/// assert!(!is_hop_by_hop(&http::header::ACCEPT));
+/// ```
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP_NAMES.contains(&name.as_str())
+}
+
+/// Whether `name` is one of the [`TARGET_REWRITING`] fields (as cheap as [`is_hop_by_hop`]).
+///
+/// ```
+/// use daramjwee::http::is_target_rewriting;
+/// assert!(is_target_rewriting(&http::HeaderName::from_static("x-forwarded-host")));
+/// assert!(!is_target_rewriting(&http::header::HOST));
+/// ```
+pub fn is_target_rewriting(name: &HeaderName) -> bool {
+    TARGET_REWRITING_NAMES.contains(&name.as_str())
+}
 
 /// Removes the hop-by-hop fields ([`HOP_BY_HOP`]) and every field the `Connection` header
 /// names from `headers`.
@@ -101,7 +150,7 @@ pub enum TargetHeaders {
 /// pass over the request's (few) names, each compared with the list, rather than a hashed
 /// lookup per listed field.
 pub(crate) fn has_target_rewriting(headers: &HeaderMap) -> bool {
-    headers.keys().any(|name| TARGET_REWRITING.contains(name))
+    headers.keys().any(is_target_rewriting)
 }
 
 /// Appends `name=value` for every value of every field in `names` that `headers` holds, after a
@@ -124,6 +173,38 @@ pub(crate) fn append_to_key<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The name checks agree with the lists, and the lists hold the names as `http` parses
+    /// them (a standard name as the standard one).
+    #[test]
+    fn name_checks_match_the_lists() {
+        for name in HOP_BY_HOP.iter() {
+            assert!(is_hop_by_hop(name), "{name}");
+            assert_eq!(
+                *name,
+                HeaderName::from_bytes(name.as_str().as_bytes()).unwrap()
+            );
+        }
+        for name in TARGET_REWRITING.iter() {
+            assert!(is_target_rewriting(name), "{name}");
+            assert_eq!(
+                *name,
+                HeaderName::from_bytes(name.as_str().as_bytes()).unwrap()
+            );
+        }
+        assert_eq!(HOP_BY_HOP[0], header::CONNECTION);
+        assert_eq!(TARGET_REWRITING[0], header::FORWARDED);
+        for other in [
+            header::ACCEPT,
+            header::HOST,
+            HeaderName::from_static("x-forwarded-for"),
+        ] {
+            assert!(
+                !is_hop_by_hop(&other) && !is_target_rewriting(&other),
+                "{other}"
+            );
+        }
+    }
 
     #[test]
     fn proxy_credentials_and_connection_listed_fields_are_stripped() {

@@ -42,7 +42,10 @@ pub(crate) mod vary;
 pub use body::CacheBody;
 pub use future::ResponseFuture;
 pub use handle::CacheHandle;
-pub use headers::{strip_hop_by_hop, TargetHeaders, HOP_BY_HOP, TARGET_REWRITING};
+pub use headers::{
+    is_hop_by_hop, is_target_rewriting, strip_hop_by_hop, TargetHeaders, HOP_BY_HOP,
+    TARGET_REWRITING,
+};
 pub use key::{default_key, key_with_headers, KeyFn};
 pub use layer::{CacheLayer, CacheLayerBuilder};
 pub use origin::OriginService;

@@ -21,7 +21,7 @@
 
 use std::net::SocketAddr;
 
-use daramjwee::http::{strip_hop_by_hop, HOP_BY_HOP, TARGET_REWRITING};
+use daramjwee::http::{is_hop_by_hop, is_target_rewriting, strip_hop_by_hop, TARGET_REWRITING};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 
@@ -92,10 +92,10 @@ impl Forwarding {
     /// Whether [`sanitize`](Self::sanitize) removes a field of this name. (A field that
     /// `Connection` lists is removed only with `Connection`, which is hop-by-hop itself.)
     fn drops(&self, name: &HeaderName) -> bool {
-        HOP_BY_HOP.contains(name)
+        is_hop_by_hop(name)
             || self.drop.contains(name)
             || (!self.forward_target_headers
-                && (TARGET_REWRITING.contains(name) || is_forwarding_field(name)))
+                && (is_target_rewriting(name) || is_forwarding_field(name)))
     }
 
     /// The cache key of a sanitized request: the upstream URL it is sent to (or, when the
@@ -226,7 +226,7 @@ fn is_forwarding_field(name: &HeaderName) -> bool {
 
 /// A field that is keyed when the site forwards target-rewriting fields.
 fn is_target_field(name: &HeaderName) -> bool {
-    is_forwarding_field(name) || TARGET_REWRITING.contains(name)
+    is_forwarding_field(name) || is_target_rewriting(name)
 }
 
 fn lowercase(v: &HeaderValue) -> HeaderValue {

@@ -12,7 +12,7 @@
 
 use std::net::SocketAddr;
 
-use daramjwee::http::HOP_BY_HOP;
+use daramjwee::http::is_hop_by_hop;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 
@@ -116,7 +116,7 @@ fn compile(r: &RuleFile) -> Result<(HeaderName, Action), String> {
     };
     let name = HeaderName::from_bytes(name.as_bytes())
         .map_err(|_| format!("`{name}` is not a header name"))?;
-    if name == header::HOST || name == header::CONTENT_LENGTH || HOP_BY_HOP.contains(&name) {
+    if name == header::HOST || name == header::CONTENT_LENGTH || is_hop_by_hop(&name) {
         return Err(format!(
             "`{name}` frames or routes the message; rules may not change it"
         ));

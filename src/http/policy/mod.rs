@@ -121,5 +121,8 @@ pub(crate) fn storable_headers(headers: &HeaderMap) -> HeaderMap {
     let mut h = headers.clone();
     strip_hop_by_hop(&mut h);
     h.remove(http::header::AGE);
+    // Room for what an answer adds, so each hit copies these fields with a clone
+    // (`answer::with_room`).
+    h.reserve(crate::entry::HEADER_ROOM);
     h
 }

@@ -159,11 +159,13 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut res = std::task::ready!(this.inner.poll(cx))?;
-        // A response that names its own id (an origin's, stored with it) keeps it.
-        if !res.headers().contains_key(X_REQUEST_ID) {
-            if let Some(id) = this.id.take() {
-                res.headers_mut().insert(X_REQUEST_ID, id);
-            }
+        // A response that names its own id (an origin's, stored with it) keeps it. One
+        // lookup through `entry`, not a `contains_key` then an `insert`: the name is hashed
+        // byte by byte, as every name outside the standard set is.
+        if let (http::header::Entry::Vacant(slot), Some(id)) =
+            (res.headers_mut().entry(X_REQUEST_ID), this.id.take())
+        {
+            slot.insert(id);
         }
         Poll::Ready(Ok(res))
     }
