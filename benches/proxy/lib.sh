@@ -37,9 +37,9 @@ install_peers() {
 }
 
 build_rust() {
-    log "building daramjwee, the origin and the stampede client (release)"
+    log "building daramjwee, the origin, hyper's floor and the stampede client (release)"
     (cd "$ROOT" && cargo build --release --quiet --features proxy \
-        --bin daramjwee --example origin --example stampede_client)
+        --bin daramjwee --example origin --example hyper_floor --example stampede_client)
 }
 
 # start NAME CMD...: runs CMD in the background, logs to $WORK/NAME.log, records its PID.

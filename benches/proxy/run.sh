@@ -24,7 +24,7 @@ install_peers
 build_rust
 echo "machine: $(nproc) cores; before: $(uptime | sed 's/.*load/load/')"
 
-ORIGIN=18280 NGX=18281 VAR=18282 DJM=18283 DJF=18284 STATIC=18285 ORIGIN2=18286 DJN=18287
+ORIGIN=18280 NGX=18281 VAR=18282 DJM=18283 DJF=18284 STATIC=18285 ORIGIN2=18286 DJN=18287 FLOOR=18288
 # `origin` is the origin itself, hit directly: objects from memory through axum and hyper with
 # no cache in front. It is a reference (what the HTTP stack alone costs), not a peer.
 SERVERS="nginx:$NGX varnish:$VAR daramjwee-mem:$DJM daramjwee-file:$DJF origin:$ORIGIN"
@@ -193,7 +193,7 @@ CONF
         log "round $4 pinned $1: ${CC[$1,$4]}"
     }
     # All pinned servers are started first (idle ones cost nothing), then measured in rounds.
-    ORDER="nginx-static nginx-proxy_cache varnish daramjwee-mem daramjwee-file daramjwee-mem-noids origin-axum"
+    ORDER="nginx-static nginx-proxy_cache varnish daramjwee-mem daramjwee-file daramjwee-mem-noids origin-axum hyper-floor"
     start "nginx-static" $PIN nginx -e "$sdir/error.log" -p "$sdir" -c "$sdir/nginx.conf" -g 'daemon off;'
     wait_port $STATIC
     PINNED[nginx-static]="$STATIC $LAST_PID"
@@ -214,6 +214,11 @@ CONF
     start origin-pinned $PIN "$REL/examples/origin" "127.0.0.1:$ORIGIN2" 86400
     wait_port $ORIGIN2
     PINNED[origin-axum]="$ORIGIN2 $LAST_PID"
+    # hyper alone, sending a memory hit's bytes and fields (`examples/hyper_floor.rs`): the
+    # floor of a server built on hyper; daramjwee-mem minus this is the proxy's own work.
+    start hyper-floor $PIN "$REL/examples/hyper_floor" "127.0.0.1:$FLOOR"
+    wait_port $FLOOR
+    PINNED[hyper-floor]="$FLOOR $LAST_PID"
     for k in $ORDER; do warm "${PINNED[$k]% *}"; done
     for round in $(seq "$ROUNDS"); do
         for k in $ORDER; do

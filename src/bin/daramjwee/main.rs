@@ -335,12 +335,12 @@ async fn wait_for_signal() {
 /// startup failure.
 fn check_tls(s: &Settings) -> Result<(), config::ConfigError> {
     if let Some((cert, key)) = &s.tls {
-        tls::certified_key(cert, key).map_err(|e| config::ConfigError(e.to_string()))?;
+        tls::certified_key(cert, key).map_err(config::ConfigError::Tls)?;
     }
     for site in &s.sites {
         if site.upstream.scheme == http::uri::Scheme::HTTPS {
             tls::client_config(site.ca_file.as_deref())
-                .map_err(|e| config::ConfigError(format!("site `{}`: {e}", site.name)))?;
+                .map_err(|e| config::ConfigError::Tls(e).in_site(&site.name))?;
         }
     }
     Ok(())

@@ -148,53 +148,9 @@ impl FileStoreBuilder {
             .await
             .map_err(|e| StoreError::io("", e))?
         };
-
-        let capacity = self.capacity;
-        let inner = Arc::new(Inner {
-            root: self.dir,
-            objects,
-            tmp,
-            capacity,
-            max_object_size: self.max_object_size.unwrap_or(capacity).min(capacity),
-            fsync: self.fsync,
-            commit_mode: self.commit_mode,
-            inline_reads: self.inline_reads,
-            stripes: (0..STRIPES)
-                .map(|_| Arc::new(AsyncMutex::new(())))
-                .collect(),
-            state: parking_lot::Mutex::new(State {
-                index: HashMap::with_capacity(found.len()),
-                policy: self.policy.build(capacity),
-                committed: 0,
-                reserved: 0,
-                open_order: VecDeque::new(),
-            }),
-            policy: self.policy,
-            evictions: AtomicU64::new(0),
-            policy_fallback_warned: AtomicBool::new(false),
-        });
-
+        let inner = Arc::new(self.into_inner(objects, tmp, found.len()));
         // Nothing else can reach the store yet, so files are removed directly, without stripes.
-        let mut doomed = Vec::new();
-        {
-            let mut st = inner.state.lock();
-            for f in found {
-                let loc = Loc::from_hash(f.hash);
-                st.committed += f.size;
-                st.policy.insert(loc.id, f.size);
-                if let Some(old) = st.index.insert(loc.id, Indexed::new(f.hash, f.size)) {
-                    // Two keys share a 64-bit id: keep the newer file.
-                    st.committed -= old.size;
-                    doomed.push(Loc::from_hash(old.hash));
-                }
-            }
-            while st.committed > capacity {
-                match inner.pick_victim(&mut st) {
-                    Some(v) => doomed.push(v),
-                    None => break,
-                }
-            }
-        }
+        let doomed = inner.index_found(found);
         if !doomed.is_empty() {
             let paths: Vec<PathBuf> = doomed.iter().map(|l| l.path(&inner.objects)).collect();
             blocking(move || {
@@ -212,6 +168,61 @@ impl FileStoreBuilder {
             "file store opened"
         );
         Ok(FileStore { inner })
+    }
+
+    /// The store's shared state, with an empty index sized for `entries`.
+    fn into_inner(self, objects: PathBuf, tmp: PathBuf, entries: usize) -> Inner {
+        let capacity = self.capacity;
+        Inner {
+            root: self.dir,
+            objects,
+            tmp,
+            capacity,
+            max_object_size: self.max_object_size.unwrap_or(capacity).min(capacity),
+            fsync: self.fsync,
+            commit_mode: self.commit_mode,
+            inline_reads: self.inline_reads,
+            stripes: (0..STRIPES)
+                .map(|_| Arc::new(AsyncMutex::new(())))
+                .collect(),
+            state: parking_lot::Mutex::new(State {
+                index: HashMap::with_capacity(entries),
+                policy: self.policy.build(capacity),
+                committed: 0,
+                reserved: 0,
+                open_order: VecDeque::new(),
+            }),
+            policy: self.policy,
+            evictions: AtomicU64::new(0),
+            policy_fallback_warned: AtomicBool::new(false),
+        }
+    }
+}
+
+impl Inner {
+    /// Indexes the entries found on disk at open, then picks victims until they fit the
+    /// capacity. Returns the files to delete: those victims, and the older of two files whose
+    /// keys share a 64-bit id. `found` is in order of modification, oldest first.
+    fn index_found(&self, found: Vec<scan::Found>) -> Vec<Loc> {
+        let mut doomed = Vec::new();
+        let mut st = self.state.lock();
+        for f in found {
+            let loc = Loc::from_hash(f.hash);
+            st.committed += f.size;
+            st.policy.insert(loc.id, f.size);
+            if let Some(old) = st.index.insert(loc.id, Indexed::new(f.hash, f.size)) {
+                // Two keys share a 64-bit id: keep the newer file (`found` is oldest first).
+                st.committed -= old.size;
+                doomed.push(Loc::from_hash(old.hash));
+            }
+        }
+        while st.committed > self.capacity {
+            match self.pick_victim(&mut st) {
+                Some(v) => doomed.push(v),
+                None => break,
+            }
+        }
+        doomed
     }
 }
 

@@ -21,6 +21,7 @@ use serde::Deserialize;
 
 use crate::access_log::{AccessLogSettings, Destination, Format};
 use crate::header_rules::{HeaderRules, RuleFile};
+use crate::tls::TlsError;
 
 /// A caching reverse proxy built on the daramjwee tower layer.
 ///
@@ -299,20 +300,57 @@ impl SiteFile {
     }
 }
 
-/// A configuration error: what was wrong, and where it was written.
-#[derive(Debug)]
-pub struct ConfigError(pub String);
+/// A configuration error: what was wrong, and where it was written. Errors that come from
+/// reading a file (the configuration, a PEM file) keep theirs as their source.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The configuration file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The configuration file is not TOML, or not the proxy's keys and types.
+    #[error("{}: {source}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the TOML reader said, with the line and column.
+        #[source]
+        source: toml::de::Error,
+    },
+    /// A value is missing, out of range or out of place: the message names the setting.
+    #[error("{0}")]
+    Invalid(String),
+    /// Something wrong in one site's settings.
+    #[error("site `{site}`: {source}")]
+    Site {
+        /// The site's name.
+        site: String,
+        /// What is wrong.
+        #[source]
+        source: Box<ConfigError>,
+    },
+    /// The listener's certificate or key, or a site's CA file, could not be loaded.
+    #[error("{0}")]
+    Tls(#[from] TlsError),
+}
 
-impl std::fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+impl ConfigError {
+    /// This error, said of site `site`.
+    pub fn in_site(self, site: &str) -> ConfigError {
+        ConfigError::Site {
+            site: site.to_string(),
+            source: Box::new(self),
+        }
     }
 }
 
-impl std::error::Error for ConfigError {}
-
 fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
-    Err(ConfigError(msg.into()))
+    Err(ConfigError::Invalid(msg.into()))
 }
 
 /// The validated configuration the proxy runs with.
@@ -537,7 +575,7 @@ fn listeners(
         .clone()
         .or(file.listen.clone())
         .unwrap_or_else(|| DEFAULT_LISTEN.into());
-    let listen = parse_addr(&listen).map_err(|e| ConfigError(format!("listen: {e}")))?;
+    let listen = parse_addr(&listen).map_err(|e| ConfigError::Invalid(format!("listen: {e}")))?;
     let admin = cli
         .admin
         .clone()
@@ -545,7 +583,7 @@ fn listeners(
         .unwrap_or_else(|| DEFAULT_ADMIN.into());
     let admin = match admin.as_str() {
         "off" | "none" | "" => None,
-        a => Some(parse_addr(a).map_err(|e| ConfigError(format!("admin: {e}")))?),
+        a => Some(parse_addr(a).map_err(|e| ConfigError::Invalid(format!("admin: {e}")))?),
     };
     if admin.is_some() && admin == Some(listen) && listen.port() != 0 {
         return err(format!(
@@ -609,7 +647,7 @@ fn sites(cli: &Cli, file: FileConfig) -> Result<Vec<SiteSettings>, ConfigError> 
             None => return err(format!("site #{}: `name` is required", i + 1)),
         };
         let site = validate_site(&name, sf, &sf.opts_over(&defaults), &data_dir)
-            .map_err(|e| ConfigError(format!("site `{name}`: {e}")))?;
+            .map_err(|e| e.in_site(&name))?;
         sites.push(site);
     }
     check_sites(&sites)?;
@@ -648,9 +686,14 @@ fn parse_access_log(
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
-    toml::from_str(&text).map_err(|e| ConfigError(format!("{}: {e}", path.display())))
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|source| ConfigError::Parse {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 fn validate_site(
@@ -684,7 +727,7 @@ fn validate_site(
     }
     let rules = |what: &str, r: &Option<Vec<RuleFile>>| {
         HeaderRules::parse(r.as_deref().unwrap_or_default())
-            .map_err(|e| ConfigError(format!("{what}: {e}")))
+            .map_err(|e| ConfigError::Invalid(format!("{what}: {e}")))
     };
     Ok(SiteSettings {
         name: name.to_string(),

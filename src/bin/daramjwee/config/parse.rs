@@ -78,7 +78,7 @@ pub(super) fn parse_send_buffer(v: Option<&str>) -> Result<Option<u64>, ConfigEr
         None => Ok(Some(DEFAULT_SEND_BUFFER)),
         Some("auto") => Ok(None),
         Some(s) => {
-            let n = parse_size(s).map_err(|e| ConfigError(format!("send_buffer: {e}")))?;
+            let n = parse_size(s).map_err(|e| ConfigError::Invalid(format!("send_buffer: {e}")))?;
             if !(4 << 10..=64 << 20).contains(&n) {
                 return err(format!(
                     "send_buffer: {} is not between 4KiB and 64MiB (or `auto`)",
@@ -171,7 +171,7 @@ pub(super) fn parse_policy(o: &SiteOpts) -> Result<PolicyMode, ConfigError> {
 /// `host[:port]`, lower-cased: what the upstream is told the public host is.
 pub(super) fn parse_public_host(s: &str) -> Result<HeaderValue, ConfigError> {
     let bad = || {
-        ConfigError(format!(
+        ConfigError::Invalid(format!(
             "public_host `{s}`: expected a host name, e.g. www.example.com"
         ))
     };
@@ -187,8 +187,9 @@ pub(super) fn parse_public_host(s: &str) -> Result<HeaderValue, ConfigError> {
 pub(super) fn targeted_fields(o: &SiteOpts) -> Result<Vec<HeaderName>, ConfigError> {
     let mut names = Vec::new();
     if let Some(own) = &o.targeted_field {
-        let name = HeaderName::from_bytes(own.trim().as_bytes())
-            .map_err(|_| ConfigError(format!("targeted_field: `{own}` is not a header name")))?;
+        let name = HeaderName::from_bytes(own.trim().as_bytes()).map_err(|_| {
+            ConfigError::Invalid(format!("targeted_field: `{own}` is not a header name"))
+        })?;
         if name == header::CACHE_CONTROL {
             return err("targeted_field: `cache-control` is not a targeted field");
         }
@@ -209,18 +210,18 @@ pub(super) fn parse_header_names(
         .iter()
         .map(|n| {
             HeaderName::from_bytes(n.as_bytes())
-                .map_err(|_| ConfigError(format!("{what}: `{n}` is not a header name")))
+                .map_err(|_| ConfigError::Invalid(format!("{what}: `{n}` is not a header name")))
         })
         .collect()
 }
 
 pub(super) fn opt_dur(what: &str, v: Option<&str>) -> Result<Option<Duration>, ConfigError> {
-    v.map(|s| parse_duration(s).map_err(|e| ConfigError(format!("{what}: {e}"))))
+    v.map(|s| parse_duration(s).map_err(|e| ConfigError::Invalid(format!("{what}: {e}"))))
         .transpose()
 }
 
 pub(super) fn opt_size(what: &str, v: Option<&str>) -> Result<Option<u64>, ConfigError> {
-    v.map(|s| parse_size(s).map_err(|e| ConfigError(format!("{what}: {e}"))))
+    v.map(|s| parse_size(s).map_err(|e| ConfigError::Invalid(format!("{what}: {e}"))))
         .transpose()
 }
 
@@ -273,7 +274,7 @@ pub(super) fn dur_or(
 ) -> Result<Duration, ConfigError> {
     match v {
         None => Ok(default),
-        Some(s) => parse_duration(s).map_err(|e| ConfigError(format!("{what}: {e}"))),
+        Some(s) => parse_duration(s).map_err(|e| ConfigError::Invalid(format!("{what}: {e}"))),
     }
 }
 
@@ -285,7 +286,7 @@ pub(super) fn parse_addr(s: &str) -> Result<SocketAddr, String> {
 pub(super) fn parse_upstream(s: &str) -> Result<UpstreamUrl, ConfigError> {
     let uri: Uri = s
         .parse()
-        .map_err(|e| ConfigError(format!("upstream `{s}`: {e}")))?;
+        .map_err(|e| ConfigError::Invalid(format!("upstream `{s}`: {e}")))?;
     let scheme = match uri.scheme_str() {
         Some("http") => Scheme::HTTP,
         Some("https") => Scheme::HTTPS,
@@ -311,7 +312,7 @@ pub(super) fn parse_upstream(s: &str) -> Result<UpstreamUrl, ConfigError> {
 
 /// `memory:SIZE` or `file:DIR:SIZE`; object-store URLs are recognised and refused clearly.
 pub(super) fn parse_tier(which: &str, spec: &str) -> Result<TierSpec, ConfigError> {
-    let bad = |why: String| ConfigError(format!("{which}: `{spec}`: {why}"));
+    let bad = |why: String| ConfigError::Invalid(format!("{which}: `{spec}`: {why}"));
     if spec.contains("://") {
         return parse_object_url(spec).map_err(bad);
     }

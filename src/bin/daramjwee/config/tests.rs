@@ -63,7 +63,10 @@ fn object_store_cold_tier_says_not_compiled_in() {
         "s3://bucket/prefix",
     ]))
     .unwrap_err();
-    assert!(e.0.contains("not compiled into this build"), "{e}");
+    assert!(
+        e.to_string().contains("not compiled into this build"),
+        "{e}"
+    );
 }
 
 #[cfg(feature = "object-store")]
@@ -78,24 +81,27 @@ fn object_store_url_is_a_cold_tier_and_never_a_hot_one() {
     .unwrap();
     assert_eq!(s.sites[0].cold, Some(TierSpec::Object("memory:///".into())));
     let e = Settings::load(&cli(&["--upstream", "http://h", "--hot", "memory:///"])).unwrap_err();
-    assert!(e.0.contains("only be the cold tier"), "{e}");
+    assert!(e.to_string().contains("only be the cold tier"), "{e}");
     let e =
         Settings::load(&cli(&["--upstream", "http://h", "--cold", "nosuch://b/p"])).unwrap_err();
-    assert!(e.0.contains("cold: `nosuch://b/p`"), "{e}");
+    assert!(e.to_string().contains("cold: `nosuch://b/p`"), "{e}");
 }
 
 #[test]
 fn missing_upstream_and_bad_values_are_named() {
     let e = Settings::load(&cli(&[])).unwrap_err();
-    assert!(e.0.contains("no upstream"), "{e}");
+    assert!(e.to_string().contains("no upstream"), "{e}");
     let e = Settings::load(&cli(&["--upstream", "http://h", "--eviction", "fifo"])).unwrap_err();
-    assert!(e.0.contains("eviction: `fifo`"), "{e}");
+    assert!(e.to_string().contains("eviction: `fifo`"), "{e}");
     let e = Settings::load(&cli(&["--upstream", "http://h", "--ca-file", "/ca.pem"])).unwrap_err();
-    assert!(e.0.contains("ca_file applies only to an https"), "{e}");
+    assert!(
+        e.to_string().contains("ca_file applies only to an https"),
+        "{e}"
+    );
     let s = Settings::load(&cli(&["--upstream", "https://h/b", "--ca-file", "/ca.pem"])).unwrap();
     assert_eq!(s.sites[0].upstream.to_string(), "https://h/b");
     let e = Settings::load(&cli(&["--upstream", "http://h", "--ttl", "5s"])).unwrap_err();
-    assert!(e.0.contains("origin-trusting"), "{e}");
+    assert!(e.to_string().contains("origin-trusting"), "{e}");
 }
 
 #[test]
@@ -170,10 +176,10 @@ fn forwarding_options_are_validated() {
     for bad in ["evil.example/x", "user@h", "", "a b"] {
         let e =
             Settings::load(&cli(&["--upstream", "http://h", "--public-host", bad])).unwrap_err();
-        assert!(e.0.contains("public_host"), "{bad}: {e}");
+        assert!(e.to_string().contains("public_host"), "{bad}: {e}");
     }
     let e = Settings::load(&cli(&["--upstream", "http://h", "--drop-header", "a b"])).unwrap_err();
-    assert!(e.0.contains("drop_headers: `a b`"), "{e}");
+    assert!(e.to_string().contains("drop_headers: `a b`"), "{e}");
     let file: FileConfig = toml::from_str(
         "[defaults]\nupstream = \"http://h\"\nforward_target_headers = true\n\
          [[site]]\nname = \"a\"\ndrop_headers = [\"x-a\"]\n",
@@ -210,7 +216,7 @@ fn access_log_is_off_unless_named_and_its_format_is_checked() {
         "json",
     ]))
     .unwrap_err();
-    assert!(e.0.contains("access_log is off"), "{e}");
+    assert!(e.to_string().contains("access_log is off"), "{e}");
     let e = Settings::load(&cli(&[
         "--upstream",
         "http://h",
@@ -220,7 +226,10 @@ fn access_log_is_off_unless_named_and_its_format_is_checked() {
         "clf",
     ]))
     .unwrap_err();
-    assert!(e.0.contains("`clf` is not one of combined, json"), "{e}");
+    assert!(
+        e.to_string().contains("`clf` is not one of combined, json"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -247,7 +256,7 @@ fn two_sites_on_one_directory_are_refused() {
     )
     .unwrap();
     let e = Settings::merge(&cli(&[]), file).unwrap_err();
-    assert!(e.0.contains("already used"), "{e}");
+    assert!(e.to_string().contains("already used"), "{e}");
 }
 
 #[test]
@@ -283,7 +292,7 @@ fn shared_workers_and_site_weights_resolve_with_defaults() {
 fn per_site_workers_and_out_of_range_weights_are_refused() {
     let load = |toml: &str| {
         let file: FileConfig = toml::from_str(toml).unwrap();
-        Settings::merge(&cli(&[]), file).unwrap_err().0
+        Settings::merge(&cli(&[]), file).unwrap_err().to_string()
     };
     let e = load("[[site]]\nname = \"a\"\nupstream = \"http://h\"\nworkers = 8\n");
     assert!(e.starts_with("site `a`: workers:"), "{e}");
@@ -299,7 +308,7 @@ fn per_site_workers_and_out_of_range_weights_are_refused() {
     let e = load("workers = 0\n[defaults]\nupstream = \"http://h\"\n");
     assert_eq!(e, "workers: 0 is not in 1..=1024");
     let e = Settings::load(&cli(&["--upstream", "http://h", "--workers", "2000"])).unwrap_err();
-    assert_eq!(e.0, "workers: 2000 is not in 1..=1024");
+    assert_eq!(e.to_string(), "workers: 2000 is not in 1..=1024");
 }
 
 #[test]
@@ -335,7 +344,7 @@ fn cold_fill_and_object_size_limits_are_read_and_checked() {
     ];
     for (args, said) in refused {
         let e = load(args).unwrap_err();
-        assert!(e.0.contains(said), "{args:?}: {e}");
+        assert!(e.to_string().contains(said), "{args:?}: {e}");
     }
 }
 
@@ -351,6 +360,40 @@ fn send_buffer_defaults_to_256_kib_and_takes_a_size_or_auto() {
     );
     for bad in ["1KiB", "1GiB", "lots"] {
         let e = load(&["--send-buffer", bad]).unwrap_err();
-        assert!(e.0.starts_with("send_buffer:"), "{bad}: {e}");
+        assert!(e.to_string().starts_with("send_buffer:"), "{bad}: {e}");
     }
+}
+
+/// A file that cannot be read or parsed, or a bad value in one site, keeps what caused it as
+/// the error's source, and says which file or site.
+#[test]
+fn errors_keep_their_cause_and_say_where() {
+    use std::error::Error as _;
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.toml");
+    let e = Settings::load(&cli(&["--config", missing.to_str().unwrap()])).unwrap_err();
+    let io = e.source().and_then(|s| s.downcast_ref::<std::io::Error>());
+    assert_eq!(
+        io.map(std::io::Error::kind),
+        Some(std::io::ErrorKind::NotFound),
+        "{e}"
+    );
+    assert!(e.to_string().starts_with("cannot read "), "{e}");
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "listen = [").unwrap();
+    let e = Settings::load(&cli(&["--config", bad.to_str().unwrap()])).unwrap_err();
+    assert!(matches!(e, ConfigError::Parse { .. }), "{e}");
+    assert!(e.source().is_some_and(|s| s.is::<toml::de::Error>()), "{e}");
+
+    let file: FileConfig =
+        toml::from_str("[[site]]\nname = \"a\"\nupstream = \"http://h\"\nweight = 0\n").unwrap();
+    let e = Settings::merge(&cli(&[]), file).unwrap_err();
+    assert!(
+        matches!(&e, ConfigError::Site { site, .. } if site == "a"),
+        "{e}"
+    );
+    assert_eq!(e.to_string(), "site `a`: weight: 0 is not in 1..=1000");
+    let cause = e.source().map(ToString::to_string);
+    assert_eq!(cause.as_deref(), Some("weight: 0 is not in 1..=1000"));
 }

@@ -28,7 +28,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tower::util::MapResponse;
 use tower::util::Oneshot;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
@@ -621,21 +621,7 @@ pub async fn serve(
     let graceful = GracefulShutdown::new();
     let builder = auto::Builder::new(TokioExecutor::new());
     tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors and similar: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
+    while let Some((stream, peer)) = accept(&listener, shutdown.as_mut()).await {
         let stack = ConnService::new(stack.clone(), peer, tls.is_some());
         let hsvc = hyper::service::service_fn(move |req: Request<Incoming>| {
             stack.call(req.map(|body| ReqBody::Client { body }))
@@ -671,6 +657,31 @@ pub async fn serve(
     match tokio::time::timeout(drain, graceful.shutdown()).await {
         Ok(()) => 0,
         Err(_) => open.max(1),
+    }
+}
+
+/// The next connection, with `TCP_NODELAY` set, or `None` once `shutdown` resolves (checked
+/// first). A failed accept (out of file descriptors and the like) is logged, and the next is
+/// tried after a pause instead of spinning.
+async fn accept(
+    listener: &TcpListener,
+    mut shutdown: Pin<&mut impl Future<Output = ()>>,
+) -> Option<(TcpStream, std::net::SocketAddr)> {
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut shutdown => return None,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    return Some((stream, peer));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
     }
 }
 
