@@ -148,8 +148,9 @@ impl Metadata {
 
 /// Header fields a response made from an entry may add to the stored ones (the HTTP layer's
 /// `Content-Length` or `Content-Range`, `Age` and `Cache-Status`, and one for a layer above).
-/// The stored headers are built with room for them, so a hit copies them with a plain clone:
-/// no field is hashed again and the copy's table does not grow.
+/// A response's headers are stored with room for them in their index, so a memory-tier hit
+/// copies them with a plain clone: no field is hashed again and the copy's index does not
+/// grow.
 pub(crate) const HEADER_ROOM: usize = 4;
 
 /// Seconds from the Unix epoch to 9999-12-31T23:59:59Z, the last instant an HTTP date can name.

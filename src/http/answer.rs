@@ -264,10 +264,11 @@ impl Answer<'_> {
 }
 
 /// A copy of the stored fields, in their order, with room for what the answer adds
-/// ([`HEADER_ROOM`]). Stored headers are made with that room (`policy::storable_headers`, the
-/// store codec), and a clone keeps it: no field is hashed again. Headers without it (from a
-/// store of the user's, or grown by a refresh) are rebuilt with it instead: a clone would
-/// grow its table, rehashing every field, on the first field added.
+/// ([`HEADER_ROOM`]). A response's headers are stored with that room in their index
+/// (`policy::storable_headers`), and a clone keeps it: no field is hashed again. Headers
+/// without it (read back from the file tier, from a store of the user's, or grown by a
+/// refresh) are rebuilt with it instead: a clone would grow its index, rehashing every field,
+/// on the first field added.
 fn with_room(stored: &HeaderMap) -> HeaderMap {
     if stored.capacity() >= stored.keys_len() + HEADER_ROOM || stored.keys_len() > 64 {
         // Past 64 fields (far beyond what origins send) a rebuild is not worth it.

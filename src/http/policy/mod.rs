@@ -122,7 +122,9 @@ pub(crate) fn storable_headers(headers: &HeaderMap) -> HeaderMap {
     strip_hop_by_hop(&mut h);
     h.remove(http::header::AGE);
     // Room for what an answer adds, so each hit copies these fields with a clone
-    // (`answer::with_room`).
+    // (`answer::with_room`). The room is kept in the index only: `reserve` also makes room
+    // for that many more fields (about 100 bytes each, for the entry's life), and a clone
+    // keeps the index's size but not that spare capacity.
     h.reserve(crate::entry::HEADER_ROOM);
-    h
+    h.clone()
 }

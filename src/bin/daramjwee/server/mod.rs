@@ -365,13 +365,16 @@ impl Router {
 /// The site a request goes to: among the sites whose host (if any) and prefix match, one with
 /// a host beats one without, then the longest prefix wins.
 fn pick_site<'a>(sites: &'a Sites, parts: &Parts) -> Option<&'a Arc<Site>> {
-    let host = request_host(parts);
+    // Read only when some site names a host: most configurations name none.
+    let host = std::cell::OnceCell::new();
     let path = parts.uri.path();
     sites
         .iter()
         .filter(|s| match &s.settings.host {
             // Configured hosts are lower-case (see `config`).
-            Some(h) => host.is_some_and(|r| r.eq_ignore_ascii_case(h)),
+            Some(h) => host
+                .get_or_init(|| request_host(parts))
+                .is_some_and(|r| r.eq_ignore_ascii_case(h)),
             None => true,
         })
         .filter(|s| prefix_matches(&s.settings.prefix, path))
@@ -384,8 +387,8 @@ fn pick_site<'a>(sites: &'a Sites, parts: &Parts) -> Option<&'a Arc<Site>> {
 fn request_host(parts: &Parts) -> Option<&str> {
     let raw = client_authority(parts)?;
     Some(match raw.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or(v6),
-        None => raw.split(':').next().unwrap_or(raw),
+        Some(v6) => v6.split_once(']').map_or(v6, |(ip, _)| ip),
+        None => raw.split_once(':').map_or(raw, |(host, _)| host),
     })
 }
 
