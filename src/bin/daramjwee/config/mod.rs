@@ -335,7 +335,7 @@ pub enum ConfigError {
         source: Box<ConfigError>,
     },
     /// The listener's certificate or key, or a site's CA file, could not be loaded.
-    #[error("{0}")]
+    #[error(transparent)]
     Tls(#[from] TlsError),
 }
 
