@@ -781,6 +781,46 @@ fn bad_configuration_exits_2_with_a_clear_message() {
     }
 }
 
+/// A listener that cannot be bound stops the start with the address and the system's reason,
+/// for the proxy's listener and the admin one alike; exit status 1 (2 is for configuration).
+#[test]
+fn a_listener_that_cannot_be_bound_is_named_with_its_cause() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let common = [
+        "--upstream",
+        "http://127.0.0.1:1",
+        "--hot",
+        "memory:16MiB",
+        "--cold",
+        "none",
+        "--data-dir",
+        data,
+    ];
+    for (flags, expect) in [
+        (
+            ["--listen", addr.as_str(), "--admin", "off"],
+            format!("cannot listen on {addr}: "),
+        ),
+        (
+            ["--listen", "127.0.0.1:0", "--admin", addr.as_str()],
+            format!("cannot listen on {addr} (admin): "),
+        ),
+    ] {
+        let mut args = common.to_vec();
+        args.extend_from_slice(&flags);
+        let (status, stderr) = run_to_exit(&args);
+        assert_eq!(status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains(&expect),
+            "expected `{expect}` in:\n{stderr}"
+        );
+        assert!(stderr.to_lowercase().contains("address already in use"), "{stderr}");
+    }
+}
+
 #[tokio::test]
 async fn admin_endpoints_are_not_reachable_on_the_public_listener() {
     let (oaddr, origin) = serve_origin("o").await;

@@ -84,21 +84,49 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli, settings: Settings) -> Result<(), String> {
+/// Why the proxy could not start serving. Each keeps the error that caused it as its source.
+#[derive(Debug, thiserror::Error)]
+enum StartError {
+    /// A site's tiers or service could not be opened.
+    #[error("site `{site}`: {source}")]
+    Site {
+        /// The site's name.
+        site: String,
+        /// Why.
+        #[source]
+        source: server::SiteError,
+    },
+    /// A listening socket could not be bound or read back.
+    #[error("cannot listen on {addr}{which}: {source}")]
+    Listen {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// `""` for the proxy, `" (admin)"` for the admin listener.
+        which: &'static str,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The listener's certificate, key or TLS settings.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// The access log could not be opened or its writer started.
+    #[error(transparent)]
+    AccessLog(#[from] access_log::AccessLogError),
+}
+
+async fn run(cli: Cli, settings: Settings) -> Result<(), StartError> {
     // Before any cache is built: the engine registers its metric handles at build time.
-    let prometheus = match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()
-    {
-        Ok(h) => Some(h),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot install the Prometheus recorder; /metrics shows stats only");
-            None
-        }
-    };
+    let prometheus = install_prometheus();
     // One background runtime for every site: each site's cache is a weighted group of it.
     let workers = daramjwee::WorkerRuntime::new(settings.workers);
     let router = Router::new(open_sites(&settings, &workers).await?);
-    let listener = bind_listener(settings.listen, settings.send_buffer)
-        .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
+    let listen_error = |source| StartError::Listen {
+        addr: settings.listen,
+        which: "",
+        source,
+    };
+    let listener = bind_listener(settings.listen, settings.send_buffer).map_err(listen_error)?;
     let draining = Arc::new(AtomicBool::new(false));
     let admin_task = start_admin(&settings, &router, &draining, prometheus).await?;
     let (tls, certs) = listener_tls(&settings)?.unzip();
@@ -108,7 +136,7 @@ async fn run(cli: Cli, settings: Settings) -> Result<(), String> {
         drain_flag.store(true, Ordering::Release);
     };
     let access_log = AccessLogSwitch::new(match &settings.access_log {
-        Some(a) => Some(access_log::start(a).map_err(|e| e.to_string())?),
+        Some(a) => Some(access_log::start(a)?),
         None => None,
     });
     let reloader = Reloader::new(
@@ -121,7 +149,7 @@ async fn run(cli: Cli, settings: Settings) -> Result<(), String> {
     );
     // Before the listener is announced: a SIGHUP sent as soon as it is must reload, not kill.
     let reload_task = reload_on_sighup(reloader);
-    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let local = listener.local_addr().map_err(listen_error)?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     println!("daramjwee listening on {scheme}://{local}");
     tracing::info!(%local, tls = tls.is_some(), "proxy listening (HTTP/1.1 and HTTP/2)");
@@ -139,15 +167,7 @@ async fn run(cli: Cli, settings: Settings) -> Result<(), String> {
     )
     .await;
     reload_task.abort();
-    // The connections are closed: every line is rendered. The writer would write the last
-    // ones up to a pause later; the process must not exit first.
-    let log = access_log.clone();
-    let flushed = tokio::task::spawn_blocking(move || log.flush(std::time::Duration::from_secs(5)));
-    if !flushed.await.unwrap_or(false) {
-        tracing::warn!(
-            "the access log did not finish writing within 5 s; its last lines may be lost"
-        );
-    }
+    flush_access_log(&access_log).await;
     report_shutdown(&settings, access_log.dropped(), still_open);
     close_sites(&router, settings.close_timeout).await;
     if let Some(t) = admin_task {
@@ -157,17 +177,42 @@ async fn run(cli: Cli, settings: Settings) -> Result<(), String> {
     Ok(())
 }
 
+/// The Prometheus recorder behind `/metrics`, or none (with a warning) if another recorder is
+/// installed already.
+fn install_prometheus() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
+    match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder() {
+        Ok(h) => Some(h),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot install the Prometheus recorder; /metrics shows stats only");
+            None
+        }
+    }
+}
+
+/// Waits (up to 5 s, on a blocking thread) for the access log's writer to write every line.
+/// Called once the connections are closed, so every line is rendered: the writer would write
+/// the last ones up to a pause later, and the process must not exit first.
+async fn flush_access_log(access_log: &AccessLogSwitch) {
+    let log = access_log.clone();
+    let flushed = tokio::task::spawn_blocking(move || log.flush(std::time::Duration::from_secs(5)));
+    if !flushed.await.unwrap_or(false) {
+        tracing::warn!(
+            "the access log did not finish writing within 5 s; its last lines may be lost"
+        );
+    }
+}
+
 /// The listener's TLS acceptor, built once, and the resolver whose certificate a reload swaps;
 /// none when the listener speaks plain HTTP.
 fn listener_tls(
     settings: &Settings,
-) -> Result<Option<(tokio_rustls::TlsAcceptor, Arc<tls::CertResolver>)>, String> {
+) -> Result<Option<(tokio_rustls::TlsAcceptor, Arc<tls::CertResolver>)>, tls::TlsError> {
     let Some((cert, key)) = &settings.tls else {
         return Ok(None);
     };
-    let key = tls::certified_key(cert, key).map_err(|e| e.to_string())?;
+    let key = tls::certified_key(cert, key)?;
     let resolver = Arc::new(tls::CertResolver::new(key));
-    let config = tls::server_config(resolver.clone()).map_err(|e| e.to_string())?;
+    let config = tls::server_config(resolver.clone())?;
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     Ok(Some((acceptor, resolver)))
 }
@@ -195,14 +240,17 @@ async fn start_admin(
     router: &Router,
     draining: &Arc<AtomicBool>,
     prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>,
-) -> Result<Option<tokio::task::JoinHandle<()>>, String> {
+) -> Result<Option<tokio::task::JoinHandle<()>>, StartError> {
     let Some(addr) = settings.admin else {
         return Ok(None);
     };
-    let l = TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("cannot listen on {addr} (admin): {e}"))?;
-    let local = l.local_addr().map_err(|e| e.to_string())?;
+    let listen_error = |source| StartError::Listen {
+        addr,
+        which: " (admin)",
+        source,
+    };
+    let l = TcpListener::bind(addr).await.map_err(listen_error)?;
+    let local = l.local_addr().map_err(listen_error)?;
     println!("daramjwee admin on http://{local}");
     let state = admin::AdminState {
         router: router.clone(),
@@ -234,12 +282,15 @@ fn report_shutdown(settings: &Settings, dropped: u64, still_open: usize) {
 async fn open_sites(
     settings: &Settings,
     workers: &daramjwee::WorkerRuntime,
-) -> Result<Vec<Arc<Site>>, String> {
+) -> Result<Vec<Arc<Site>>, StartError> {
     let mut sites = Vec::with_capacity(settings.sites.len());
     for s in &settings.sites {
         let site = Site::open(s.clone(), workers)
             .await
-            .map_err(|e| format!("site `{}`: {e}", s.name))?;
+            .map_err(|source| StartError::Site {
+                site: s.name.clone(),
+                source,
+            })?;
         tracing::info!(
             site = %s.name,
             upstream = %s.upstream,
