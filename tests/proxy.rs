@@ -817,7 +817,10 @@ fn a_listener_that_cannot_be_bound_is_named_with_its_cause() {
             stderr.contains(&expect),
             "expected `{expect}` in:\n{stderr}"
         );
-        assert!(stderr.to_lowercase().contains("address already in use"), "{stderr}");
+        assert!(
+            stderr.to_lowercase().contains("address already in use"),
+            "{stderr}"
+        );
     }
 }
 
