@@ -4,6 +4,18 @@
 
 use daramjwee::Cache;
 
+/// Why a purge failed: on this instance's tiers, or publishing it to the shared bucket.
+#[derive(Debug, thiserror::Error)]
+pub enum PurgeFailed {
+    /// Removing from this instance's tiers failed.
+    #[error(transparent)]
+    Local(#[from] daramjwee::Error),
+    /// The purge could not be written to the bucket's purge log.
+    #[cfg(feature = "object-store")]
+    #[error(transparent)]
+    Shared(#[from] daramjwee::store::PurgeError),
+}
+
 /// A site's purges.
 #[derive(Clone, Debug)]
 pub struct Purger {
@@ -46,30 +58,23 @@ impl Purger {
     }
 
     /// Purges one key.
-    pub async fn key(&self, key: &str) -> Result<(), String> {
+    pub async fn key(&self, key: &str) -> Result<(), PurgeFailed> {
         #[cfg(feature = "object-store")]
         if let Some(shared) = &self.shared {
-            return shared.purge_key(key).await.map_err(|e| e.to_string());
+            return Ok(shared.purge_key(key).await?);
         }
-        self.cache.delete(key).await.map_err(|e| e.to_string())
+        Ok(self.cache.delete(key).await?)
     }
 
     /// Purges every key under `prefix`; the count of removed entries when it is known (a
     /// shared purge is applied by each instance on its own).
-    pub async fn prefix(&self, prefix: &str) -> Result<Option<u64>, String> {
+    pub async fn prefix(&self, prefix: &str) -> Result<Option<u64>, PurgeFailed> {
         #[cfg(feature = "object-store")]
         if let Some(shared) = &self.shared {
-            return shared
-                .purge_prefix(prefix)
-                .await
-                .map(|()| None)
-                .map_err(|e| e.to_string());
+            shared.purge_prefix(prefix).await?;
+            return Ok(None);
         }
-        self.cache
-            .purge_prefix(prefix)
-            .await
-            .map(Some)
-            .map_err(|e| e.to_string())
+        Ok(Some(self.cache.purge_prefix(prefix).await?))
     }
 
     /// Stops following the shared log (a site being dropped or closed).
