@@ -30,6 +30,8 @@ struct Origin {
     conditional: AtomicUsize,
     slow_started: AtomicUsize,
     hang_started: AtomicUsize,
+    /// The `X-Forwarded-For` of each request to `/swr`, in order.
+    swr_forwarded_for: std::sync::Mutex<Vec<String>>,
 }
 
 type Shared = Arc<Origin>;
@@ -43,6 +45,7 @@ fn origin_app(origin: Shared, tag: &'static str) -> Router {
         .route("/etag", routing::get(etag_route))
         .route("/slow", routing::get(slow_route))
         .route("/headers", routing::get(headers_route))
+        .route("/swr", routing::get(swr_route))
         .route("/upload", routing::post(upload_route))
         .route("/hang", routing::get(hang_route))
         .route(
@@ -79,6 +82,26 @@ async fn etag_route(State(o): State<Shared>, headers: HeaderMap) -> Response {
         vec![b'e'; 50_000],
     )
         .into_response()
+}
+
+/// Stale at once but servable while it is revalidated in the background; notes the
+/// `X-Forwarded-For` of every request, and answers a matching `If-None-Match` with a 304.
+async fn swr_route(State(o): State<Shared>, headers: HeaderMap) -> Response {
+    o.calls.fetch_add(1, Ordering::SeqCst);
+    let xff = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+    o.swr_forwarded_for
+        .lock()
+        .unwrap()
+        .push(xff.unwrap_or("-").to_string());
+    let fields = [
+        ("cache-control", "max-age=0, stale-while-revalidate=60"),
+        ("etag", "\"w1\""),
+    ];
+    if headers.get("if-none-match").is_some_and(|v| v == "\"w1\"") {
+        o.conditional.fetch_add(1, Ordering::SeqCst);
+        return (StatusCode::NOT_MODIFIED, fields).into_response();
+    }
+    (fields, "swr body").into_response()
 }
 
 /// A body that arrives in chunks over about a second, so it is still in flight when the test
@@ -231,6 +254,34 @@ async fn stale_entry_is_revalidated_with_its_etag() {
         "{}",
         second.cache_status()
     );
+}
+
+/// The client's connection reaches every request the cache makes for it, a background
+/// revalidation included (it travels with the upstream service the cache clones, not in the
+/// request's extensions).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_background_revalidation_forwards_the_clients_address() {
+    let (oaddr, origin) = serve_origin("o").await;
+    let proxy = Proxy::start(&["--upstream", &upstream(oaddr)]);
+    let c = client();
+    let first = get(&c, proxy.addr, "/swr").await;
+    let second = get(&c, proxy.addr, "/swr").await;
+    assert_eq!(second.body, first.body);
+    assert_eq!(second.body, "swr body");
+    assert!(
+        second.cache_status().contains("; hit"),
+        "served stale while revalidating: {}",
+        second.cache_status()
+    );
+    for _ in 0..100 {
+        if origin.conditional.load(Ordering::SeqCst) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(origin.conditional.load(Ordering::SeqCst), 1, "revalidated");
+    let seen = origin.swr_forwarded_for.lock().unwrap().clone();
+    assert_eq!(seen, ["127.0.0.1", "127.0.0.1"], "fill, then revalidation");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

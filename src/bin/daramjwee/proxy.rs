@@ -164,8 +164,9 @@ impl<B: Body<Data = Bytes>> Body for Coalesce<B> {
     }
 }
 
-/// What the listener knows of a request's client, put into its extensions (one extension: each
-/// costs the request an allocation).
+/// What the listener knows of a request's client. It travels in the request's body
+/// ([`ReqBody`](crate::server::ReqBody)), not its extensions (the first of which costs three
+/// allocations), and the router binds it to the site's [`Upstream`] for the request's call.
 #[derive(Clone, Debug)]
 pub struct ClientConn {
     /// The client's address, for `X-Forwarded-For` and the access log.
@@ -237,9 +238,15 @@ impl Route {
 
 /// The origin service of one site: forwards requests to its upstream through a pooled client.
 /// Cloned for every request the cache passes on, so its state sits behind one `Arc`.
+///
+/// A clone serves one client's request: [`Upstream::set_client_conn`] binds the client's
+/// connection before the cache layer is called, and every clone the layer makes for that
+/// request (its fill, a fallback, a background revalidation) sends that client's
+/// `X-Forwarded-*` fields and notes its upstream time.
 #[derive(Clone)]
 pub struct Upstream {
     inner: Arc<UpstreamInner>,
+    conn: Option<ClientConn>,
 }
 
 struct UpstreamInner {
@@ -299,7 +306,13 @@ impl Upstream {
                 site: site.name.as_str().into(),
                 timeout: site.upstream_timeout,
             }),
+            conn: None,
         })
+    }
+
+    /// Binds the connection of the client this service (and the clones made from it) serves.
+    pub fn set_client_conn(&mut self, conn: Option<ClientConn>) {
+        self.conn = conn;
     }
 }
 
@@ -319,13 +332,11 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let up = &self.inner;
-        let timer = req
-            .extensions()
-            .get::<ClientConn>()
-            .map(|c| c.upstream.clone());
-        let mut req = rewrite(&up.route, &up.forwarding, req);
+        let conn = self.conn.as_ref();
+        let timer = conn.map(|c| c.upstream.clone());
+        let mut req = rewrite(&up.route, &up.forwarding, conn, req);
         if !up.rules.is_empty() {
-            apply_rules(&up.rules, &up.site, &mut req);
+            apply_rules(&up.rules, &up.site, conn, &mut req);
         }
         let started = Instant::now();
         let fut = up.client.request(req);
@@ -377,8 +388,13 @@ where
 }
 
 /// Rewrites a client request, already sanitized by [`Forwarding::sanitize`], into the
-/// upstream request.
-fn rewrite<B>(route: &Route, forwarding: &Forwarding, req: Request<B>) -> Request<UpstreamReqBody>
+/// upstream request; `conn` is the client's connection, if known.
+fn rewrite<B>(
+    route: &Route,
+    forwarding: &Forwarding,
+    conn: Option<&ClientConn>,
+    req: Request<B>,
+) -> Request<UpstreamReqBody>
 where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
@@ -395,7 +411,6 @@ where
     // Requests the layer makes itself (fills, revalidations) carry a copy of a sanitized
     // head; stripping again is cheap and keeps this function safe on its own.
     strip_hop_by_hop(&mut parts.headers);
-    let conn = parts.extensions.get::<ClientConn>();
     let client = conn.map(|c| c.addr);
     let tls = conn.is_some_and(|c| c.tls);
     forwarding.set_upstream_headers(
@@ -409,10 +424,15 @@ where
 }
 
 /// The site's request rules, on the request about to be sent upstream.
-fn apply_rules<B>(rules: &HeaderRules, site: &str, req: &mut Request<B>) {
+fn apply_rules<B>(
+    rules: &HeaderRules,
+    site: &str,
+    conn: Option<&ClientConn>,
+    req: &mut Request<B>,
+) {
     let request_id = req.headers().get(X_REQUEST_ID).cloned();
     let cx = RuleContext {
-        client: req.extensions().get::<ClientConn>().map(|c| c.addr),
+        client: conn.map(|c| c.addr),
         request_id: request_id.as_ref(),
         site,
     };
@@ -469,14 +489,13 @@ mod tests {
     #[test]
     fn request_is_rewritten_for_the_upstream() {
         let (r, f) = site(&["--upstream", "http://10.0.0.1:3000/base/"]);
-        let mut req = Request::get("/a/b?c=1")
+        let req = Request::get("/a/b?c=1")
             .header(header::HOST, "front.example")
             .header(header::CONNECTION, "keep-alive")
             .body(Full::new(Bytes::new()))
             .unwrap();
-        req.extensions_mut()
-            .insert(ClientConn::new("127.0.0.2:5000".parse().unwrap()));
-        let out = rewrite(&r, &f, req);
+        let conn = ClientConn::new("127.0.0.2:5000".parse().unwrap());
+        let out = rewrite(&r, &f, Some(&conn), req);
         assert_eq!(out.uri(), "http://10.0.0.1:3000/base/a/b?c=1");
         assert_eq!(out.headers()[header::HOST], "10.0.0.1:3000");
         assert_eq!(out.headers()["x-forwarded-for"], "127.0.0.2");

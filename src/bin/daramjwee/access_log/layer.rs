@@ -18,8 +18,7 @@ use tower::{Layer, Service};
 
 use super::writer::Sink;
 use super::{Record, Text, UpstreamTimer};
-use crate::proxy::ClientConn;
-use crate::server::{Swap, X_REQUEST_ID};
+use crate::server::{ReqBody, Swap, X_REQUEST_ID};
 
 /// The access log currently in use, or none: a reload swaps it for new requests while
 /// in-flight ones finish logging to the one they started with.
@@ -101,9 +100,9 @@ struct Pending {
     timer: Option<UpstreamTimer>,
 }
 
-impl<S, B, ResB> Service<Request<B>> for AccessLog<S>
+impl<S, ResB> Service<Request<ReqBody>> for AccessLog<S>
 where
-    S: Service<Request<B>, Response = Response<ResB>>,
+    S: Service<Request<ReqBody>, Response = Response<ResB>>,
 {
     type Response = Response<LoggedBody<ResB>>;
     type Error = S::Error;
@@ -113,7 +112,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let pending = self.switch.0.with(
             |log| log.clone().map(|sink| Arc::new(LogHandle(sink))),
             |handle| handle.clone().map(|handle| Pending::new(handle, &req)),
@@ -127,8 +126,8 @@ where
 
 impl Pending {
     /// What the request says, noted before it is handed on.
-    fn new<B>(sink: Arc<LogHandle>, req: &Request<B>) -> Box<Pending> {
-        let conn = req.extensions().get::<ClientConn>();
+    fn new(sink: Arc<LogHandle>, req: &Request<ReqBody>) -> Box<Pending> {
+        let conn = req.body().client_conn();
         // One pass over the headers instead of three lookups; the first value of each wins,
         // as `HeaderMap::get` would have it.
         let (mut request_id, mut referer, mut user_agent) = (None, None, None);
