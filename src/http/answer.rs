@@ -19,6 +19,14 @@ use super::CACHE_STATUS;
 use crate::cache::{Cache, Lookup, Outcome, Storing, Verdict};
 use crate::entry::{EntryBody, Metadata, StoredEntry, HEADER_ROOM};
 
+/// The request fields that can make a stored answer a 304 or a 206 (`If-Range` matters only
+/// with a `Range`).
+const CONDITIONAL_FIELDS: [header::HeaderName; 3] = [
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::RANGE,
+];
+
 /// What turns a lookup into a response: the parts of a request's context the answer needs,
 /// borrowed, so the fresh-hit path builds nothing it does not send.
 pub(crate) struct Answer<'a> {
@@ -160,9 +168,16 @@ impl Answer<'_> {
         // client needs none or part of it, or the fill is abandoned.
         let filling = matches!(outcome, Outcome::Miss | Outcome::Coalesced);
         let from_store = !matches!(outcome, Outcome::Pass);
-        let needs_none = from_store && policy::client_not_modified(&parts.headers, &meta);
+        // Most requests carry none of the fields a conditional or ranged answer reads: one
+        // pass over their (few) names says so, rather than a hashed lookup per field.
+        let conditional = from_store
+            && parts
+                .headers
+                .keys()
+                .any(|name| CONDITIONAL_FIELDS.contains(name));
+        let needs_none = conditional && policy::client_not_modified(&parts.headers, &meta);
         let len = meta.content_length.or_else(|| body.remaining_len());
-        let ranged = if self.head || !from_store || needs_none {
+        let ranged = if self.head || !conditional || needs_none {
             RangeAnswer::Full
         } else {
             range::evaluate(&parts.headers, &meta, len)

@@ -126,13 +126,11 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let id = match req.headers().get(X_REQUEST_ID) {
-            Some(id) => id.clone(),
-            None => {
-                let id = self.ids.make();
-                req.headers_mut().insert(X_REQUEST_ID, id.clone());
-                id
-            }
+        // One lookup through `entry`, not a `get` then an `insert`: the name is hashed byte by
+        // byte, as every name outside the standard set is.
+        let id = match req.headers_mut().entry(X_REQUEST_ID) {
+            http::header::Entry::Occupied(slot) => slot.get().clone(),
+            http::header::Entry::Vacant(slot) => slot.insert(self.ids.make()).clone(),
         };
         RequestIdFuture {
             inner: self.inner.call(req),
@@ -159,9 +157,8 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut res = std::task::ready!(this.inner.poll(cx))?;
-        // A response that names its own id (an origin's, stored with it) keeps it. One
-        // lookup through `entry`, not a `contains_key` then an `insert`: the name is hashed
-        // byte by byte, as every name outside the standard set is.
+        // A response that names its own id (an origin's, stored with it) keeps it (one lookup,
+        // as in `call`).
         if let (http::header::Entry::Vacant(slot), Some(id)) =
             (res.headers_mut().entry(X_REQUEST_ID), this.id.take())
         {
