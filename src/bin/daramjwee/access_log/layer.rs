@@ -1,6 +1,7 @@
-//! The tower layer that records each exchange: its future notes the response head, its body
-//! counts the bytes sent and renders the line for the writer when the body is dropped (that
-//! is, when the response is over, finished or not).
+//! The tower layer that records each exchange: the request's fields are rendered into a
+//! draft of the line when it arrives, its future adds the response head's, its body counts
+//! the bytes sent and finishes the line for the writer when the body is dropped (that is,
+//! when the response is over, finished or not).
 
 use std::cell::Cell;
 use std::future::Future;
@@ -11,13 +12,14 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Buf;
 use daramjwee::http::CACHE_STATUS;
-use http::{header, Request, Response};
+use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
+use super::format::{Draft, End, RequestFields};
 use super::writer::Sink;
-use super::{Record, Text, UpstreamTimer};
+use super::UpstreamTimer;
 use crate::proxy::ClientConn;
 use crate::server::{Swap, X_REQUEST_ID};
 
@@ -91,14 +93,18 @@ pub struct AccessLog<S> {
 #[derive(Debug)]
 struct LogHandle(Arc<Sink>);
 
-/// What is known of an exchange before its response: everything but the outcome.
+/// What is known of an exchange before it is over: the line's draft and the counts.
 #[derive(Debug)]
 struct Pending {
     sink: Arc<LogHandle>,
     started: Instant,
-    record: Record,
     /// The request's timer, if the listener gave it one ([`ClientConn`]).
     timer: Option<UpstreamTimer>,
+    status: StatusCode,
+    /// Body bytes sent so far.
+    bytes: u64,
+    /// The request's fields and the response's `Cache-Status`, rendered.
+    draft: Draft,
 }
 
 impl<S, B, ResB> Service<Request<B>> for AccessLog<S>
@@ -126,7 +132,7 @@ where
 }
 
 impl Pending {
-    /// What the request says, noted before it is handed on.
+    /// What the request says, rendered before it is handed on.
     fn new<B>(sink: Arc<LogHandle>, req: &Request<B>) -> Box<Pending> {
         let conn = req.extensions().get::<ClientConn>();
         // One pass over the headers instead of three lookups; the first value of each wins,
@@ -143,34 +149,30 @@ impl Pending {
                 continue;
             };
             if slot.is_none() {
-                *slot = Some(Text::new(value.as_bytes()));
+                *slot = Some(value.as_bytes());
             }
         }
-        let record = Record {
-            // Set when the record is finished, from `started` (one clock read fewer).
-            start: SystemTime::UNIX_EPOCH,
+        let fields = RequestFields {
             client: conn.map(|c| c.addr),
-            method: req.method().clone(),
-            target: req
-                .uri()
-                .path_and_query()
-                .map(|t| Text::new(t.as_str().as_bytes())),
+            method: req.method(),
+            target: req.uri().path_and_query().map(|t| t.as_str().as_bytes()),
             version: req.version(),
-            status: http::StatusCode::OK,
-            bytes: 0,
-            duration: Default::default(),
-            upstream: None,
-            cache_status: None,
             request_id,
             referer,
             user_agent,
         };
-        Box::new(Pending {
+        let format = sink.0.format();
+        let mut pending = Box::new(Pending {
             sink,
             started: Instant::now(),
-            record,
             timer: conn.map(|c| c.upstream.clone()),
-        })
+            status: StatusCode::OK,
+            bytes: 0,
+            draft: Draft::new(),
+        });
+        // Rendered in the box, not moved into it.
+        pending.draft.request(format, &fields);
+        pending
     }
 }
 
@@ -179,7 +181,7 @@ pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         inner: F,
-        // Boxed: the record is about 0.5 KiB, and the response (its body included) is moved
+        // Boxed: the draft is about 0.5 KiB, and the response (its body included) is moved
         // several times on its way out; a box costs less than those copies.
         pending: Option<Box<Pending>>,
     }
@@ -196,8 +198,10 @@ where
         let res = std::task::ready!(this.inner.poll(cx))?;
         let mut pending = this.pending.take();
         if let Some(p) = pending.as_mut() {
-            p.record.status = res.status();
-            p.record.cache_status = Text::of(res.headers().get(CACHE_STATUS));
+            p.status = res.status();
+            let format = p.sink.0.format();
+            let cache_status = res.headers().get(CACHE_STATUS).map(HeaderValue::as_bytes);
+            p.draft.cache_status(format, cache_status);
         }
         Poll::Ready(Ok(res.map(|inner| LoggedBody { inner, pending })))
     }
@@ -208,7 +212,7 @@ pin_project! {
     pub struct LoggedBody<B> {
         #[pin]
         inner: B,
-        // Boxed: the record is about 0.5 KiB, and the response (its body included) is moved
+        // Boxed: the draft is about 0.5 KiB, and the response (its body included) is moved
         // several times on its way out; a box costs less than those copies.
         pending: Option<Box<Pending>>,
     }
@@ -223,13 +227,18 @@ pin_project! {
 }
 
 impl Pending {
-    /// Completes the record and hands it to the writer.
-    fn finish(mut self) {
+    /// Completes the line and hands it to the writer. By reference: moving the draft out of
+    /// its box would copy it.
+    fn finish(&self) {
         let now = Instant::now();
-        self.record.duration = now.saturating_duration_since(self.started);
-        self.record.start = wall_clock(self.started, now);
-        self.record.upstream = self.timer.as_ref().and_then(UpstreamTimer::get);
-        self.sink.0.offer(&self.record);
+        let end = End {
+            start: wall_clock(self.started, now),
+            status: self.status,
+            bytes: self.bytes,
+            duration: now.saturating_duration_since(self.started),
+            upstream: self.timer.as_ref().and_then(UpstreamTimer::get),
+        };
+        self.sink.0.log(&self.draft, &end);
     }
 }
 
@@ -270,7 +279,7 @@ impl<B: Body> Body for LoggedBody<B> {
         let frame = std::task::ready!(this.inner.poll_frame(cx));
         if let (Some(Ok(f)), Some(p)) = (&frame, this.pending.as_mut()) {
             if let Some(data) = f.data_ref() {
-                p.record.bytes += data.remaining() as u64;
+                p.bytes += data.remaining() as u64;
             }
         }
         Poll::Ready(frame)
