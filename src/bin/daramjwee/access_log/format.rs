@@ -107,6 +107,11 @@ impl Draft {
         }
     }
 
+    /// Empties the draft (and frees what it held on the heap).
+    pub fn clear(&mut self) {
+        self.buf.truncate(0);
+    }
+
     /// Renders the response's `Cache-Status` (piece E), replacing any earlier one.
     pub fn cache_status(&mut self, format: Format, value: Option<&[u8]>) {
         self.buf.truncate(self.cuts[3]);
