@@ -321,18 +321,34 @@ fn client<O: Out + Write>(out: &mut O, client: Option<SocketAddr>) {
 }
 
 /// `d` in seconds with six decimals (`0.001500`), from integers: the line is written once per
-/// request, and float formatting was the writer's largest cost. The fraction's six digits,
-/// leading zeros included, are written directly rather than through `itoa` and a padding copy.
+/// request, and float formatting was the writer's largest cost. The last digit of the seconds
+/// and the fraction go out as one 8-byte copy, the fraction's digits two at a time from a
+/// table (a request takes well under ten seconds: no `itoa` call then).
 fn seconds(out: &mut Vec<u8>, d: Duration) {
-    decimal(out, d.as_secs());
-    let mut frac = [b'.', 0, 0, 0, 0, 0, 0];
-    let mut micros = d.subsec_micros();
-    for digit in frac[1..].iter_mut().rev() {
-        // `micros % 10` fits in a u8.
-        *digit = b'0' + (micros % 10) as u8;
-        micros /= 10;
+    const PAIRS: [u8; 200] = {
+        let mut t = [0; 200];
+        let mut i = 0;
+        while i < 100 {
+            t[2 * i] = b'0' + (i / 10) as u8;
+            t[2 * i + 1] = b'0' + (i % 10) as u8;
+            i += 1;
+        }
+        t
+    };
+    // Below 100, so `2 * n + 1` is in the table.
+    let pair = |n: u32| {
+        let i = (n % 100) as usize * 2;
+        (PAIRS[i], PAIRS[i + 1])
+    };
+    let secs = d.as_secs();
+    if secs >= 10 {
+        decimal(out, secs / 10);
     }
-    out.extend_from_slice(&frac);
+    let micros = d.subsec_micros();
+    let (a, b, c) = (pair(micros / 10_000), pair(micros / 100), pair(micros));
+    // `secs % 10` fits in a u8.
+    let last = b'0' + (secs % 10) as u8;
+    out.extend_from_slice(&[last, b'.', a.0, a.1, b.0, b.1, c.0, c.1]);
 }
 
 /// `n` in decimal, without `itoa`'s general loop (an address has four of these).
