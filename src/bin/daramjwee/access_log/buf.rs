@@ -26,10 +26,11 @@ impl Out for Vec<u8> {
 /// pieces live in the boxed record of the request, so a typical line costs no allocation of
 /// its own, and a long one (a browser's user agent and referer) still fits whole.
 pub struct Buf {
-    /// Bytes used of `inline`, while `heap` is empty.
+    /// Bytes used of `inline`, or [`Buf::SPILLED`] once they are on the heap: one number
+    /// to check before an append, not two (the inline room and whether the bytes spilled).
     len: usize,
     inline: [u8; Buf::INLINE],
-    /// Every byte, once they no longer fit inline (never empty then).
+    /// Every byte, once they no longer fit inline.
     heap: Vec<u8>,
 }
 
@@ -37,6 +38,10 @@ impl Buf {
     /// The most bytes kept without an allocation. The record that holds this is about
     /// 0.5 KiB in all, as the copied request values it replaces were.
     pub const INLINE: usize = 384;
+
+    /// `len` when the bytes are on the heap: past the inline room, so that no append finds
+    /// room there.
+    const SPILLED: usize = Buf::INLINE + 1;
 
     /// An empty buffer.
     pub fn new() -> Buf {
@@ -49,10 +54,9 @@ impl Buf {
 
     /// The bytes.
     pub fn as_bytes(&self) -> &[u8] {
-        if self.heap.is_empty() {
-            &self.inline[..self.len]
-        } else {
-            &self.heap
+        match self.inline.get(..self.len) {
+            Some(bytes) => bytes,
+            None => &self.heap,
         }
     }
 
@@ -63,26 +67,27 @@ impl Buf {
 
     /// Keeps the first `n` bytes.
     pub fn truncate(&mut self, n: usize) {
-        if self.heap.is_empty() {
+        if self.len != Buf::SPILLED {
             self.len = self.len.min(n);
-        } else {
-            // A non-empty `heap` is what marks the bytes as spilled: what fits goes back inline.
-            self.heap.truncate(n);
-            if self.heap.len() <= Buf::INLINE {
-                let kept = std::mem::take(&mut self.heap);
-                self.inline[..kept.len()].copy_from_slice(&kept);
-                self.len = kept.len();
-            }
+            return;
+        }
+        self.heap.truncate(n);
+        // What fits goes back inline (and the heap's allocation is freed).
+        if let Some(room) = self.inline.get_mut(..self.heap.len()) {
+            room.copy_from_slice(&self.heap);
+            self.len = self.heap.len();
+            self.heap = Vec::new();
         }
     }
 
     /// Moves the bytes to the heap and appends `bytes` there.
     #[cold]
     fn spill(&mut self, bytes: &[u8]) {
-        if self.heap.is_empty() {
+        if self.len != Buf::SPILLED {
             let mut heap = Vec::with_capacity((self.len + bytes.len()) * 2);
             heap.extend_from_slice(&self.inline[..self.len]);
             self.heap = heap;
+            self.len = Buf::SPILLED;
         }
         self.heap.extend_from_slice(bytes);
     }
@@ -92,21 +97,21 @@ impl Out for Buf {
     fn put(&mut self, bytes: &[u8]) {
         let end = self.len + bytes.len();
         match self.inline.get_mut(self.len..end) {
-            Some(room) if self.heap.is_empty() => {
+            Some(room) => {
                 room.copy_from_slice(bytes);
                 self.len = end;
             }
-            _ => self.spill(bytes),
+            None => self.spill(bytes),
         }
     }
 
     fn put_byte(&mut self, b: u8) {
         match self.inline.get_mut(self.len) {
-            Some(slot) if self.heap.is_empty() => {
+            Some(slot) => {
                 *slot = b;
                 self.len += 1;
             }
-            _ => self.spill(&[b]),
+            None => self.spill(&[b]),
         }
     }
 }

@@ -431,7 +431,9 @@ fn needs_escape(b: u8) -> bool {
 }
 
 /// Whether no byte [`needs_escape`], eight bytes at a time: the values are short (a target, a
-/// request id), and a byte-by-byte loop was the largest cost of a line.
+/// request id), and a byte-by-byte loop was the largest cost of a line. Inlined into
+/// [`escaped`], its only caller, which otherwise does little but call it.
+#[inline]
 fn all_plain(bytes: &[u8]) -> bool {
     let word = |w: &[u8]| {
         let mut v = [0; 8];
