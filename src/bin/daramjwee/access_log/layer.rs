@@ -1,6 +1,7 @@
-//! The tower layer that records each exchange: its future notes the response head, its body
-//! counts the bytes sent and renders the line for the writer when the body is dropped (that
-//! is, when the response is over, finished or not).
+//! The tower layer that records each exchange: the request's fields are rendered into a
+//! draft of the line when it arrives, its future adds the response head's, its body counts
+//! the bytes sent and finishes the line for the writer when the body is dropped (that is,
+//! when the response is over, finished or not).
 
 use std::cell::Cell;
 use std::future::Future;
@@ -11,13 +12,15 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Buf;
 use daramjwee::http::CACHE_STATUS;
-use http::{header, Request, Response};
+use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
+use super::format::{Draft, End, RequestFields};
 use super::writer::Sink;
-use super::{Record, Text, UpstreamTimer};
+use super::{Format, UpstreamTimer};
+use crate::proxy::ClientConn;
 use crate::server::{ReqBody, Swap, X_REQUEST_ID};
 
 /// The access log currently in use, or none: a reload swaps it for new requests while
@@ -90,14 +93,21 @@ pub struct AccessLog<S> {
 #[derive(Debug)]
 struct LogHandle(Arc<Sink>);
 
-/// What is known of an exchange before its response: everything but the outcome.
+/// What is known of an exchange before it is over: the line's draft and the counts.
 #[derive(Debug)]
 struct Pending {
-    sink: Arc<LogHandle>,
+    /// None only while the box waits for reuse ([`Pending::recycle`]).
+    sink: Option<Arc<LogHandle>>,
+    /// The sink's format, which the draft is rendered in.
+    format: Format,
     started: Instant,
-    record: Record,
     /// The request's timer, if the listener gave it one ([`ClientConn`]).
     timer: Option<UpstreamTimer>,
+    status: StatusCode,
+    /// Body bytes sent so far.
+    bytes: u64,
+    /// The request's fields and the response's `Cache-Status`, rendered.
+    draft: Draft,
 }
 
 impl<S, ResB> Service<Request<ReqBody>> for AccessLog<S>
@@ -125,51 +135,83 @@ where
 }
 
 impl Pending {
-    /// What the request says, noted before it is handed on.
+    /// What the request says, rendered before it is handed on.
     fn new(sink: Arc<LogHandle>, req: &Request<ReqBody>) -> Box<Pending> {
         let conn = req.body().client_conn();
-        // One pass over the headers instead of three lookups; the first value of each wins,
-        // as `HeaderMap::get` would have it.
-        let (mut request_id, mut referer, mut user_agent) = (None, None, None);
-        for (name, value) in req.headers() {
-            let slot = if name == header::USER_AGENT {
-                &mut user_agent
-            } else if name == header::REFERER {
-                &mut referer
-            } else if name == X_REQUEST_ID {
-                &mut request_id
-            } else {
-                continue;
-            };
-            if slot.is_none() {
-                *slot = Some(Text::new(value.as_bytes()));
+        let format = sink.0.format();
+        let (sink, timer) = (Some(sink), conn.map(|c| c.upstream.clone()));
+        let (started, status) = (Instant::now(), StatusCode::OK);
+        let mut pending = match Pending::reused() {
+            Some(mut p) => {
+                (p.sink, p.format, p.started, p.timer) = (sink, format, started, timer);
+                (p.status, p.bytes) = (status, 0);
+                p
             }
-        }
-        let record = Record {
-            // Set when the record is finished, from `started` (one clock read fewer).
-            start: SystemTime::UNIX_EPOCH,
-            client: conn.map(|c| c.addr),
-            method: req.method().clone(),
-            target: req
-                .uri()
-                .path_and_query()
-                .map(|t| Text::new(t.as_str().as_bytes())),
-            version: req.version(),
-            status: http::StatusCode::OK,
-            bytes: 0,
-            duration: Default::default(),
-            upstream: None,
-            cache_status: None,
-            request_id,
-            referer,
-            user_agent,
+            None => Box::new(Pending {
+                sink,
+                format,
+                started,
+                timer,
+                status,
+                bytes: 0,
+                draft: Draft::new(),
+            }),
         };
-        Box::new(Pending {
-            sink,
-            started: Instant::now(),
-            record,
-            timer: conn.map(|c| c.upstream.clone()),
-        })
+        // Rendered in the box, not moved into it.
+        pending.draft.request(format, &request_fields(req, conn));
+        pending
+    }
+
+    /// This thread's spare box, if it has one: the last one a finished line left.
+    fn reused() -> Option<Box<Pending>> {
+        SPARE.try_with(Cell::take).ok().flatten()
+    }
+
+    /// Keeps this (finished) box as this thread's spare, for the next request's record: a
+    /// freed and allocated box cost more than the rest of its line's bookkeeping (malloc's
+    /// slow path for half a kilobyte). One spare at most: they are taken one by one.
+    fn recycle(mut self: Box<Pending>) {
+        self.sink = None;
+        self.timer = None;
+        // Dropped here if the thread is going away, or had one already (a line's value
+        // longer than the draft keeps inline is freed now too: no spare holds a large one).
+        self.draft.clear();
+        let _ = SPARE.try_with(|spare| spare.set(Some(self)));
+    }
+}
+
+thread_local! {
+    /// See [`Pending::recycle`].
+    static SPARE: Cell<Option<Box<Pending>>> = const { Cell::new(None) };
+}
+
+/// What the log takes from the request.
+fn request_fields<'a, B>(req: &'a Request<B>, conn: Option<&ClientConn>) -> RequestFields<'a> {
+    // One pass over the headers instead of three lookups; the first value of each wins, as
+    // `HeaderMap::get` would have it.
+    let (mut request_id, mut referer, mut user_agent) = (None, None, None);
+    for (name, value) in req.headers() {
+        let slot = if name == header::USER_AGENT {
+            &mut user_agent
+        } else if name == header::REFERER {
+            &mut referer
+        } else if name == X_REQUEST_ID {
+            &mut request_id
+        } else {
+            continue;
+        };
+        if slot.is_none() {
+            *slot = Some(value.as_bytes());
+        }
+    }
+    RequestFields {
+        client: conn.map(|c| c.addr),
+        method: req.method(),
+        target: req.uri().path_and_query().map(|t| t.as_str().as_bytes()),
+        version: req.version(),
+        request_id,
+        referer,
+        user_agent,
     }
 }
 
@@ -178,7 +220,7 @@ pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         inner: F,
-        // Boxed: the record is about 0.5 KiB, and the response (its body included) is moved
+        // Boxed: the draft is about 0.5 KiB, and the response (its body included) is moved
         // several times on its way out; a box costs less than those copies.
         pending: Option<Box<Pending>>,
     }
@@ -195,8 +237,10 @@ where
         let res = std::task::ready!(this.inner.poll(cx))?;
         let mut pending = this.pending.take();
         if let Some(p) = pending.as_mut() {
-            p.record.status = res.status();
-            p.record.cache_status = Text::of(res.headers().get(CACHE_STATUS));
+            p.status = res.status();
+            // `get`, not a scan of the response's headers: the scan cost more (measured).
+            let cache_status = res.headers().get(CACHE_STATUS).map(HeaderValue::as_bytes);
+            p.draft.cache_status(p.format, cache_status);
         }
         Poll::Ready(Ok(res.map(|inner| LoggedBody { inner, pending })))
     }
@@ -207,7 +251,7 @@ pin_project! {
     pub struct LoggedBody<B> {
         #[pin]
         inner: B,
-        // Boxed: the record is about 0.5 KiB, and the response (its body included) is moved
+        // Boxed: the draft is about 0.5 KiB, and the response (its body included) is moved
         // several times on its way out; a box costs less than those copies.
         pending: Option<Box<Pending>>,
     }
@@ -216,43 +260,57 @@ pin_project! {
         fn drop(this: Pin<&mut Self>) {
             if let Some(p) = this.project().pending.take() {
                 p.finish();
+                p.recycle();
             }
         }
     }
 }
 
 impl Pending {
-    /// Completes the record and hands it to the writer.
-    fn finish(mut self) {
+    /// Completes the line and hands it to the writer. By reference: moving the draft out of
+    /// its box would copy it.
+    fn finish(&self) {
         let now = Instant::now();
-        self.record.duration = now.saturating_duration_since(self.started);
-        self.record.start = wall_clock(self.started, now);
-        self.record.upstream = self.timer.as_ref().and_then(UpstreamTimer::get);
-        self.sink.0.offer(&self.record);
+        let duration = now.saturating_duration_since(self.started);
+        let end = End {
+            start: wall_clock(now, duration),
+            status: self.status,
+            bytes: self.bytes,
+            duration,
+            upstream: self.timer.as_ref().and_then(UpstreamTimer::get),
+        };
+        if let Some(sink) = &self.sink {
+            sink.0.log(&self.draft, &end);
+        }
     }
 }
 
-/// The wall-clock time of `at`, from a pair of readings (monotonic, wall) this thread takes
-/// at most once a second: a record needs one monotonic reading at each end, and no wall-clock
-/// reading of its own. `now` is a monotonic reading just taken, at or after `at`.
-fn wall_clock(at: Instant, now: Instant) -> SystemTime {
+/// The wall-clock time `ago` before `now` (a monotonic reading just taken), from a pair of
+/// readings (monotonic, wall) this thread takes at most once a second: a record needs one
+/// monotonic reading at each end, and no wall-clock reading of its own. From `now` rather than
+/// from the start: `now - anchor` is needed anyway to see whether the anchor is stale, so this
+/// costs one `Instant` subtraction (the dearest step) fewer than placing the start itself.
+fn wall_clock(now: Instant, ago: Duration) -> SystemTime {
     thread_local! {
         static ANCHOR: Cell<Option<(Instant, SystemTime)>> = const { Cell::new(None) };
     }
     const REFRESH: Duration = Duration::from_secs(1);
-    let (mono, wall) = ANCHOR
-        .try_with(|a| match a.get() {
-            Some(pair) if now.saturating_duration_since(pair.0) < REFRESH => pair,
-            _ => {
-                let pair = (now, SystemTime::now());
-                a.set(Some(pair));
-                pair
-            }
+    let (since, wall) = ANCHOR
+        .try_with(|a| {
+            let anchored = a.get().and_then(|(mono, wall)| {
+                let since = now.checked_duration_since(mono)?;
+                (since < REFRESH).then_some((since, wall))
+            });
+            anchored.unwrap_or_else(|| {
+                let wall = SystemTime::now();
+                a.set(Some((now, wall)));
+                (Duration::ZERO, wall)
+            })
         })
-        .unwrap_or_else(|_| (now, SystemTime::now()));
-    let at = match at.checked_duration_since(mono) {
+        .unwrap_or_else(|_| (Duration::ZERO, SystemTime::now()));
+    let at = match since.checked_sub(ago) {
         Some(after) => wall.checked_add(after),
-        None => wall.checked_sub(mono.saturating_duration_since(at)),
+        None => wall.checked_sub(ago.saturating_sub(since)),
     };
     at.unwrap_or(wall)
 }
@@ -269,7 +327,7 @@ impl<B: Body> Body for LoggedBody<B> {
         let frame = std::task::ready!(this.inner.poll_frame(cx));
         if let (Some(Ok(f)), Some(p)) = (&frame, this.pending.as_mut()) {
             if let Some(data) = f.data_ref() {
-                p.record.bytes += data.remaining() as u64;
+                p.bytes += data.remaining() as u64;
             }
         }
         Poll::Ready(frame)

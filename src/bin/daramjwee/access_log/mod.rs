@@ -1,23 +1,29 @@
 //! The access log: one line per request, in the combined format or as JSON Lines.
 //!
-//! Off unless `access_log` is set. The request path copies what it logs (the method, the
-//! target, a few header values) into a [`Record`] and, when the response is over, renders the
+//! Off unless `access_log` is set. The request path renders what it logs of the request (the
+//! method, the target, a few header values) and of the response head into a draft of the
+//! line kept with the request (`format::Draft`) and, when the response is over, finishes the
 //! line into a buffer of its thread; a dedicated thread writes the buffers out in batches
 //! (`writer`). When the buffers are full the line is dropped and counted
 //! (`daramjwee_access_log_dropped_total`): a slow disk must never slow or block a response.
 //! Nothing here may change a response.
 
+mod buf;
 mod format;
 mod layer;
 mod writer;
 
+#[cfg(test)]
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
+#[cfg(test)]
+use std::time::SystemTime;
 
-use http::{HeaderValue, Method, StatusCode, Version};
+#[cfg(test)]
+use http::{Method, StatusCode, Version};
 
 pub use layer::{AccessLogLayer, AccessLogSwitch};
 pub use writer::{start, AccessLogError};
@@ -52,10 +58,9 @@ pub struct AccessLogSettings {
     pub format: Format,
 }
 
-/// What one request left in the log. Cheap to build: every field is `Copy` or a [`Text`]
-/// copied into the record, so the request path allocates nothing for it (unless a value is
-/// longer than [`Text`] keeps inline) and the record holds none of the connection's buffers
-/// while the response streams.
+/// What one request left in the log, as whole values: how the tests describe a line (the
+/// request path renders its values into a draft as it goes instead, see `format`).
+#[cfg(test)]
 #[derive(Debug)]
 pub struct Record {
     /// When the request arrived.
@@ -86,11 +91,8 @@ pub struct Record {
     pub user_agent: Option<Text>,
 }
 
-/// Bytes copied out of a request or response head. A `HeaderValue` or `PathAndQuery` clone
-/// would share hyper's read buffer instead, so hyper could not reuse that buffer while the
-/// response streams and would allocate a new one for the next request
-/// (`docs/proxy.md`, "Access log"). Values up to [`Text::INLINE`] bytes are kept in the
-/// record itself.
+/// Bytes of a [`Record`]. Values up to [`Text::INLINE`] bytes are kept in the record itself.
+#[cfg(test)]
 #[derive(Clone)]
 pub enum Text {
     /// A short value, in place: its length and bytes.
@@ -99,6 +101,7 @@ pub enum Text {
     Heap(Box<[u8]>),
 }
 
+#[cfg(test)]
 impl Text {
     /// The longest value kept without an allocation.
     pub const INLINE: usize = 80;
@@ -115,11 +118,6 @@ impl Text {
         }
     }
 
-    /// A copy of a header's value, if it has one.
-    pub fn of(v: Option<&HeaderValue>) -> Option<Text> {
-        v.map(|v| Text::new(v.as_bytes()))
-    }
-
     /// The bytes.
     pub fn as_bytes(&self) -> &[u8] {
         match self {
@@ -134,6 +132,7 @@ impl Text {
     }
 }
 
+#[cfg(test)]
 impl std::fmt::Debug for Text {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         std::fmt::Debug::fmt(&self.to_lossy(), f)

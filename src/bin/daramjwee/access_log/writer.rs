@@ -26,8 +26,10 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use super::format::LineFormat;
-use super::{AccessLogSettings, Destination, Format, Record};
+use super::format::{Draft, End, LineFormat};
+#[cfg(test)]
+use super::Record;
+use super::{AccessLogSettings, Destination, Format};
 
 /// Bytes of lines waiting to be written, across all shards; beyond this, lines are dropped
 /// and counted. At 100k requests/s of 200-byte lines the writer takes 0.4 MiB per pause: this
@@ -54,7 +56,7 @@ pub enum AccessLogError {
     Thread(#[source] io::Error),
 }
 
-/// The request side of an access log: renders records into the shards. Dropping the last
+/// The request side of an access log: finishes lines into the shards. Dropping the last
 /// handle lets the writer write what is left and end.
 #[derive(Debug)]
 pub struct Sink {
@@ -66,6 +68,8 @@ pub struct Sink {
 /// What the request threads and the writer share.
 #[derive(Debug)]
 struct Shared {
+    /// The lines' format (each shard's renderer has it too).
+    format: Format,
     shards: Box<[Padded<Mutex<Shard>>]>,
     /// Bytes one shard may hold.
     shard_bytes: usize,
@@ -115,6 +119,7 @@ impl Shared {
             })
             .collect();
         Shared {
+            format,
             shards,
             shard_bytes: capacity / shard_count,
             parked: AtomicBool::new(false),
@@ -135,8 +140,21 @@ impl Sink {
         }
     }
 
-    /// Renders `record` for the writer, or drops and counts it when the writer is behind.
+    /// The format the requests' drafts are to be rendered in.
+    pub fn format(&self) -> Format {
+        self.shared.format
+    }
+
+    /// Renders `record` as a request would, and offers it ([`Sink::log`]).
+    #[cfg(test)]
     pub fn offer(&self, record: &Record) {
+        let (draft, end) = record.parts(self.shared.format);
+        self.log(&draft, &end);
+    }
+
+    /// Finishes the line of `draft` (rendered in [`Sink::format`]) and `end` for the writer,
+    /// or drops and counts it when the writer is behind.
+    pub fn log(&self, draft: &Draft, end: &End) {
         let shards = &self.shared.shards;
         let shard = &shards[thread_shard() % shards.len()];
         let was_empty = {
@@ -149,7 +167,7 @@ impl Sink {
             }
             let Shard { lines, format } = &mut *shard;
             let was_empty = lines.is_empty();
-            format.write(lines, record);
+            format.finish(lines, draft, end);
             was_empty
         };
         // The shard's lock orders this read after the writer's `parked` store if the writer
