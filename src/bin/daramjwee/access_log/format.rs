@@ -642,8 +642,8 @@ mod tests {
         assert!(v["upstream_ms"].is_null());
     }
 
-    /// What rendering one combined line (a 1 KiB hit's, as the bench sends it) costs with warm
-    /// caches:
+    /// What rendering one combined line (a 1 KiB hit's, as the bench sends it: the request's
+    /// draft, then the splice at the end) costs with warm caches:
     /// `cargo test --release --features proxy --bin daramjwee render_speed -- --ignored --nocapture`.
     #[test]
     #[ignore = "a measurement: run it with --release --ignored --nocapture"]

@@ -7,9 +7,9 @@
 //! request path (the first line after the writer went idle is the only one that wakes it).
 //! The earlier design sent each record (about 0.5 KiB) through a bounded channel to a thread
 //! that rendered it: in a profile of 1 KiB hits the writer thread took 4.2% of the proxy's CPU
-//! samples and the channel's send 1.4%. Rendering here costs about 66 ns a line (the
-//! `render_speed` measurement in `format.rs`) and the writer thread 0.7% (`docs/proxy.md`,
-//! "Access log").
+//! samples and the channel's send 1.4%. Rendering costs about 87 ns a line, the request's
+//! draft and the splice at the end together (the `render_speed` measurement in `format.rs`,
+//! 2026-12-05), and the writer thread 0.7% (`docs/proxy.md`, "Access log").
 //!
 //! Lines of one thread keep their order; lines of different threads may be written up to one
 //! pause apart out of order, as nginx's per-worker log buffers do. [`Sink::flush`] has the
