@@ -74,9 +74,15 @@ pub(crate) fn marker(names: &[String]) -> Metadata {
     meta
 }
 
-/// Whether an entry is a marker (cheap: no parsing).
+/// Whether an entry is a marker (cheap: no parsing). Asked on every hit: a scan of a few
+/// names compares them without hashing [`MARKER`], which as a name outside the standard set
+/// is hashed byte by byte; past a few fields the hashed lookup is cheaper.
 pub(crate) fn is_marker(meta: &Metadata) -> bool {
-    meta.headers.contains_key(MARKER)
+    if meta.headers.keys_len() <= 16 {
+        meta.headers.keys().any(|name| name == MARKER)
+    } else {
+        meta.headers.contains_key(MARKER)
+    }
 }
 
 /// The nonce and field names of a marker entry, or `None` for a real response.
