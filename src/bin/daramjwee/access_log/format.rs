@@ -854,32 +854,23 @@ mod tests {
     #[test]
     fn spliced_lines_equal_whole_record_lines() {
         for (i, rec) in tricky_records().iter().enumerate() {
-            let mut want = Vec::new();
+            let same = |format: Format, mut want: Vec<u8>| {
+                want.push(b'\n');
+                let mut got = Vec::new();
+                LineFormat::new(format).write(&mut got, rec);
+                let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+                assert_eq!(lossy(&got), lossy(&want), "{format:?} {i}");
+                assert_eq!(got, want, "{format:?} {i}");
+            };
+            let mut combined = Vec::new();
             let stamp = LineFormat::new(Format::Combined)
                 .stamp(rec.start)
                 .to_owned();
-            reference::combined(&mut want, rec, &stamp);
-            want.push(b'\n');
-            let mut got = Vec::new();
-            LineFormat::new(Format::Combined).write(&mut got, rec);
-            assert_eq!(
-                String::from_utf8_lossy(&got),
-                String::from_utf8_lossy(&want),
-                "{i}"
-            );
-            assert_eq!(got, want, "combined {i}");
-
-            let mut want = Vec::new();
-            reference::json(&mut want, rec);
-            want.push(b'\n');
-            let mut got = Vec::new();
-            LineFormat::new(Format::Json).write(&mut got, rec);
-            assert_eq!(
-                String::from_utf8_lossy(&got),
-                String::from_utf8_lossy(&want),
-                "{i}"
-            );
-            assert_eq!(got, want, "json {i}");
+            reference::combined(&mut combined, rec, &stamp);
+            same(Format::Combined, combined);
+            let mut json = Vec::new();
+            reference::json(&mut json, rec);
+            same(Format::Json, json);
         }
     }
 }
