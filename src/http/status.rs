@@ -71,8 +71,10 @@ pub(crate) fn decimal_header(n: u64) -> HeaderValue {
     s.into_value().unwrap_or_else(|| HeaderValue::from(n))
 }
 
-/// Sets of the per-thread table of recent header values (see [`StackStr::into_value`]).
+/// Sets of the per-thread table of recent header values (see [`StackStr::into_value`]). A
+/// power of two: [`recent_set`] takes a hash's top bits.
 const RECENT_SETS: usize = 8;
+const _: () = assert!(RECENT_SETS.is_power_of_two());
 /// Values per set: a value is looked for among the few of its set, so several values that
 /// hash alike (a hot entry's `Age`, `Cache-Status` and `Content-Length`) never evict each
 /// other on every request, as they would in a direct-mapped table.
@@ -86,13 +88,21 @@ struct Recent {
     next: [u8; RECENT_SETS],
 }
 
-/// The set of the recent values where a value of these bytes is kept.
+/// The set of the recent values where a value of these bytes is kept. Eight bytes at a time:
+/// a byte loop over a whole `Cache-Status` cost about as much as the rest of the lookup.
 fn recent_set(bytes: &[u8]) -> usize {
-    // FNV-1a: a few nanoseconds for these short values.
-    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    });
-    (hash % RECENT_SETS as u64) as usize
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut chunks = bytes.chunks_exact(8);
+    let mut hash = bytes.len() as u64;
+    for chunk in &mut chunks {
+        let word = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
+        hash = (hash ^ word).wrapping_mul(K);
+    }
+    let mut last = [0u8; 8];
+    last[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+    hash = (hash ^ u64::from_le_bytes(last)).wrapping_mul(K);
+    // The top bits: the last multiply mixes every input bit into them.
+    (hash >> (64 - RECENT_SETS.trailing_zeros())) as usize
 }
 
 thread_local! {
