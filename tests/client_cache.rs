@@ -476,6 +476,52 @@ async fn keying_on_authorization_keeps_users_apart_when_the_origin_does_not_vary
     assert_eq!(origin.calls(), 2);
 }
 
+/// A key writer (the key written into the service's reused buffer) keys as a key function
+/// does: users stay apart, and one service instance that writes a short key after a longer
+/// one serves each user their own body.
+#[tokio::test]
+async fn a_key_writer_keeps_users_apart_across_reused_buffers() {
+    let origin = Origin::default();
+    let (addr, _srv) = serve(&origin).await;
+    let cache = Cache::builder().hot(MemStore::new(16 << 20)).build();
+    let layer = CacheLayer::builder(cache)
+        .policy(PolicyMode::Private)
+        .key_writer(|parts, key| {
+            key.push_str(&daramjwee::http::default_key(parts));
+            if let Some(user) = parts.headers.get("authorization") {
+                key.push(' ');
+                key.push_str(user.to_str().unwrap_or("-"));
+            }
+        })
+        .build();
+    let svc = layer.layer_service(hyper_client());
+    let url = format!("http://{addr}/me");
+    let users = ["Bearer a-much-longer-user-name", "Bearer b"];
+
+    for (n, user) in (1..).zip(users) {
+        get(&svc, &url, &[("authorization", user)]).await;
+        committed(&svc, n).await;
+    }
+    // One instance: its buffer holds the previous request's key when the next is written.
+    let mut one = svc.clone();
+    for _ in 0..2 {
+        for user in users {
+            let req = Request::get(&url)
+                .header("authorization", user)
+                .body(Empty::<Bytes>::new())
+                .unwrap();
+            let res = one.ready().await.unwrap().call(req).await.unwrap();
+            let status = res.headers()["cache-status"].to_str().unwrap().to_owned();
+            assert!(status.contains("hit"), "{status}");
+            let body = res.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(body, format!("hello {user}"));
+        }
+    }
+    assert_eq!(origin.calls(), 2);
+    // The handle keys a URL with the same writer (no `Authorization` there).
+    assert_eq!(layer.handle().key_for(&url).unwrap(), url);
+}
+
 /// A browser keeps a response that sets a cookie; a private cache belongs to that user.
 #[tokio::test]
 async fn private_mode_stores_a_response_that_sets_a_cookie() {

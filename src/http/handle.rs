@@ -66,7 +66,7 @@ impl CacheHandle {
             .body(())
             .map_err(|e| Error::Fetch(Box::new(e)))?
             .into_parts();
-        Ok((self.config.key_fn)(&parts))
+        Ok(self.config.key.make(&parts))
     }
 
     /// Removes what the layer stored for a GET of `url`.

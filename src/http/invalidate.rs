@@ -27,7 +27,7 @@ pub(crate) fn invalidation_keys(
     target: &Parts,
     res: &http::HeaderMap,
 ) -> Vec<String> {
-    let mut keys = vec![(config.key_fn)(target)];
+    let mut keys = vec![config.key.make(target)];
     for name in [header::LOCATION, header::CONTENT_LOCATION] {
         let Some(v) = res.get(&name).and_then(|v| v.to_str().ok()) else {
             continue;
@@ -41,7 +41,7 @@ pub(crate) fn invalidation_keys(
         };
         let mut parts = copy_head(target);
         parts.uri = uri;
-        let key = (config.key_fn)(&parts);
+        let key = config.key.make(&parts);
         if !keys.contains(&key) {
             keys.push(key);
         }

@@ -7,6 +7,35 @@ use http::request::Parts;
 /// A function from a request's head to its cache key.
 pub type KeyFn = Arc<dyn Fn(&Parts) -> String + Send + Sync>;
 
+/// A function that writes a request's cache key into a buffer it is given, empty (see
+/// [`CacheLayerBuilder::key_writer`](super::CacheLayerBuilder::key_writer)).
+pub type KeyWriter = Arc<dyn Fn(&Parts, &mut String) + Send + Sync>;
+
+/// How a layer makes its keys.
+pub(crate) enum KeyMaker {
+    /// [`default_key`], built on the stack on the hit path.
+    Default,
+    /// A key function of the user's, returning a new string per request.
+    Returns(KeyFn),
+    /// A key function of the user's writing into a buffer the service reuses.
+    Writes(KeyWriter),
+}
+
+impl KeyMaker {
+    /// The key of `parts`, as a new string.
+    pub(crate) fn make(&self, parts: &Parts) -> String {
+        match self {
+            KeyMaker::Default => default_key(parts),
+            KeyMaker::Returns(f) => f(parts),
+            KeyMaker::Writes(f) => {
+                let mut key = String::new();
+                f(parts, &mut key);
+                key
+            }
+        }
+    }
+}
+
 /// The default key: `scheme://authority/path?query`, independent of the method (so HEAD is
 /// served from a stored GET).
 ///

@@ -7,7 +7,7 @@ use http::request::Parts;
 use tower_layer::Layer;
 
 use super::headers::TargetHeaders;
-use super::key::{default_key, KeyFn};
+use super::key::KeyMaker;
 use super::policy::{PolicyMode, Rules, Targeted};
 use super::service::CacheService;
 use crate::cache::Cache;
@@ -17,9 +17,8 @@ const DEFAULT_ORIGIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Settings shared by every service a [`CacheLayer`] builds.
 pub(crate) struct HttpConfig {
-    pub key_fn: KeyFn,
-    /// Whether `key_fn` is [`default_key`] (then the hit path builds the key on the stack).
-    pub default_key: bool,
+    /// How keys are made (the default key is built on the stack on the hit path).
+    pub key: KeyMaker,
     pub mode: PolicyMode,
     pub cache_status: bool,
     pub share_set_cookie: bool,
@@ -78,8 +77,7 @@ impl CacheLayer {
     pub fn builder(cache: Cache) -> CacheLayerBuilder {
         CacheLayerBuilder {
             cache,
-            key_fn: Arc::new(default_key),
-            default_key: true,
+            key: KeyMaker::Default,
             mode: PolicyMode::default(),
             cache_status: true,
             share_set_cookie: false,
@@ -117,8 +115,7 @@ impl<S> Layer<S> for CacheLayer {
 #[must_use]
 pub struct CacheLayerBuilder {
     cache: Cache,
-    key_fn: KeyFn,
-    default_key: bool,
+    key: KeyMaker,
     mode: PolicyMode,
     cache_status: bool,
     share_set_cookie: bool,
@@ -139,8 +136,27 @@ impl CacheLayerBuilder {
     /// Sets the key function (default [`default_key`](super::default_key)). It must put
     /// everything that selects a response into the key.
     pub fn key_fn(mut self, f: impl Fn(&Parts) -> String + Send + Sync + 'static) -> Self {
-        self.key_fn = Arc::new(f);
-        self.default_key = false;
+        self.key = KeyMaker::Returns(Arc::new(f));
+        self
+    }
+
+    /// Sets a key function that writes the key into the buffer it is given (empty), in place
+    /// of [`key_fn`](Self::key_fn)'s new string per request: each service keeps its buffer, so
+    /// a hit makes its key without an allocation. The same rules as for `key_fn` apply.
+    ///
+    /// ```
+    /// use daramjwee::{http::CacheLayer, Cache};
+    ///
+    /// // One entry per path, whatever the host (a single-site origin).
+    /// let layer = CacheLayer::builder(Cache::builder().build())
+    ///     .key_writer(|parts, key| {
+    ///         key.push_str(parts.uri.path_and_query().map_or("/", |pq| pq.as_str()));
+    ///     })
+    ///     .build();
+    /// # let _ = layer;
+    /// ```
+    pub fn key_writer(mut self, f: impl Fn(&Parts, &mut String) + Send + Sync + 'static) -> Self {
+        self.key = KeyMaker::Writes(Arc::new(f));
         self
     }
 
@@ -235,8 +251,7 @@ impl CacheLayerBuilder {
         CacheLayer {
             cache: self.cache,
             config: Arc::new(HttpConfig {
-                key_fn: self.key_fn,
-                default_key: self.default_key,
+                key: self.key,
                 mode: self.mode,
                 cache_status: self.cache_status,
                 share_set_cookie: self.share_set_cookie,

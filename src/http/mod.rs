@@ -46,7 +46,7 @@ pub use headers::{
     is_hop_by_hop, is_target_rewriting, strip_hop_by_hop, TargetHeaders, HOP_BY_HOP,
     TARGET_REWRITING,
 };
-pub use key::{default_key, key_with_headers, KeyFn};
+pub use key::{default_key, key_with_headers, KeyFn, KeyWriter};
 pub use layer::{CacheLayer, CacheLayerBuilder};
 pub use origin::OriginService;
 pub use policy::{CacheControl, PolicyMode};

@@ -13,7 +13,7 @@ use super::body::CacheBody;
 use super::future::ResponseFuture;
 use super::headers::{append_to_key, has_target_rewriting, TargetHeaders, TARGET_REWRITING};
 use super::invalidate::{invalidate, is_unsafe};
-use super::key::{default_key_in, KEY_BUF};
+use super::key::{default_key_in, KeyMaker, KEY_BUF};
 use super::layer::HttpConfig;
 use super::lookup::CachedCall;
 use super::origin::{call, OriginService};
@@ -44,11 +44,20 @@ use crate::cache::Cache;
 /// variant, a 304 naming another representation, a fallback), and GET and HEAD fills carry no
 /// body. For a hyper server's `Incoming`, map the request body first, for example
 /// `ServiceBuilder::new().map_request(|r: Request<Incoming>| r.map(axum::body::Body::new))`.
-#[derive(Clone)]
 pub struct CacheService<S> {
     inner: S,
     cache: Cache,
     config: Arc<HttpConfig>,
+    /// Where a [`KeyWriter`](super::KeyWriter) writes each request's key: kept, so a hit's
+    /// key costs no allocation.
+    key_buf: String,
+}
+
+impl<S: Clone> Clone for CacheService<S> {
+    fn clone(&self) -> Self {
+        // Not the buffer: it holds only the last request's key.
+        CacheService::from_parts(self.inner.clone(), self.cache.clone(), self.config.clone())
+    }
 }
 
 impl<S: std::fmt::Debug> std::fmt::Debug for CacheService<S> {
@@ -66,6 +75,7 @@ impl<S> CacheService<S> {
             inner,
             cache,
             config,
+            key_buf: String::new(),
         }
     }
 
@@ -129,7 +139,7 @@ impl<S> CacheService<S> {
     {
         let (parts, body) = req.into_parts();
         let mut buf = [0u8; KEY_BUF];
-        let key = self.key(&parts, &mut buf);
+        let key = key_of(&self.config, &parts, &mut buf, &mut self.key_buf);
         let answer = Answer {
             cache: &self.cache,
             config: &self.config,
@@ -150,24 +160,6 @@ impl<S> CacheService<S> {
         let svc = self.inner.clone();
         let key = key.into_owned();
         ResponseFuture::boxed(Box::pin(call.run(svc, parts, body, key, found)))
-    }
-
-    /// The request's cache key: on the stack (`buf`) for the default key function when it
-    /// fits, so a hit builds no string; else from the key function.
-    fn key<'b>(&self, parts: &Parts, buf: &'b mut [u8; KEY_BUF]) -> Cow<'b, str> {
-        // Fields that rewrite the target reach the origin: they must select the entry.
-        let keyed = self.config.target_headers == TargetHeaders::Key
-            && has_target_rewriting(&parts.headers);
-        if self.config.default_key && !keyed {
-            if let Some(key) = default_key_in(parts, buf) {
-                return Cow::Borrowed(key);
-            }
-        }
-        let mut key = (self.config.key_fn)(parts);
-        if keyed {
-            append_to_key(&mut key, &parts.headers, &TARGET_REWRITING);
-        }
-        Cow::Owned(key)
     }
 
     /// A request the cache does not answer (its method or its directives): passed to the
@@ -223,4 +215,44 @@ impl<S> CacheService<S> {
             Ok(res)
         }))
     }
+}
+
+/// The most of a [`KeyWriter`](super::KeyWriter)'s buffer a service keeps between requests.
+const KEY_TEXT_KEPT: usize = 4096;
+
+/// The request's cache key: on the stack (`buf`) for the default key when it fits, in `text`
+/// for a [`KeyWriter`](super::KeyWriter), so a hit builds no string; else a new string.
+fn key_of<'b>(
+    config: &HttpConfig,
+    parts: &Parts,
+    buf: &'b mut [u8; KEY_BUF],
+    text: &'b mut String,
+) -> Cow<'b, str> {
+    // Fields that rewrite the target reach the origin: they must select the entry.
+    let keyed = config.target_headers == TargetHeaders::Key && has_target_rewriting(&parts.headers);
+    match &config.key {
+        KeyMaker::Default if !keyed => {
+            if let Some(key) = default_key_in(parts, buf) {
+                return Cow::Borrowed(key);
+            }
+        }
+        KeyMaker::Writes(write) => {
+            if text.capacity() > KEY_TEXT_KEPT {
+                // One very long key does not stay with the service.
+                *text = String::new();
+            }
+            text.clear();
+            write(parts, text);
+            if keyed {
+                append_to_key(text, &parts.headers, &TARGET_REWRITING);
+            }
+            return Cow::Borrowed(text.as_str());
+        }
+        _ => {}
+    }
+    let mut key = config.key.make(parts);
+    if keyed {
+        append_to_key(&mut key, &parts.headers, &TARGET_REWRITING);
+    }
+    Cow::Owned(key)
 }

@@ -103,17 +103,29 @@ impl Forwarding {
     /// the target-rewriting fields the site forwards, in the format of
     /// [`daramjwee::http::key_with_headers`].
     pub fn key(&self, route: &Route, parts: &Parts) -> String {
-        let mut key = match self.forwarded_client_host(parts) {
-            Some(host) => {
-                let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-                let mut k = String::with_capacity(7 + host.len() + pq.len());
-                k.push_str("http://");
-                k.push_str(&host);
-                k.push_str(pq);
-                k
-            }
-            None => route.upstream_url(parts.uri.path_and_query()),
-        };
+        let mut key = String::new();
+        self.write_key(route, parts, &mut key);
+        key
+    }
+
+    /// [`key`](Self::key), appended to `key` (the cache layer's
+    /// [`key_writer`](daramjwee::http::CacheLayerBuilder::key_writer), so a hit's key costs
+    /// no allocation).
+    pub fn write_key(&self, route: &Route, parts: &Parts, key: &mut String) {
+        if self.public_host.is_some() || !self.preserve_host {
+            route.write_upstream_url(parts.uri.path_and_query(), key);
+        } else {
+            // The client's host is sent upstream, so it is keyed: the client-facing URL, with
+            // that host lower-cased.
+            let host = client_authority(parts).unwrap_or("");
+            let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+            key.reserve(7 + host.len() + pq.len());
+            key.push_str("http://");
+            let at = key.len();
+            key.push_str(host);
+            key[at..].make_ascii_lowercase();
+            key.push_str(pq);
+        }
         if self.forward_target_headers {
             // Sorted by name, values in the order sent: two clients sending the same fields in
             // another order share one entry.
@@ -130,7 +142,6 @@ impl Forwarding {
                 key.push_str(&String::from_utf8_lossy(value.as_bytes()));
             }
         }
-        key
     }
 
     /// Sets the fields the proxy decides on the request sent upstream: `Host`
@@ -173,14 +184,6 @@ impl Forwarding {
                 headers.remove(X_FORWARDED_HOST);
             }
         }
-    }
-
-    /// The client's host, lower-cased, when it is sent upstream (and so must be keyed).
-    fn forwarded_client_host(&self, parts: &Parts) -> Option<String> {
-        if self.public_host.is_some() || !self.preserve_host {
-            return None;
-        }
-        Some(client_authority(parts).unwrap_or("").to_ascii_lowercase())
     }
 
     /// `X-Forwarded-For`: the client's address, after the chain a trusted front sent (kept

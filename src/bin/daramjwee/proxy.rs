@@ -218,21 +218,26 @@ impl Route {
     /// The origin, the base path, and the request's path and query less the stripped prefix,
     /// in one allocation (this runs for every request).
     pub fn upstream_url(&self, pq: Option<&PathAndQuery>) -> String {
+        let mut out = String::new();
+        self.write_upstream_url(pq, &mut out);
+        out
+    }
+
+    /// [`upstream_url`](Self::upstream_url), appended to `out`.
+    pub fn write_upstream_url(&self, pq: Option<&PathAndQuery>, out: &mut String) {
         let pq = pq.map_or("/", PathAndQuery::as_str);
         let rest = match &self.strip {
             // The router only sends paths under the prefix, at a `/` boundary.
             Some(p) => pq.strip_prefix(p.as_str()).unwrap_or(pq),
             None => pq,
         };
-        let mut out =
-            String::with_capacity(self.origin.len() + self.base_path.len() + rest.len() + 1);
+        out.reserve(self.origin.len() + self.base_path.len() + rest.len() + 1);
         out.push_str(&self.origin);
         out.push_str(&self.base_path);
         if !rest.starts_with('/') {
             out.push('/');
         }
         out.push_str(rest);
-        out
     }
 }
 
