@@ -117,7 +117,7 @@ impl Forwarding {
         } else {
             // The client's host is sent upstream, so it is keyed: the client-facing URL, with
             // that host lower-cased.
-            let host = client_authority(parts).unwrap_or("");
+            let host = client_authority(&parts.uri, &parts.headers).unwrap_or("");
             let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
             key.reserve(7 + host.len() + pq.len());
             key.push_str("http://");
@@ -209,17 +209,15 @@ impl Forwarding {
 /// The authority the client addressed: the request target's, when it has one (absolute-form
 /// HTTP/1.1, or HTTP/2's `:authority`; RFC 9112 §3.2.2 says it overrides `Host`), else `Host`.
 /// Routing, keying and forwarding all read the host through here, so they cannot disagree.
-pub fn client_authority(parts: &Parts) -> Option<&str> {
-    parts
-        .uri
-        .authority()
+pub fn client_authority<'a>(uri: &'a http::Uri, headers: &'a HeaderMap) -> Option<&'a str> {
+    uri.authority()
         .map(|a| a.as_str())
-        .or_else(|| parts.headers.get(header::HOST)?.to_str().ok())
+        .or_else(|| headers.get(header::HOST)?.to_str().ok())
 }
 
 /// The value of [`client_authority`] as a header value.
 pub fn client_host_value(parts: &Parts) -> Option<HeaderValue> {
-    client_authority(parts).and_then(|h| HeaderValue::from_str(h).ok())
+    client_authority(&parts.uri, &parts.headers).and_then(|h| HeaderValue::from_str(h).ok())
 }
 
 /// `Forwarded` and any `X-Forwarded-*` field.

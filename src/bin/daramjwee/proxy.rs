@@ -44,8 +44,10 @@ use daramjwee::http::strip_hop_by_hop;
 pub type UpstreamReqBody = UnsyncBoxBody<Bytes, BoxError>;
 
 /// A response body from [`Upstream`]: the upstream's own stream (regrouped), or a short error
-/// text.
-pub type ProxyBody = Either<Coalesce<Incoming>, Full<Bytes>>;
+/// text. The stream is boxed (one allocation per upstream response): unboxed, its 120 bytes
+/// would set the size of every response the cache layer answers, hits included, and be
+/// copied each time a layer passes a response on.
+pub type ProxyBody = Either<Pin<Box<Coalesce<Incoming>>>, Full<Bytes>>;
 
 /// Largest chunk [`Coalesce`] builds.
 const COALESCE_MAX: usize = 256 << 10;
@@ -386,7 +388,7 @@ where
             strip_hop_by_hop(&mut parts.headers);
             Ok(Response::from_parts(
                 parts,
-                Either::Left(Coalesce::new(body)),
+                Either::Left(Box::pin(Coalesce::new(body))),
             ))
         })
     }
