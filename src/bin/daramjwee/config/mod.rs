@@ -178,126 +178,75 @@ struct FileConfig {
     site: Vec<SiteFile>,
 }
 
-/// Per-site settings that `[defaults]` and the flags provide for every site.
-#[derive(Deserialize, Debug, Default, Clone)]
-#[serde(deny_unknown_fields)]
-struct SiteOpts {
-    upstream: Option<String>,
-    hot: Option<String>,
-    cold: Option<String>,
-    cold_fill: Option<String>,
-    hot_max_object_size: Option<String>,
-    cold_max_object_size: Option<String>,
-    eviction: Option<String>,
-    policy: Option<String>,
-    ttl: Option<String>,
-    negative_ttl: Option<String>,
-    /// Refused with a pointer to the top-level `workers` and per-site `weight`.
-    workers: Option<toml::Value>,
-    weight: Option<i64>,
-    queue: Option<usize>,
-    connect_timeout: Option<String>,
-    upstream_timeout: Option<String>,
-    idle_timeout: Option<String>,
-    lock_age: Option<String>,
-    lock_wait: Option<String>,
-    stream_window: Option<String>,
-    follower_retain: Option<String>,
-    preserve_host: Option<bool>,
-    strip_prefix: Option<bool>,
-    public_host: Option<String>,
-    forward_target_headers: Option<bool>,
-    cdn_cache_control: Option<bool>,
-    targeted_field: Option<String>,
-    strip_targeted: Option<bool>,
-    drop_headers: Option<Vec<String>>,
-    ca_file: Option<PathBuf>,
-    request_headers: Option<Vec<RuleFile>>,
-    response_headers: Option<Vec<RuleFile>>,
-}
-
-/// One `[[site]]` table. The option fields repeat [`SiteOpts`] because `deny_unknown_fields`
+/// Declares the per-site options once, for [`SiteOpts`] (what `[defaults]` and the flags give
+/// every site), [`SiteFile`] (a `[[site]]` table: its route, then the same options) and
+/// [`SiteFile::opts_over`] (a site's own value, else the default). One list, so an option
+/// cannot be accepted in `[defaults]` and refused in `[[site]]`, or read and then dropped by
+/// the merge. Two structs rather than one flattened into the other: `deny_unknown_fields`
 /// (which turns a typo into an error) cannot be combined with `#[serde(flatten)]`.
-#[derive(Deserialize, Debug, Default)]
-#[serde(deny_unknown_fields)]
-struct SiteFile {
-    name: Option<String>,
-    host: Option<String>,
-    prefix: Option<String>,
-    upstream: Option<String>,
-    hot: Option<String>,
-    cold: Option<String>,
-    cold_fill: Option<String>,
-    hot_max_object_size: Option<String>,
-    cold_max_object_size: Option<String>,
-    eviction: Option<String>,
-    policy: Option<String>,
-    ttl: Option<String>,
-    negative_ttl: Option<String>,
-    /// Refused with a pointer to the top-level `workers` and per-site `weight`.
-    workers: Option<toml::Value>,
-    weight: Option<i64>,
-    queue: Option<usize>,
-    connect_timeout: Option<String>,
-    upstream_timeout: Option<String>,
-    idle_timeout: Option<String>,
-    lock_age: Option<String>,
-    lock_wait: Option<String>,
-    stream_window: Option<String>,
-    follower_retain: Option<String>,
-    preserve_host: Option<bool>,
-    strip_prefix: Option<bool>,
-    public_host: Option<String>,
-    forward_target_headers: Option<bool>,
-    cdn_cache_control: Option<bool>,
-    targeted_field: Option<String>,
-    strip_targeted: Option<bool>,
-    drop_headers: Option<Vec<String>>,
-    ca_file: Option<PathBuf>,
-    request_headers: Option<Vec<RuleFile>>,
-    response_headers: Option<Vec<RuleFile>>,
+macro_rules! site_options {
+    ($($(#[$doc:meta])* $field:ident: $ty:ty,)*) => {
+        /// Per-site settings that `[defaults]` and the flags provide for every site.
+        #[derive(Deserialize, Debug, Default, Clone)]
+        #[serde(deny_unknown_fields)]
+        struct SiteOpts {
+            $($(#[$doc])* $field: Option<$ty>,)*
+        }
+
+        /// One `[[site]]` table: where it routes, then the options of [`SiteOpts`].
+        #[derive(Deserialize, Debug, Default)]
+        #[serde(deny_unknown_fields)]
+        struct SiteFile {
+            name: Option<String>,
+            host: Option<String>,
+            prefix: Option<String>,
+            $($(#[$doc])* $field: Option<$ty>,)*
+        }
+
+        impl SiteFile {
+            /// The site's own options, each falling back to `defaults`.
+            fn opts_over(&self, defaults: &SiteOpts) -> SiteOpts {
+                SiteOpts {
+                    $($field: self.$field.clone().or_else(|| defaults.$field.clone()),)*
+                }
+            }
+        }
+    };
 }
 
-impl SiteFile {
-    /// The site's own options, each falling back to `defaults`.
-    fn opts_over(&self, d: &SiteOpts) -> SiteOpts {
-        fn or<T: Clone>(a: &Option<T>, b: &Option<T>) -> Option<T> {
-            a.clone().or_else(|| b.clone())
-        }
-        SiteOpts {
-            upstream: or(&self.upstream, &d.upstream),
-            hot: or(&self.hot, &d.hot),
-            cold: or(&self.cold, &d.cold),
-            cold_fill: or(&self.cold_fill, &d.cold_fill),
-            hot_max_object_size: or(&self.hot_max_object_size, &d.hot_max_object_size),
-            cold_max_object_size: or(&self.cold_max_object_size, &d.cold_max_object_size),
-            eviction: or(&self.eviction, &d.eviction),
-            policy: or(&self.policy, &d.policy),
-            ttl: or(&self.ttl, &d.ttl),
-            negative_ttl: or(&self.negative_ttl, &d.negative_ttl),
-            workers: or(&self.workers, &d.workers),
-            weight: or(&self.weight, &d.weight),
-            queue: or(&self.queue, &d.queue),
-            connect_timeout: or(&self.connect_timeout, &d.connect_timeout),
-            upstream_timeout: or(&self.upstream_timeout, &d.upstream_timeout),
-            idle_timeout: or(&self.idle_timeout, &d.idle_timeout),
-            lock_age: or(&self.lock_age, &d.lock_age),
-            lock_wait: or(&self.lock_wait, &d.lock_wait),
-            stream_window: or(&self.stream_window, &d.stream_window),
-            follower_retain: or(&self.follower_retain, &d.follower_retain),
-            preserve_host: or(&self.preserve_host, &d.preserve_host),
-            strip_prefix: or(&self.strip_prefix, &d.strip_prefix),
-            public_host: or(&self.public_host, &d.public_host),
-            forward_target_headers: or(&self.forward_target_headers, &d.forward_target_headers),
-            cdn_cache_control: or(&self.cdn_cache_control, &d.cdn_cache_control),
-            targeted_field: or(&self.targeted_field, &d.targeted_field),
-            strip_targeted: or(&self.strip_targeted, &d.strip_targeted),
-            drop_headers: or(&self.drop_headers, &d.drop_headers),
-            ca_file: or(&self.ca_file, &d.ca_file),
-            request_headers: or(&self.request_headers, &d.request_headers),
-            response_headers: or(&self.response_headers, &d.response_headers),
-        }
-    }
+site_options! {
+    upstream: String,
+    hot: String,
+    cold: String,
+    cold_fill: String,
+    hot_max_object_size: String,
+    cold_max_object_size: String,
+    eviction: String,
+    policy: String,
+    ttl: String,
+    negative_ttl: String,
+    /// Refused with a pointer to the top-level `workers` and per-site `weight`.
+    workers: toml::Value,
+    weight: i64,
+    queue: usize,
+    connect_timeout: String,
+    upstream_timeout: String,
+    idle_timeout: String,
+    lock_age: String,
+    lock_wait: String,
+    stream_window: String,
+    follower_retain: String,
+    preserve_host: bool,
+    strip_prefix: bool,
+    public_host: String,
+    forward_target_headers: bool,
+    cdn_cache_control: bool,
+    targeted_field: String,
+    strip_targeted: bool,
+    drop_headers: Vec<String>,
+    ca_file: PathBuf,
+    request_headers: Vec<RuleFile>,
+    response_headers: Vec<RuleFile>,
 }
 
 /// A configuration error: what was wrong, and where it was written. Errors that come from
