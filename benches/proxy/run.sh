@@ -82,16 +82,6 @@ rounds() {
     echo "${out[*]}" | sed 's|/| / |g'
 }
 
-# CPU seconds (user+system) used so far by PID and its children processes.
-cpu_ticks() {
-    local pid total=0 p
-    for p in $1 $(ps -o pid= --ppid "$1" 2>/dev/null); do
-        [ -r "/proc/$p/stat" ] || continue
-        total=$((total + $(awk '{ print $14 + $15 }' "/proc/$p/stat")))
-    done
-    echo $total
-}
-
 start_origin $ORIGIN 86400
 
 # --- Part 1: throughput and latency, servers and wrk share both cores -----------------------
@@ -184,12 +174,12 @@ CONF
     declare -A CC C PINNED
     run_pinned() { # NAME PORT PID ROUND
         local before after out
-        before=$(cpu_ticks "$3")
+        before=$(cpu_ns "$3")
         out=$(wrk_run "$2" /obj/1k taskset -c 1)
-        after=$(cpu_ticks "$3")
+        after=$(cpu_ns "$3")
         read -r rps _ p50 p99 reqs _ <<<"$out"
-        CC[$1,$4]=$(awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" -v n="$reqs" -v r="$rps" -v p="$p99" \
-            'BEGIN { printf "%s %.2f %s", r, (t / hz) / n * 1e6, p }')
+        CC[$1,$4]=$(awk -v t=$((after - before)) -v n="$reqs" -v r="$rps" -v p="$p99" \
+            'BEGIN { printf "%s %.2f %s", r, t / n / 1e3, p }')
         log "round $4 pinned $1: ${CC[$1,$4]}"
     }
     # All pinned servers are started first (idle ones cost nothing), then measured in rounds.
