@@ -652,25 +652,16 @@ fn validate_site(
     data_dir: &Path,
 ) -> Result<SiteSettings, ConfigError> {
     check_name(name)?;
-    let upstream = match &o.upstream {
-        Some(u) => parse_upstream(u)?,
-        None => {
-            return err(
-                "no upstream: pass --upstream URL, or set `upstream` in [defaults] or the site",
-            )
-        }
+    let Some(upstream) = o.upstream.as_deref() else {
+        return err(
+            "no upstream: pass --upstream URL, or set `upstream` in [defaults] or the site",
+        );
     };
+    let upstream = parse_upstream(upstream)?;
     let (host, prefix) = parse_route(sf)?;
     let (hot, cold) = parse_tiers(name, o, data_dir)?;
     let placement = parse_placement(o, &hot, cold.as_ref())?;
-    if o.workers.is_some() {
-        return err(PER_SITE_WORKERS);
-    }
-    let weight = o.weight.unwrap_or(1);
-    let weight = match u32::try_from(weight) {
-        Ok(w @ 1..=MAX_WEIGHT) => w,
-        _ => return err(format!("weight: {weight} is not in 1..={MAX_WEIGHT}")),
-    };
+    let weight = parse_weight(o)?;
     if o.ca_file.is_some() && upstream.scheme != Scheme::HTTPS {
         return err("ca_file applies only to an https:// upstream");
     }

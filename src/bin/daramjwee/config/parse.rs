@@ -133,6 +133,19 @@ fn check_limit(what: &str, limit: Option<u64>, tier: Option<&TierSpec>) -> Resul
     }
 }
 
+/// The site's share of the background slots (`weight`, default 1); the old per-site
+/// `workers` is refused with a pointer to it.
+pub(super) fn parse_weight(o: &SiteOpts) -> Result<u32, ConfigError> {
+    if o.workers.is_some() {
+        return err(PER_SITE_WORKERS);
+    }
+    let weight = o.weight.unwrap_or(1);
+    match u32::try_from(weight) {
+        Ok(w @ 1..=MAX_WEIGHT) => Ok(w),
+        _ => err(format!("weight: {weight} is not in 1..={MAX_WEIGHT}")),
+    }
+}
+
 pub(super) fn parse_eviction(v: Option<&str>) -> Result<PolicyKind, ConfigError> {
     Ok(match v.unwrap_or("s3fifo") {
         "lru" => PolicyKind::Lru,
