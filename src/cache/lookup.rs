@@ -141,7 +141,7 @@ impl Cache {
     /// Answers a fresh hit from the first tier without waiting, when its store can answer
     /// synchronously ([`Store::try_get_now`]) and `judge` (or, on [`Verdict::Default`], the
     /// tier's TTL) calls the entry fresh. The hit is counted as [`get_with`](Cache::get_with)
-    /// counts it.
+    /// counts it. With the lookup, the time it was judged fresh at (for the answer's `Age`).
     ///
     /// `Err(Some(entry))`: the entry was found but is not fresh; hand it to
     /// [`fetch_through`](Cache::fetch_through). `Err(None)`: nothing could be answered at once.
@@ -151,7 +151,7 @@ impl Cache {
         &self,
         key: &str,
         judge: impl FnOnce(&Metadata, SystemTime) -> Verdict,
-    ) -> Result<Lookup, Option<StoredEntry>> {
+    ) -> Result<(Lookup, SystemTime), Option<StoredEntry>> {
         let inner = &self.inner;
         let tier = &inner.tiers[0];
         if inner.closed.load(Ordering::Acquire) || tier.store.is_null() {
@@ -170,7 +170,7 @@ impl Cache {
         }
         let lookup = self.serve_hit(0, key, entry, false, &GetOptions::default());
         self.record_outcome(lookup.outcome);
-        Ok(lookup)
+        Ok((lookup, now))
     }
 
     pub(super) async fn get_inner<F: Origin>(

@@ -53,7 +53,7 @@ impl Answer<'_> {
             }
         };
         match self.cache.lookup_now(key, judge) {
-            Ok(lookup) => Ok(self.respond(lookup, parts)),
+            Ok((lookup, now)) => Ok(self.respond_at(lookup, parts, now)),
             Err(Some(found)) if vary::is_marker(&found.meta) => {
                 // The URL varies: a fresh hit of this client's variant is answered just as
                 // well. The marker itself goes to the full lookup otherwise.
@@ -66,7 +66,7 @@ impl Answer<'_> {
                     policy::verdict(self.config.rules(), directives, meta, now)
                 };
                 match self.cache.lookup_now(&vkey, judge) {
-                    Ok(lookup) => Ok(self.respond(lookup, parts)),
+                    Ok((lookup, now)) => Ok(self.respond_at(lookup, parts, now)),
                     Err(_) => Err(Some(found)),
                 }
             }
@@ -132,8 +132,19 @@ impl Answer<'_> {
 
     /// The response for an entry the engine found, stored or streaming.
     pub(crate) fn respond<ResB>(&self, lookup: Lookup, parts: &Parts) -> Response<CacheBody<ResB>> {
+        self.respond_at(lookup, parts, SystemTime::now())
+    }
+
+    /// [`respond`](Self::respond) with `now` the time the entry was judged fresh at: its `Age`
+    /// and `ttl` are from the same reading (and the clock is read once).
+    fn respond_at<ResB>(
+        &self,
+        lookup: Lookup,
+        parts: &Parts,
+        now: SystemTime,
+    ) -> Response<CacheBody<ResB>> {
         let status = self.status_for(&lookup);
-        self.respond_as(lookup, parts, status)
+        self.respond_as(lookup, parts, status, now)
     }
 
     /// [`respond`](Self::respond), reporting why the request went forward as `fwd` (RFC 9211
@@ -147,7 +158,7 @@ impl Answer<'_> {
     ) -> Response<CacheBody<ResB>> {
         let mut status = self.status_for(&lookup);
         status.fwd = Some(fwd);
-        self.respond_as(lookup, parts, status)
+        self.respond_as(lookup, parts, status, SystemTime::now())
     }
 
     fn respond_as<ResB>(
@@ -155,8 +166,8 @@ impl Answer<'_> {
         lookup: Lookup,
         parts: &Parts,
         mut status: CacheStatus,
+        now: SystemTime,
     ) -> Response<CacheBody<ResB>> {
-        let now = SystemTime::now();
         let Lookup {
             outcome,
             meta,
