@@ -218,7 +218,7 @@ impl Route {
 
     /// The full upstream URL of a request: also the cache key when the `Host` is not kept.
     /// The origin, the base path, and the request's path and query less the stripped prefix,
-    /// in one allocation (this runs for every request).
+    /// in one allocation (the URL of every request sent upstream).
     pub fn upstream_url(&self, pq: Option<&PathAndQuery>) -> String {
         let mut out = String::new();
         self.write_upstream_url(pq, &mut out);
