@@ -558,3 +558,56 @@ fn default_shards_can_hold_a_maximal_object() {
     let tiny = MemStore::new(100_000);
     assert_eq!(tiny.shard_count(), 1);
 }
+
+/// Header values that are slices of a larger buffer (as hyper parses them out of its read
+/// buffer) are copied when stored, and by a metadata update: the store holds no reference to
+/// the buffer, which it does not account for. Values, their order and sensitivity are kept.
+#[tokio::test]
+async fn stored_header_values_do_not_pin_the_buffer_they_were_parsed_from() {
+    let store = one_shard(1 << 20);
+    let buffer = Bytes::from(vec![b'a'; 64 * 1024]);
+    let sliced = |range: std::ops::Range<usize>| {
+        HeaderValue::from_maybe_shared(buffer.slice(range)).expect("ASCII")
+    };
+    let mut m = meta();
+    m.headers.append("x-one", sliced(0..3));
+    m.headers.append("x-two", sliced(10..12));
+    let mut secret = sliced(20..24);
+    secret.set_sensitive(true);
+    m.headers.append("x-one", secret);
+    let mut w = store.put("k", m).await.unwrap();
+    w.write(Bytes::from_static(b"body")).await.unwrap();
+    w.commit().await.unwrap();
+    assert!(
+        buffer.is_unique(),
+        "the stored entry holds on to the buffer"
+    );
+
+    let got = store.get("k").await.unwrap().expect("stored");
+    let fields: Vec<(String, Vec<u8>, bool)> = got
+        .meta
+        .headers
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec(), v.is_sensitive()))
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            ("x-one".to_owned(), b"aaa".to_vec(), false),
+            ("x-one".to_owned(), b"aaaa".to_vec(), true),
+            ("x-two".to_owned(), b"aa".to_vec(), false),
+        ]
+    );
+
+    let mut refreshed = meta();
+    refreshed.headers.append("x-three", sliced(30..35));
+    assert!(store.update_metadata("k", refreshed).await.unwrap());
+    assert!(
+        buffer.is_unique(),
+        "the updated entry holds on to the buffer"
+    );
+    assert_eq!(
+        store.get("k").await.unwrap().unwrap().meta.headers["x-three"],
+        "aaaaa"
+    );
+}
