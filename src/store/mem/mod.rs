@@ -67,9 +67,9 @@ const MAX_SHARDS: usize = 4096;
 /// shard as it writes, evicting committed entries (chosen by the shard's [`EvictionPolicy`]) to
 /// make room. An entry weighs its body bytes, plus its key length, plus an estimate for its
 /// metadata (a fixed 464 bytes plus, per header, its name and value lengths and 104 bytes; both
-/// measured). What it weighs is what it holds: small body chunks and all header values are copied into
-/// buffers of the entry's own, so no entry keeps alive a larger buffer it was cut from (a
-/// socket's read buffer, say).
+/// measured). What it weighs is what it holds: small body chunks and all header values are
+/// copied into buffers of the entry's own, so no entry keeps alive a larger buffer it was cut
+/// from (a socket's read buffer, say).
 ///
 /// ```
 /// use daramjwee::store::{MemStore, Store};
