@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Memory per stored entry (memory hot tier): wrk sends requests for DURATION seconds, each for
-# a new 1 KiB object (a new query string), so each is a miss that stores an entry. Prints the
-# entries stored, what the store counts for them (the `daramjwee_stored_bytes` gauge), and the
-# proxy's resident memory before and after: the last two per entry should be close. A store
-# that keeps a slice of a larger buffer (hyper's read buffer, for header values) holds memory
-# it does not count.
+# a new object (a new query string) of OBJECT's size, so each is a miss that stores an entry.
+# Prints the entries stored, what the store counts for them (the `daramjwee_stored_bytes`
+# gauge), and the proxy's resident memory before and after: the last two per entry should be
+# close. A store that keeps a slice of a larger buffer (hyper's read buffer, for header values)
+# holds memory it does not count.
 #
-#   bash benches/proxy/footprint.sh      # about 10 s after the build (DURATION=5)
+#   bash benches/proxy/footprint.sh              # about 10 s after the build (DURATION=5)
+#   OBJECT=1m bash benches/proxy/footprint.sh    # 1k (default), 64k, 1m or 16m
 #
 # Loopback only; every process it starts is stopped by PID on exit.
 set -euo pipefail
@@ -14,6 +15,7 @@ source "$(dirname "$0")/lib.sh"
 trap cleanup EXIT
 
 DURATION=${DURATION:-5}
+OBJECT=${OBJECT:-1k} # one of the origin's sizes: 1k, 64k, 1m, 16m
 ORIGIN=18480 PROXY=18481 ADMIN=18482
 
 install_peers
@@ -29,9 +31,10 @@ cat >"$WORK/unique.lua" <<'LUA'
 n = 0
 request = function()
   n = n + 1
-  return wrk.format("GET", "/obj/1k?u=" .. n .. "-" .. math.random(1, 1000000000))
+  return wrk.format("GET", "/obj/OBJECT?u=" .. n .. "-" .. math.random(1, 1000000000))
 end
 LUA
+sed -i "s/OBJECT/$OBJECT/" "$WORK/unique.lua"
 rss_kib() { awk '/^VmRSS/ { print $2 }' "/proc/$PID/status"; }
 stored() { # NAME: the sum of a gauge over tiers
     curl -s "http://127.0.0.1:$ADMIN/metrics" | awk -v n="$1" '$1 ~ "^"n"[{ ]" { s += $NF } END { printf "%.0f\n", s }'
