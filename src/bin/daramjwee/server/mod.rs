@@ -503,7 +503,7 @@ impl ThreadSites {
             Err(_) => {
                 let mut svc = site.svc.clone();
                 svc.get_mut().set_client_conn(conn);
-                futures_util::future::Either::Right(Box::pin(svc.oneshot(req)))
+                call_when_ready(&mut svc, req)
             }
         };
         RouterFuture::Site { call, respond }
