@@ -24,41 +24,17 @@ use http_body_util::{BodyExt, Empty};
 
 const KEYS: u64 = 2000;
 
+#[path = "support/live_heap.rs"]
+mod live_heap;
+use live_heap::LiveHeap;
+
 /// Counts live heap bytes (allocated minus freed) of the whole process.
-struct Counting;
-
-static LIVE: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards every call to the system allocator unchanged; only counts bytes.
-unsafe impl std::alloc::GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size() as u64, Ordering::Relaxed);
-        std::alloc::System.alloc(layout)
-    }
-    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size() as u64, Ordering::Relaxed);
-        std::alloc::System.alloc_zeroed(layout)
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, size: usize) -> *mut u8 {
-        let p = std::alloc::System.realloc(ptr, layout, size);
-        if !p.is_null() {
-            LIVE.fetch_add(size as u64, Ordering::Relaxed);
-            LIVE.fetch_sub(layout.size() as u64, Ordering::Relaxed);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
-        LIVE.fetch_sub(layout.size() as u64, Ordering::Relaxed);
-        std::alloc::System.dealloc(ptr, layout)
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: LiveHeap = LiveHeap;
 
 /// Live heap, in KiB.
 fn heap_kib() -> u64 {
-    LIVE.load(Ordering::Relaxed) >> 10
+    LiveHeap::bytes() >> 10
 }
 
 fn body_of(n: u64) -> Vec<u8> {

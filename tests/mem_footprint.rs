@@ -2,45 +2,17 @@
 //! global allocator that wraps the system's (this test binary's only test, so nothing else
 //! allocates while it counts).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use bytes::Bytes;
 use daramjwee::store::{MemStore, Store};
 use daramjwee::Metadata;
 use http::{HeaderValue, StatusCode};
 
-struct Counting;
-
-/// Bytes allocated and not yet freed.
-static LIVE: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards every call to the system allocator unchanged; only counts bytes.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size() as u64, Ordering::Relaxed);
-        System.alloc(layout)
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size() as u64, Ordering::Relaxed);
-        System.alloc_zeroed(layout)
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, size: usize) -> *mut u8 {
-        let p = System.realloc(ptr, layout, size);
-        if !p.is_null() {
-            LIVE.fetch_add(size as u64, Ordering::Relaxed);
-            LIVE.fetch_sub(layout.size() as u64, Ordering::Relaxed);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size() as u64, Ordering::Relaxed);
-        System.dealloc(ptr, layout)
-    }
-}
+#[path = "../examples/support/live_heap.rs"]
+mod live_heap;
+use live_heap::LiveHeap;
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: LiveHeap = LiveHeap;
 
 /// The fields of a typical stored response.
 const FIELDS: [(&str, &str); 6] = [
@@ -57,7 +29,7 @@ const FIELDS: [(&str, &str); 6] = [
 async fn per_entry(n: u64, fields: usize) -> (u64, u64) {
     let store = MemStore::new(4 << 30);
     let body = Bytes::from(vec![7u8; 1024]);
-    let before = LIVE.load(Ordering::Relaxed);
+    let before = LiveHeap::bytes();
     for i in 0..n {
         let mut meta = Metadata::new(StatusCode::OK);
         for (name, value) in &FIELDS[..fields] {
@@ -68,7 +40,7 @@ async fn per_entry(n: u64, fields: usize) -> (u64, u64) {
         w.write(body.clone()).await.unwrap();
         w.commit().await.unwrap();
     }
-    let heap = LIVE.load(Ordering::Relaxed) - before;
+    let heap = LiveHeap::bytes() - before;
     (heap / n, store.used_bytes().unwrap() / n)
 }
 

@@ -575,6 +575,12 @@ async fn stored_header_values_do_not_pin_the_buffer_they_were_parsed_from() {
     let mut secret = sliced(20..24);
     secret.set_sensitive(true);
     m.headers.append("x-one", secret);
+    m.headers.append("x-four", sliced(40..41));
+    let room = |h: &http::HeaderMap| h.capacity() >= h.keys_len() + crate::entry::HEADER_ROOM;
+    assert!(
+        !room(&m.headers),
+        "this map has no room for an answer's fields"
+    );
     let mut w = store.put("k", m).await.unwrap();
     w.write(Bytes::from_static(b"body")).await.unwrap();
     w.commit().await.unwrap();
@@ -596,18 +602,23 @@ async fn stored_header_values_do_not_pin_the_buffer_they_were_parsed_from() {
             ("x-one".to_owned(), b"aaa".to_vec(), false),
             ("x-one".to_owned(), b"aaaa".to_vec(), true),
             ("x-two".to_owned(), b"aa".to_vec(), false),
+            ("x-four".to_owned(), b"a".to_vec(), false),
         ]
     );
 
+    // A map without room for what an answer adds was rebuilt with it.
+    assert!(room(&got.meta.headers));
+
+    // A map that has the room (as the engine's have) keeps it, its values copied in place.
     let mut refreshed = meta();
+    refreshed.headers = http::HeaderMap::with_capacity(16);
     refreshed.headers.append("x-three", sliced(30..35));
     assert!(store.update_metadata("k", refreshed).await.unwrap());
     assert!(
         buffer.is_unique(),
         "the updated entry holds on to the buffer"
     );
-    assert_eq!(
-        store.get("k").await.unwrap().unwrap().meta.headers["x-three"],
-        "aaaaa"
-    );
+    let got = store.get("k").await.unwrap().unwrap();
+    assert_eq!(got.meta.headers["x-three"], "aaaaa");
+    assert!(room(&got.meta.headers));
 }
