@@ -124,53 +124,7 @@ where
                 skip,
                 take,
                 drain,
-            } => loop {
-                if *take == 0 {
-                    if let Some(rest) = body.take() {
-                        if *drain {
-                            drain_detached(rest);
-                        }
-                    }
-                    return Poll::Ready(None);
-                }
-                let Some(stream) = body.as_mut() else {
-                    return Poll::Ready(None);
-                };
-                match Pin::new(stream).poll_next(cx) {
-                    Poll::Ready(Some(Ok(chunk))) => {
-                        let n = chunk.len() as u64;
-                        if n <= *skip {
-                            *skip -= n;
-                            continue;
-                        }
-                        // Both bounds are below `chunk.len()`, so they fit in usize.
-                        let from = *skip as usize;
-                        let to = (*skip + *take).min(n) as usize;
-                        *skip = 0;
-                        *take -= (to - from) as u64;
-                        // Done: let go of the stream now, since a server stops polling (and
-                        // may keep the body around) once `is_end_stream` says so.
-                        if *take == 0 {
-                            if let (Some(rest), true) = (body.take(), *drain) {
-                                drain_detached(rest);
-                            }
-                        }
-                        return Poll::Ready(Some(Ok(Frame::data(chunk.slice(from..to)))));
-                    }
-                    Poll::Ready(Some(Err(e))) => {
-                        *body = None;
-                        return Poll::Ready(Some(Err(Box::new(e))));
-                    }
-                    // The stream ended before the range did: the entry was shorter than
-                    // its metadata said. Fail rather than send a short 206 as complete.
-                    Poll::Ready(None) => {
-                        *body = None;
-                        *take = 0;
-                        return Poll::Ready(Some(Err("cached body shorter than its range".into())));
-                    }
-                    Poll::Pending => return Poll::Pending,
-                }
-            },
+            } => poll_range(body, skip, take, *drain, cx),
             InnerProj::Empty => Poll::Ready(None),
         }
     }
@@ -198,6 +152,61 @@ where
             Inner::Ranged { take, .. } => SizeHint::with_exact(*take),
             Inner::Empty => SizeHint::with_exact(0),
         }
+    }
+}
+
+/// The next frame of a ranged body: bytes `skip..skip + take` of `body`'s stream, sliced from
+/// its chunks as they pass (see [`CacheBody::ranged`]).
+fn poll_range(
+    body: &mut Option<EntryBody>,
+    skip: &mut u64,
+    take: &mut u64,
+    drain: bool,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    loop {
+        if *take == 0 {
+            if let (Some(rest), true) = (body.take(), drain) {
+                drain_detached(rest);
+            }
+            return Poll::Ready(None);
+        }
+        let Some(stream) = body.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let chunk = match Pin::new(stream).poll_next(cx) {
+            Poll::Ready(Some(Ok(chunk))) => chunk,
+            Poll::Ready(Some(Err(e))) => {
+                *body = None;
+                return Poll::Ready(Some(Err(Box::new(e))));
+            }
+            // The stream ended before the range did: the entry was shorter than its metadata
+            // said. Fail rather than send a short 206 as complete.
+            Poll::Ready(None) => {
+                *body = None;
+                *take = 0;
+                return Poll::Ready(Some(Err("cached body shorter than its range".into())));
+            }
+            Poll::Pending => return Poll::Pending,
+        };
+        let n = chunk.len() as u64;
+        if n <= *skip {
+            *skip -= n;
+            continue;
+        }
+        // Both bounds are below `chunk.len()`, so they fit in usize.
+        let from = *skip as usize;
+        let to = (*skip + *take).min(n) as usize;
+        *skip = 0;
+        *take -= (to - from) as u64;
+        // Done: let go of the stream now, since a server stops polling (and may keep the body
+        // around) once `is_end_stream` says so.
+        if *take == 0 {
+            if let (Some(rest), true) = (body.take(), drain) {
+                drain_detached(rest);
+            }
+        }
+        return Poll::Ready(Some(Ok(Frame::data(chunk.slice(from..to)))));
     }
 }
 

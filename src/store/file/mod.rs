@@ -503,56 +503,7 @@ impl Store for FileStore {
         let inner = Arc::clone(&self.inner);
         let key = key.to_owned();
         blocking_store(&key.clone(), move || {
-            if inner.indexed(&loc, false).is_none() {
-                return Ok(false);
-            }
-            let path = loc.path(&inner.objects);
-            let Some(src) = open_for_update(&inner, &loc, &path, &key)? else {
-                return Ok(false);
-            };
-            // A commit may have replaced the entry with a larger one since the reservation.
-            let size = src.footer.body_len + record_len + FOOTER_LEN as u64;
-            if size > temp.reserved {
-                if !inner.try_grow(size - temp.reserved) {
-                    return Err(StoreError::TooLarge {
-                        key,
-                        size,
-                        limit: temp.reserved,
-                    });
-                }
-                temp.reserved = size;
-            }
-            let io = |e| StoreError::io(&key, e);
-            let mut dst = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(temp.path())
-                .map_err(io)?;
-            let body_ok = match &src.body {
-                Some(b) => dst.write_all(b).map(|()| true),
-                None => format::copy_body(&src, &mut dst),
-            }
-            .map_err(io)?;
-            if !body_ok {
-                tracing::warn!(key, "corrupt cache body removed during metadata update");
-                inner.unindex(&loc);
-                remove_if_exists(&path).map_err(io)?;
-                return Ok(false);
-            }
-            let record = format::record(&key, &meta, src.footer.body_len);
-            let footer = format::footer(src.footer.body_len, src.footer.body_crc, &record);
-            dst.write_all(&record)
-                .and_then(|()| dst.write_all(&footer?))
-                .and_then(|()| if inner.fsync { dst.sync_all() } else { Ok(()) })
-                .map_err(io)?;
-            drop(dst);
-            let reserved = temp.install(&path).map_err(io)?;
-            inner.index_committed(&loc, size, reserved);
-            drop(guard);
-            if inner.fsync {
-                format::sync_dir(path.parent().unwrap_or(&inner.objects)).map_err(io)?;
-            }
-            Ok(true)
+            rewrite_with_meta(&inner, &loc, &key, &meta, record_len, &mut temp, guard)
         })
         .await
     }
@@ -615,6 +566,85 @@ impl Store for FileStore {
     fn evictions(&self) -> Option<u64> {
         Some(FileStore::evictions(self))
     }
+}
+
+/// The blocking part of [`FileStore::update_metadata`], under the entry's stripe lock
+/// (`guard`, released once the new file is in place): copies the body of the entry at `loc`
+/// into `temp` behind `meta`'s record and installs it. False when the entry is gone, not
+/// `key`'s, or corrupt (then removed).
+fn rewrite_with_meta(
+    inner: &Inner,
+    loc: &Loc,
+    key: &str,
+    meta: &Metadata,
+    record_len: u64,
+    temp: &mut TempFile,
+    guard: tokio::sync::OwnedMutexGuard<()>,
+) -> Result<bool, StoreError> {
+    if inner.indexed(loc, false).is_none() {
+        return Ok(false);
+    }
+    let path = loc.path(&inner.objects);
+    let Some(src) = open_for_update(inner, loc, &path, key)? else {
+        return Ok(false);
+    };
+    // A commit may have replaced the entry with a larger one since the reservation.
+    let size = src.footer.body_len + record_len + FOOTER_LEN as u64;
+    if size > temp.reserved {
+        if !inner.try_grow(size - temp.reserved) {
+            return Err(StoreError::TooLarge {
+                key: key.to_owned(),
+                size,
+                limit: temp.reserved,
+            });
+        }
+        temp.reserved = size;
+    }
+    let io = |e| StoreError::io(key, e);
+    if !write_with_meta(temp.path(), &src, key, meta, inner.fsync).map_err(io)? {
+        tracing::warn!(key, "corrupt cache body removed during metadata update");
+        inner.unindex(loc);
+        remove_if_exists(&path).map_err(io)?;
+        return Ok(false);
+    }
+    let reserved = temp.install(&path).map_err(io)?;
+    inner.index_committed(loc, size, reserved);
+    drop(guard);
+    if inner.fsync {
+        format::sync_dir(path.parent().unwrap_or(&inner.objects)).map_err(io)?;
+    }
+    Ok(true)
+}
+
+/// Writes a new file at `dst_path`: the body of `src` (checked against its crc on the way),
+/// then `meta`'s record and the footer. False, with nothing more written, when the body is
+/// corrupt.
+fn write_with_meta(
+    dst_path: &Path,
+    src: &format::Opened,
+    key: &str,
+    meta: &Metadata,
+    fsync: bool,
+) -> std::io::Result<bool> {
+    let mut dst = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(dst_path)?;
+    let body_ok = match &src.body {
+        Some(b) => dst.write_all(b).map(|()| true),
+        None => format::copy_body(src, &mut dst),
+    }?;
+    if !body_ok {
+        return Ok(false);
+    }
+    let record = format::record(key, meta, src.footer.body_len);
+    let footer = format::footer(src.footer.body_len, src.footer.body_crc, &record)?;
+    dst.write_all(&record)?;
+    dst.write_all(&footer)?;
+    if fsync {
+        dst.sync_all()?;
+    }
+    Ok(true)
 }
 
 /// The entry at `path` for an in-place metadata update, or `None` (unindexed, and removed

@@ -126,6 +126,24 @@ impl FileStoreWriter {
         Ok(())
     }
 
+    /// Reserves room for the entry's trailer on top of what its body holds; gives the write
+    /// up when the capacity cannot provide it.
+    async fn reserve_trailer(&mut self, trailer_len: u64) -> Result<(), StoreError> {
+        let held = self.temp.as_ref().map_or(0, |t| t.reserved);
+        let (res, victims) = self.store.inner.reserve(&self.key, trailer_len, held);
+        if res.is_ok() {
+            if let Some(t) = self.temp.as_mut() {
+                t.reserved += trailer_len;
+            }
+        }
+        self.store.remove_victims(victims).await;
+        if let Err(e) = res {
+            self.give_up();
+            return Err(e);
+        }
+        Ok(())
+    }
+
     /// Gives the write up: removes the temp file and releases its reservation now.
     pub(super) fn give_up(&mut self) {
         self.temp = None;
@@ -193,18 +211,7 @@ impl StoreWriter for FileStoreWriter {
         let record = format::record(&key, &self.meta, self.written);
         let trailer_len = (record.len() + FOOTER_LEN) as u64;
         let size = self.written + trailer_len;
-        let held = self.temp.as_ref().map_or(0, |t| t.reserved);
-        let (res, victims) = self.store.inner.reserve(&key, trailer_len, held);
-        if res.is_ok() {
-            if let Some(t) = self.temp.as_mut() {
-                t.reserved += trailer_len;
-            }
-        }
-        self.store.remove_victims(victims).await;
-        if let Err(e) = res {
-            self.give_up();
-            return Err(e);
-        }
+        self.reserve_trailer(trailer_len).await?;
 
         // From here on the temp file and its reservation travel with the blocking tasks, which
         // run to completion (or clean up on drop) even if this future is cancelled.
@@ -229,22 +236,9 @@ impl StoreWriter for FileStoreWriter {
             .map_err(|e| StoreError::io(key, e))?
         };
 
-        let loc = self.loc;
-        let guard = self.store.inner.stripe(&loc).lock_owned().await;
-        let inner = Arc::clone(&self.store.inner);
-        blocking(move || {
-            let mut temp = temp;
-            let path = loc.path(&inner.objects);
-            let reserved = temp.install(&path)?;
-            inner.index_committed(&loc, size, reserved);
-            drop(guard);
-            if inner.fsync {
-                format::sync_dir(path.parent().unwrap_or(&inner.objects))?;
-            }
-            Ok(())
-        })
-        .await
-        .map_err(|e| StoreError::io(key, e))
+        install(Arc::clone(&self.store.inner), self.loc, temp, size)
+            .await
+            .map_err(|e| StoreError::io(key, e))
     }
 
     async fn abort(mut self: Box<Self>) -> Result<(), StoreError> {
@@ -262,4 +256,21 @@ impl StoreWriter for FileStoreWriter {
     fn written(&self) -> u64 {
         self.written
     }
+}
+
+/// Puts a written temp file in place of the entry at `loc` (under the entry's stripe lock,
+/// released before the directory is synced) and indexes it at `size` bytes.
+async fn install(inner: Arc<Inner>, loc: Loc, mut temp: TempFile, size: u64) -> io::Result<()> {
+    let guard = inner.stripe(&loc).lock_owned().await;
+    blocking(move || {
+        let path = loc.path(&inner.objects);
+        let reserved = temp.install(&path)?;
+        inner.index_committed(&loc, size, reserved);
+        drop(guard);
+        if inner.fsync {
+            format::sync_dir(path.parent().unwrap_or(&inner.objects))?;
+        }
+        Ok(())
+    })
+    .await
 }
