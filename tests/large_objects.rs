@@ -74,6 +74,19 @@ async fn wait_for(store: &dyn Store, addr: SocketAddr, path: &str) {
     panic!("{path} never appeared in {}", store.name());
 }
 
+/// The cache's stats once `fills_by_tier` reads `want` (or after 5 s, for the assertion to
+/// show): a fill is counted when its commit returns, a moment after the entry is visible in
+/// the store (the directory's `fsync` comes in between).
+async fn stats_once_filled(cache: &Cache, want: &[u64]) -> daramjwee::CacheStats {
+    for _ in 0..500 {
+        if cache.stats().fills_by_tier == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    cache.stats()
+}
+
 /// The layer's default key for a GET of `path`.
 fn key(addr: SocketAddr, path: &str) -> String {
     format!("http://{addr}{path}")
@@ -102,7 +115,7 @@ async fn lands_in_cold(path: &str, size: u64) {
         );
     }
     assert_eq!(s.calls.get(), 1);
-    let stats = s.cache.stats();
+    let stats = stats_once_filled(&s.cache, &[0, 1]).await;
     assert_eq!(stats.fills_by_tier, vec![0, 1], "{stats:?}");
     assert_eq!(stats.fills_committed, 1);
     assert_eq!(
@@ -140,7 +153,7 @@ async fn a_small_chunked_body_is_kept_hot_and_cold_without_a_copy() {
         status.contains("; hit;") && status.ends_with("detail=memory"),
         "{status}"
     );
-    let stats = s.cache.stats();
+    let stats = stats_once_filled(&s.cache, &[1, 1]).await;
     // Both tiers were written by the fill itself: one commit each, no background copy.
     assert_eq!(stats.fills_by_tier, vec![1, 1], "{stats:?}");
     assert_eq!((s.calls.get(), stats.store_errors), (1, 0));
@@ -207,7 +220,8 @@ async fn followers_of_a_large_fill_stream_it_with_one_origin_call() {
         .count();
     assert_eq!((s.calls.get(), collapsed), (1, 3));
     wait_for(&*s.cold, s.addr, "/slow/64").await;
-    assert_eq!(s.cache.stats().fills_by_tier, vec![0, 1]);
+    let stats = stats_once_filled(&s.cache, &[0, 1]).await;
+    assert_eq!(stats.fills_by_tier, vec![0, 1], "{stats:?}");
 }
 
 /// Through the engine, writing through: each tier that keeps the body's size takes it as it
@@ -237,13 +251,7 @@ async fn written_through_a_body_goes_to_every_tier_that_keeps_its_size() {
             .unwrap();
         assert_eq!(miss.storing, storing);
         assert_eq!(miss.body.collect().await.unwrap(), body);
-        for _ in 0..200 {
-            if cache.stats().fills_by_tier == by_tier {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        let stats = cache.stats();
+        let stats = stats_once_filled(&cache, &by_tier).await;
         assert_eq!(stats.fills_by_tier, by_tier, "{key}: {stats:?}");
         assert_eq!((stats.store_errors, stats.too_large), (0, 0));
     }
