@@ -61,19 +61,8 @@ impl Cache {
         };
         let from_origin = !matches!(source, Source::Tier(..));
         let is_refresh = note.is_none();
-        let (meta, body) = match source {
-            Source::Tier(meta, body) | Source::Fetched(meta, body) => (meta, body),
-            Source::Fetch(fetcher, previous) => {
-                let fetched = match self.fetch(&flight, fetcher, previous.clone(), note).await {
-                    Ok(Some(f)) => f,
-                    Ok(None) => return,
-                    Err(why) => return self.fail(&flight, why),
-                };
-                let Some(entry) = self.settle(key, &flight, &usage, previous, fetched).await else {
-                    return;
-                };
-                (Arc::new(entry.0), entry.1)
-            }
+        let Some((meta, body)) = self.fill_source(key, &flight, &usage, source, note).await else {
+            return;
         };
         let writers = match self
             .open_fill(&flight, key, &meta, targets, from_origin)
@@ -105,6 +94,34 @@ impl Cache {
             Err(e) => {
                 debug!(error = %e, "fill failed; nothing stored");
                 self.fail(&flight, e);
+            }
+        }
+    }
+
+    /// The entry a fill streams into its tiers: the one it was given, or the origin's. `None`
+    /// when the flight is already finished: a pass-through handed to the leader, a failed
+    /// fetch, or an answer about the stored entry (not-modified, stale-on-error).
+    async fn fill_source<F: Origin>(
+        &self,
+        key: &str,
+        flight: &Arc<Flight>,
+        usage: &Usage,
+        source: Source<F>,
+        note: Option<NoteTx<F>>,
+    ) -> Option<(Arc<Metadata>, EntryBody)> {
+        match source {
+            Source::Tier(meta, body) | Source::Fetched(meta, body) => Some((meta, body)),
+            Source::Fetch(fetcher, previous) => {
+                let fetched = match self.fetch(flight, fetcher, previous.clone(), note).await {
+                    Ok(Some(f)) => f,
+                    Ok(None) => return None,
+                    Err(why) => {
+                        self.fail(flight, why);
+                        return None;
+                    }
+                };
+                let (meta, body) = self.settle(key, flight, usage, previous, fetched).await?;
+                Some((Arc::new(meta), body))
             }
         }
     }

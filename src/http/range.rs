@@ -43,18 +43,20 @@ pub(crate) fn evaluate(req: &HeaderMap, meta: &Metadata, len: Option<u64>) -> Ra
     if !if_range_holds(req, meta) {
         return RangeAnswer::Full;
     }
+    one_byte_range(spec, len)
+}
+
+/// The answer to a `Range` field value `spec` for a representation of `len` bytes: one byte
+/// range is served, anything else (several ranges, another unit, a malformed spec) is ignored.
+fn one_byte_range(spec: &str, len: u64) -> RangeAnswer {
     let Some((unit, set)) = spec.split_once('=') else {
         return RangeAnswer::Full;
     };
     if !unit.trim().eq_ignore_ascii_case("bytes") {
         return RangeAnswer::Full;
     }
-    let specs: Vec<&str> = set
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .collect();
-    let [one] = specs.as_slice() else {
+    let mut specs = set.split(',').map(str::trim).filter(|s| !s.is_empty());
+    let (Some(one), None) = (specs.next(), specs.next()) else {
         return RangeAnswer::Full;
     };
     let Some((first, last)) = one.split_once('-') else {
