@@ -9,7 +9,7 @@ use http::request::Parts;
 use http::{Response, StatusCode};
 
 use super::body::{drain_detached, CacheBody};
-use super::layer::HttpConfig;
+use super::config::HttpConfig;
 use super::policy::{self, RequestDirectives};
 use super::range::{self, RangeAnswer};
 use super::request::origin_head;

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use http::Request;
 
-use super::layer::HttpConfig;
+use super::config::HttpConfig;
 use crate::cache::{Cache, CacheStats};
 use crate::error::Error;
 

@@ -7,7 +7,7 @@ use http::header;
 use http::request::Parts;
 use http::{Method, Uri};
 
-use super::layer::HttpConfig;
+use super::config::HttpConfig;
 use super::request::copy_head;
 use crate::cache::Cache;
 

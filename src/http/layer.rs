@@ -6,35 +6,15 @@ use std::time::Duration;
 use http::request::Parts;
 use tower_layer::Layer;
 
+use super::config::HttpConfig;
 use super::headers::TargetHeaders;
 use super::key::KeyMaker;
-use super::policy::{PolicyMode, Rules, Targeted};
+use super::policy::{PolicyMode, Targeted};
 use super::service::CacheService;
 use crate::cache::Cache;
 
 /// The default of [`CacheLayerBuilder::origin_timeout`].
 const DEFAULT_ORIGIN_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Settings shared by every service a [`CacheLayer`] builds.
-pub(crate) struct HttpConfig {
-    /// How keys are made (the default key is built on the stack on the hit path).
-    pub key: KeyMaker,
-    pub mode: PolicyMode,
-    pub cache_status: bool,
-    pub share_set_cookie: bool,
-    pub target_headers: TargetHeaders,
-    /// The longest an origin call may take to answer with a response head.
-    pub origin_timeout: Duration,
-    /// Targeted cache-control fields (RFC 9213) honoured in shared mode.
-    pub targeted: Targeted,
-}
-
-impl HttpConfig {
-    /// The rules every policy decision of this layer follows.
-    pub fn rules(&self) -> Rules<'_> {
-        Rules::new(&self.mode, &self.targeted)
-    }
-}
 
 /// A tower [`Layer`] that caches the responses of the service it wraps.
 ///

@@ -10,7 +10,7 @@ use http::{Request, Response, StatusCode};
 
 use super::answer::Answer;
 use super::body::{drain_detached, CacheBody};
-use super::layer::HttpConfig;
+use super::config::HttpConfig;
 use super::origin::{call, FillRequest, OriginError, OriginFetcher, OriginService, Passed};
 use super::policy::{self, RequestDirectives};
 use super::request::origin_head;

@@ -24,6 +24,7 @@
 
 mod answer;
 mod body;
+mod config;
 mod future;
 mod handle;
 mod headers;

@@ -18,7 +18,7 @@ use http_body::Body;
 use tower_service::Service;
 
 use super::body::OriginStream;
-use super::layer::HttpConfig;
+use super::config::HttpConfig;
 use super::policy::{self, RequestDirectives, Storability};
 use super::request::copy_head;
 use super::vary::{self, Vary};

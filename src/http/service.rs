@@ -10,11 +10,11 @@ use tower_service::Service;
 
 use super::answer::Answer;
 use super::body::CacheBody;
+use super::config::HttpConfig;
 use super::future::ResponseFuture;
 use super::headers::{append_to_key, has_target_rewriting, TargetHeaders, TARGET_REWRITING};
 use super::invalidate::{invalidate, is_unsafe};
 use super::key::{default_key_in, KeyMaker, KEY_BUF};
-use super::layer::HttpConfig;
 use super::lookup::CachedCall;
 use super::origin::{call, OriginService};
 use super::policy::{self, RequestDirectives, RequestRule};

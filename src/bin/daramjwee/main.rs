@@ -18,7 +18,10 @@ mod header_rules;
 mod hit_allocs;
 mod proxy;
 mod reload;
+mod request_id;
+mod route;
 mod server;
+mod swap;
 mod tls;
 
 use std::net::SocketAddr;

@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use daramjwee::BoxError;
 use http::header::{self, HeaderValue};
-use http::uri::PathAndQuery;
 use http::uri::Scheme;
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
@@ -36,7 +35,8 @@ use crate::access_log::UpstreamTimer;
 use crate::config::SiteSettings;
 use crate::forwarding::{client_host_value, Forwarding};
 use crate::header_rules::{HeaderRules, RuleContext};
-use crate::server::X_REQUEST_ID;
+use crate::request_id::X_REQUEST_ID;
+use crate::route::Route;
 use crate::tls::{self, TlsError};
 use daramjwee::http::strip_hop_by_hop;
 
@@ -190,59 +190,6 @@ impl ClientConn {
     }
 }
 
-/// Where a site's requests go and how they are rewritten.
-#[derive(Debug)]
-pub struct Route {
-    /// `http://authority`, without a path.
-    origin: String,
-    /// Upstream authority, also the default `Host`.
-    authority: HeaderValue,
-    /// Path prepended to the request path (no trailing `/`).
-    base_path: String,
-    /// Prefix removed from the request path first, if the site strips it.
-    strip: Option<String>,
-}
-
-impl Route {
-    /// The rewrite rules of a site.
-    pub fn new(site: &SiteSettings) -> Route {
-        let up = &site.upstream;
-        Route {
-            origin: format!("{}://{}", up.scheme, up.authority),
-            authority: HeaderValue::from_str(up.authority.as_str())
-                .unwrap_or_else(|_| HeaderValue::from_static("localhost")),
-            base_path: up.base_path.clone(),
-            strip: (site.strip_prefix && site.prefix != "/").then(|| site.prefix.clone()),
-        }
-    }
-
-    /// The full upstream URL of a request: also the cache key when the `Host` is not kept.
-    /// The origin, the base path, and the request's path and query less the stripped prefix,
-    /// in one allocation (the URL of every request sent upstream).
-    pub fn upstream_url(&self, pq: Option<&PathAndQuery>) -> String {
-        let mut out = String::new();
-        self.write_upstream_url(pq, &mut out);
-        out
-    }
-
-    /// [`upstream_url`](Self::upstream_url), appended to `out`.
-    pub fn write_upstream_url(&self, pq: Option<&PathAndQuery>, out: &mut String) {
-        let pq = pq.map_or("/", PathAndQuery::as_str);
-        let rest = match &self.strip {
-            // The router only sends paths under the prefix, at a `/` boundary.
-            Some(p) => pq.strip_prefix(p.as_str()).unwrap_or(pq),
-            None => pq,
-        };
-        out.reserve(self.origin.len() + self.base_path.len() + rest.len() + 1);
-        out.push_str(&self.origin);
-        out.push_str(&self.base_path);
-        if !rest.starts_with('/') {
-            out.push('/');
-        }
-        out.push_str(rest);
-    }
-}
-
 /// The origin service of one site: forwards requests to its upstream through a pooled client.
 /// Cloned for every request the cache passes on, so its state sits behind one `Arc`.
 ///
@@ -348,7 +295,7 @@ where
         let started = Instant::now();
         let fut = up.client.request(req);
         let timeout = up.timeout;
-        let authority = up.route.authority.clone();
+        let authority = up.route.authority().clone();
         Box::pin(async move {
             let res = match tokio::time::timeout(timeout, fut).await {
                 Ok(Ok(res)) => res,
@@ -411,7 +358,7 @@ where
     let uri = route.upstream_url(parts.uri.path_and_query());
     parts.uri = Uri::try_from(uri).unwrap_or_else(|_| {
         // Only reachable with a path hyper already accepted; fall back to the upstream root.
-        Uri::from_maybe_shared(Bytes::from(route.origin.clone() + "/")).unwrap_or_default()
+        Uri::from_maybe_shared(Bytes::from(route.origin().to_owned() + "/")).unwrap_or_default()
     });
     // The upstream leg is always HTTP/1.1, whatever the client spoke.
     parts.version = Version::HTTP_11;
@@ -423,7 +370,7 @@ where
     forwarding.set_upstream_headers(
         &mut parts.headers,
         client_host,
-        &route.authority,
+        route.authority(),
         (client, tls),
     );
     let body = body.map_err(Into::into).boxed_unsync();
@@ -481,10 +428,6 @@ mod tests {
     use super::*;
     use crate::config::{Cli, Settings};
     use clap::Parser;
-
-    fn route(args: &[&str]) -> Route {
-        site(args).0
-    }
 
     fn site(args: &[&str]) -> (Route, Forwarding) {
         let mut v = vec!["daramjwee"];
@@ -570,15 +513,5 @@ mod tests {
         let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
         assert_eq!(first, "abc");
         assert!(body.frame().await.unwrap().is_err());
-    }
-
-    #[test]
-    fn upstream_url_joins_base_path_and_request_path() {
-        let r = route(&["--upstream", "http://h:1"]);
-        assert_eq!(r.upstream_url(None), "http://h:1/");
-        assert_eq!(
-            r.upstream_url(Some(&PathAndQuery::from_static("/x?y"))),
-            "http://h:1/x?y"
-        );
     }
 }

@@ -16,7 +16,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
-use crate::server::Swap;
+use crate::swap::Swap;
 
 /// Why a site's TLS client could not be built.
 #[derive(Debug, thiserror::Error)]

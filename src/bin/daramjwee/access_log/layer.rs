@@ -21,7 +21,9 @@ use super::format::{Draft, End, RequestFields};
 use super::writer::Sink;
 use super::{Format, UpstreamTimer};
 use crate::proxy::ClientConn;
-use crate::server::{ReqBody, Swap, X_REQUEST_ID};
+use crate::request_id::X_REQUEST_ID;
+use crate::server::ReqBody;
+use crate::swap::Swap;
 
 /// The access log currently in use, or none: a reload swaps it for new requests while
 /// in-flight ones finish logging to the one they started with.
@@ -89,7 +91,7 @@ pub struct AccessLog<S> {
 }
 
 /// One thread's hold on a log. Requests served on that thread clone this `Arc`, whose count
-/// only that thread writes, not the log's, which every thread shares (see `server::Swap`).
+/// only that thread writes, not the log's, which every thread shares (see `swap::Swap`).
 #[derive(Debug)]
 struct LogHandle(Arc<Sink>);
 

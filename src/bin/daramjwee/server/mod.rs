@@ -38,17 +38,16 @@ use tower_http::trace::{ResponseBody, TraceLayer};
 use crate::access_log::{AccessLogLayer, AccessLogSwitch};
 use crate::config::{SiteSettings, TierSpec};
 use crate::forwarding::{client_authority, Forwarding};
-pub use swap::Swap;
+use crate::header_rules::RuleContext;
+use crate::proxy::{ClientConn, ProxyBody, Upstream};
+use crate::request_id::{RequestIdLayer, RequestIds, X_REQUEST_ID};
+use crate::route::Route;
+use crate::swap::Swap;
+use crate::tls::TlsError;
+use tokio_rustls::TlsAcceptor;
 
 mod purger;
-mod request_id;
-mod swap;
-use crate::header_rules::RuleContext;
-use crate::proxy::{ClientConn, ProxyBody, Route, Upstream};
-use crate::tls::TlsError;
 pub use purger::Purger;
-pub use request_id::{RequestIdLayer, RequestIds, X_REQUEST_ID};
-use tokio_rustls::TlsAcceptor;
 
 pin_project_lite::pin_project! {
     /// The request body every service in the proxy sees: the client's body and connection, or
