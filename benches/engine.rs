@@ -22,6 +22,10 @@
 //!   never fits the hot tier pays (the promotion task streams the body to the caller).
 //! - **miss**: a new key every iteration (keys made before the clock starts); the fetcher
 //!   answers a 1 KiB static body at once, and the fill commits it to the hot tier.
+//! - **store put** (group `mem_store_put_1KiB`): a full 256 MiB `MemStore` alone takes a new
+//!   entry (put, write, commit, and the eviction that makes room) with the six fields of a
+//!   typical response, in a header map with room for what an answer adds, as the layer's
+//!   fills give it: what storing costs past the engine.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -302,12 +306,76 @@ fn report() {
     }
 }
 
+/// The fields of a typical stored response.
+const FIELDS: [(&str, &str); 6] = [
+    ("content-type", "application/octet-stream"),
+    ("etag", "\"1k-v1\""),
+    ("cache-control", "public, max-age=3600"),
+    ("content-length", "1024"),
+    ("date", "Sat, 05 Dec 2026 10:17:07 GMT"),
+    ("last-modified", "Sat, 05 Dec 2026 10:17:07 GMT"),
+];
+
+/// Times `iters` new entries stored into `store`, each under a new key (made before the clock
+/// starts) with [`FIELDS`].
+async fn timed_puts(store: &MemStore, iters: u64) -> Duration {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let base = NEXT.fetch_add(iters, Ordering::Relaxed);
+    let keys: Vec<String> = (base..base + iters)
+        .map(|i| format!("put/{i:016x}"))
+        .collect();
+    // Room for four more fields, as the layer's stored maps have (so a hit adds its own
+    // without growing the map).
+    let mut headers = http::HeaderMap::with_capacity(FIELDS.len() + 4);
+    for (name, value) in FIELDS {
+        headers.insert(name, http::HeaderValue::from_static(value));
+    }
+    let metas: Vec<Metadata> = keys
+        .iter()
+        .map(|_| {
+            let mut meta = Metadata::new(StatusCode::OK).with_content_length(BODY_LEN as u64);
+            meta.headers = headers.clone();
+            meta
+        })
+        .collect();
+    let a0 = ALLOCS.load(Ordering::Relaxed);
+    let start = Instant::now();
+    for (key, meta) in keys.iter().zip(metas) {
+        let mut w = store.put(key, meta).await.expect("put");
+        w.write(Bytes::from_static(&BODY)).await.expect("write");
+        w.commit().await.expect("commit");
+    }
+    let elapsed = start.elapsed();
+    record(
+        "store put",
+        iters,
+        elapsed,
+        ALLOCS.load(Ordering::Relaxed) - a0,
+    );
+    elapsed
+}
+
+fn store_put(c: &mut Criterion) {
+    let rt = runtime();
+    // Full after about 100,000 entries (about 2.5 KiB each), so the steady state is a full
+    // tier's: each put evicts about one entry, and memory stays bounded however long
+    // criterion runs.
+    let store = MemStore::new(256 << 20);
+    let mut g = c.benchmark_group("mem_store_put_1KiB");
+    g.bench_function("six_fields", |b| {
+        b.to_async(&rt)
+            .iter_custom(|iters| timed_puts(&store, iters))
+    });
+    g.finish();
+}
+
 fn main() {
     let mut c = Criterion::default()
         .measurement_time(Duration::from_secs(3))
         .warm_up_time(Duration::from_secs(1))
         .configure_from_args();
     engine(&mut c);
+    store_put(&mut c);
     c.final_summary();
     report();
 }
