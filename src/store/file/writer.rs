@@ -126,14 +126,14 @@ impl FileStoreWriter {
         Ok(())
     }
 
-    /// Reserves room for the entry's trailer on top of what its body holds; gives the write
-    /// up when the capacity cannot provide it.
-    async fn reserve_trailer(&mut self, trailer_len: u64) -> Result<(), StoreError> {
+    /// Reserves `n` more bytes for this write (a chunk, or the trailer), on top of what it
+    /// holds, evicting to make room; gives the write up when the capacity cannot provide them.
+    async fn reserve_more(&mut self, n: u64) -> Result<(), StoreError> {
         let held = self.temp.as_ref().map_or(0, |t| t.reserved);
-        let (res, victims) = self.store.inner.reserve(&self.key, trailer_len, held);
+        let (res, victims) = self.store.inner.reserve(&self.key, n, held);
         if res.is_ok() {
             if let Some(t) = self.temp.as_mut() {
-                t.reserved += trailer_len;
+                t.reserved += n;
             }
         }
         self.store.remove_victims(victims).await;
@@ -175,18 +175,7 @@ impl StoreWriter for FileStoreWriter {
                 limit,
             });
         }
-        let held = self.temp.as_ref().map_or(0, |t| t.reserved);
-        let (res, victims) = self.store.inner.reserve(&self.key, n, held);
-        if res.is_ok() {
-            if let Some(t) = self.temp.as_mut() {
-                t.reserved += n;
-            }
-        }
-        self.store.remove_victims(victims).await;
-        if let Err(e) = res {
-            self.give_up();
-            return Err(e);
-        }
+        self.reserve_more(n).await?;
         self.written = total;
         self.buffered += chunk.len();
         self.buf.push(chunk);
@@ -211,7 +200,7 @@ impl StoreWriter for FileStoreWriter {
         let record = format::record(&key, &self.meta, self.written);
         let trailer_len = (record.len() + FOOTER_LEN) as u64;
         let size = self.written + trailer_len;
-        self.reserve_trailer(trailer_len).await?;
+        self.reserve_more(trailer_len).await?;
 
         // From here on the temp file and its reservation travel with the blocking tasks, which
         // run to completion (or clean up on drop) even if this future is cancelled.
