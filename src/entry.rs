@@ -153,6 +153,16 @@ impl Metadata {
 /// grow.
 pub(crate) const HEADER_ROOM: usize = 4;
 
+/// A copy of `headers`, in their order, whose index has [`HEADER_ROOM`] more slots (and whose
+/// field list has as many spare places: a clone of it keeps the index's room without them).
+pub(crate) fn with_header_room(headers: &HeaderMap) -> HeaderMap {
+    let mut copy = HeaderMap::with_capacity(headers.keys_len() + HEADER_ROOM);
+    for (name, value) in headers {
+        copy.append(name.clone(), value.clone());
+    }
+    copy
+}
+
 /// Seconds from the Unix epoch to 9999-12-31T23:59:59Z, the last instant an HTTP date can name.
 const FAR_FUTURE_SECS: u64 = 253_402_300_799;
 

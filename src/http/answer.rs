@@ -17,7 +17,7 @@ use super::status::{self, CacheStatus};
 use super::vary;
 use super::CACHE_STATUS;
 use crate::cache::{Cache, Lookup, Outcome, Storing, Verdict};
-use crate::entry::{EntryBody, Metadata, StoredEntry, HEADER_ROOM};
+use crate::entry::{with_header_room, EntryBody, Metadata, StoredEntry, HEADER_ROOM};
 
 /// The request fields that can make a stored answer a 304 or a 206 (`If-Range` matters only
 /// with a `Range`).
@@ -300,11 +300,7 @@ fn with_room(stored: &HeaderMap) -> HeaderMap {
         // Past 64 fields (far beyond what origins send) a rebuild is not worth it.
         return stored.clone();
     }
-    let mut headers = HeaderMap::with_capacity(stored.keys_len() + HEADER_ROOM);
-    for (name, value) in stored {
-        headers.append(name.clone(), value.clone());
-    }
-    headers
+    with_header_room(stored)
 }
 
 /// RFC 9111 §4.3.2: the client's own validator matches the entry.

@@ -31,7 +31,7 @@ use http::HeaderValue;
 use parking_lot::Mutex;
 
 use super::{Store, StoreWriter};
-use crate::entry::{EntryBody, Metadata, StoredEntry, HEADER_ROOM};
+use crate::entry::{with_header_room, EntryBody, Metadata, StoredEntry, HEADER_ROOM};
 use crate::error::StoreError;
 use crate::eviction::{EvictionPolicy, PolicyKind};
 
@@ -336,13 +336,8 @@ fn own_header_bytes(mut meta: Metadata) -> Metadata {
         }
     }
     if meta.headers.capacity() < meta.headers.keys_len() + HEADER_ROOM {
-        let mut headers = http::HeaderMap::with_capacity(meta.headers.keys_len() + HEADER_ROOM);
-        for (name, value) in &meta.headers {
-            headers.append(name.clone(), value.clone());
-        }
-        // A clone keeps the index's room, not the spare field slots (see
-        // `policy::storable_headers`).
-        meta.headers = headers.clone();
+        // The clone keeps the index's room, not the spare field slots.
+        meta.headers = with_header_room(&meta.headers).clone();
     }
     meta
 }
